@@ -1,0 +1,67 @@
+//! Time source. Everything that reads the wall clock goes through [`Clock`]
+//! so tests can drive delays and timestamps deterministically.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A source of wall-clock time in milliseconds since the Unix epoch.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// The operating system's wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        // A clock before 1970 is reported as 0 rather than panicking.
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// A clock that only moves when told to; for tests.
+///
+/// ```
+/// use mqstore::{Clock, ManualClock};
+/// let clock = ManualClock::new(1_000);
+/// clock.advance_ms(500);
+/// assert_eq!(clock.now_ms(), 1_500);
+/// ```
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    now: AtomicU64,
+}
+
+impl ManualClock {
+    /// A clock reading `start_ms`.
+    #[must_use]
+    pub fn new(start_ms: u64) -> Self {
+        Self {
+            now: AtomicU64::new(start_ms),
+        }
+    }
+
+    /// Moves the clock forward by `ms` (saturating).
+    pub fn advance_ms(&self, ms: u64) {
+        let _ = self
+            .now
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
+                Some(t.saturating_add(ms))
+            });
+    }
+
+    /// Sets the clock to `ms`, which may move it backwards (a clock jump).
+    pub fn set_ms(&self, ms: u64) {
+        self.now.store(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.now.load(Ordering::SeqCst)
+    }
+}

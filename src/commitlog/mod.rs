@@ -1,0 +1,401 @@
+//! The commit log: one append-only log shared by all topics, stored as
+//! segment files that are preallocated, mapped, and written sequentially.
+//!
+//! * Records never span segments: when a record does not fit, an
+//!   end-of-segment marker fills the rest and the log rolls to the next
+//!   segment (prepared ahead of time by the `mqstore:prealloc` thread).
+//! * [`FlushMode::Sync`] is group commit: an append returns after a flush
+//!   that covers it, and one flush serves every appender waiting at the
+//!   time. [`FlushMode::Async`] flushes from the `mqstore:flush` thread.
+//! * A failed flush fences the log: every waiting and later append fails
+//!   with [`Error::Fenced`] until the log is reopened.
+//! * Opening takes the directory lock first, then recovers: it scans from
+//!   the checkpoint, verifies every record's CRC, zeroes and syncs a torn
+//!   tail, and never serves a byte past the recovered end.
+//!
+//! ```
+//! use mqstore::commitlog::{CommitLog, CommitLogOptions, RecordDraft};
+//! # fn main() -> mqstore::Result<()> {
+//! let dir = tempfile::tempdir().map_err(|e| mqstore::Error::InvalidArgument(e.to_string()))?;
+//! let log = CommitLog::open(dir.path(), CommitLogOptions::default().segment_size(1 << 20))?;
+//! let at = log.append(&RecordDraft { topic: "orders", body: b"hello", ..Default::default() })?;
+//! let rec = log.read(at.offset)?;
+//! assert_eq!(&rec.body()[..], b"hello");
+//! log.close()?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod checkpoint;
+mod flush;
+mod options;
+mod prealloc;
+mod read;
+mod record;
+mod recovery;
+mod scan;
+mod segment;
+mod tools;
+mod writer;
+
+pub use checkpoint::{
+    Checkpoint, RecordMark, ShutdownState, CHECKPOINT_FILE, CHECKPOINT_LEN, CHECKPOINT_MAGIC,
+    CHECKPOINT_VERSION,
+};
+pub use options::{
+    CommitLogOptions, FlushMode, Preallocation, RecoveryMode, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
+};
+pub use read::Record;
+pub use record::{
+    RecordDraft, BLANK_LEN, BLANK_MAGIC, MAX_PROPERTIES_LEN, MAX_RECORD_LEN_LIMIT, MAX_TOPIC_LEN,
+    RECORD_HEADER_LEN, RECORD_MAGIC,
+};
+pub use recovery::{CheckpointUse, RecoveryReport, Truncation};
+pub use scan::COMMITLOG_DIR;
+pub use segment::{SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION};
+pub use tools::{DumpEntry, RecordStatus, VerifyReport};
+
+use crate::error::{Error, Result};
+use crate::offset::PhysicalOffset;
+use crate::storage::LockGuard;
+use parking_lot::{Condvar, Mutex, RwLock};
+use segment::Segment;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Name of the directory lock file inside the store directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// Where an appended record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Physical offset of the record.
+    pub offset: PhysicalOffset,
+    /// Encoded size in bytes.
+    pub size: u32,
+    /// Store timestamp written into the record (ms).
+    pub store_timestamp: u64,
+    /// The record's CRC.
+    pub crc: u32,
+}
+
+impl Appended {
+    /// Offset one past the record.
+    #[must_use]
+    pub fn end(&self) -> PhysicalOffset {
+        PhysicalOffset(self.offset.0 + u64::from(self.size))
+    }
+}
+
+/// A handle to an open commit log. Cheap to clone; all clones share one log.
+#[derive(Clone, Debug)]
+pub struct CommitLog {
+    handle: Arc<Handle>,
+}
+
+/// Owns the background threads; dropping the last handle closes the log on
+/// a best-effort basis.
+#[derive(Debug)]
+struct Handle {
+    core: Arc<Core>,
+    services: Mutex<Option<flush::Services>>,
+}
+
+/// Records the reason the log refuses writes.
+#[derive(Debug, Default)]
+pub(crate) struct Fence {
+    on: AtomicBool,
+    reason: Mutex<Option<String>>,
+}
+
+impl Fence {
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.on.load(Ordering::Acquire) {
+            let reason = self.reason.lock().clone().unwrap_or_default();
+            return Err(Error::Fenced { reason });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn set(&self, reason: String) {
+        let mut r = self.reason.lock();
+        if r.is_none() {
+            *r = Some(reason);
+        }
+        self.on.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        self.on.load(Ordering::Acquire)
+    }
+}
+
+/// Writer-side state, guarded by the append lock.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    pub(crate) active: Arc<Segment>,
+    /// Next write position inside `active`.
+    pub(crate) pos: u64,
+    /// The last record written.
+    pub(crate) last: Option<checkpoint::RecordMark>,
+    /// Store timestamps never go backwards in log order.
+    pub(crate) last_store_ts: u64,
+    /// Offset up to which prefaulting has been requested.
+    pub(crate) prefault_requested: u64,
+}
+
+/// State shared by the handle and the background threads.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) root: PathBuf,
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: CommitLogOptions,
+    pub(crate) segments: RwLock<Vec<Arc<Segment>>>,
+    pub(crate) writer: Mutex<Writer>,
+    /// End of the last complete record (published with Release after the
+    /// bytes are in the mapping).
+    pub(crate) written: AtomicU64,
+    /// Everything below this offset is durable.
+    pub(crate) flushed: AtomicU64,
+    pub(crate) fence: Fence,
+    pub(crate) flush_state: Mutex<flush::FlushState>,
+    pub(crate) flush_cv: Condvar,
+    pub(crate) closed: AtomicBool,
+    pub(crate) prealloc: prealloc::Prealloc,
+    pub(crate) checkpoint_generation: AtomicU64,
+    pub(crate) lock: Mutex<Option<Box<dyn LockGuard>>>,
+}
+
+impl CommitLog {
+    /// Opens (creating if needed) the commit log of the store directory
+    /// `dir`, taking its lock first and recovering after a crash.
+    ///
+    /// Fails with [`Error::Locked`] at once if another handle, in this or
+    /// another process, has the directory open.
+    pub fn open(dir: impl AsRef<Path>, opts: CommitLogOptions) -> Result<Self> {
+        Self::open_with_report(dir, opts).map(|(log, _)| log)
+    }
+
+    /// Like [`CommitLog::open`], also returning what recovery did.
+    pub fn open_with_report(
+        dir: impl AsRef<Path>,
+        opts: CommitLogOptions,
+    ) -> Result<(Self, RecoveryReport)> {
+        opts.validate()?;
+        let (core, report) = recovery::open(dir.as_ref(), opts)?;
+        let core = Arc::new(core);
+        let services = flush::Services::start(&core)?;
+        let log = Self {
+            handle: Arc::new(Handle {
+                core,
+                services: Mutex::new(Some(services)),
+            }),
+        };
+        Ok((log, report))
+    }
+
+    /// Appends one record. Under [`FlushMode::Sync`] returns only once the
+    /// record is durable; on a flush timeout returns [`Error::Timeout`] (the
+    /// record was written but durability is unconfirmed).
+    pub fn append(&self, draft: &RecordDraft<'_>) -> Result<Appended> {
+        let core = &self.handle.core;
+        let mut out = None;
+        let end = core.append_batch(std::slice::from_ref(draft), |a| out = Some(a))?;
+        core.after_append(end)?;
+        out.ok_or(Error::Closed)
+    }
+
+    /// Appends several records atomically: all of them are written, in
+    /// order and in one segment, or none. They must fit in one segment
+    /// together. Waits once for durability under [`FlushMode::Sync`].
+    pub fn append_batch(&self, drafts: &[RecordDraft<'_>]) -> Result<Vec<Appended>> {
+        let core = &self.handle.core;
+        let mut out = Vec::with_capacity(drafts.len());
+        let end = core.append_batch(drafts, |a| out.push(a))?;
+        core.after_append(end)?;
+        Ok(out)
+    }
+
+    /// Flushes everything appended so far and returns the durable end.
+    pub fn flush(&self) -> Result<PhysicalOffset> {
+        let core = &self.handle.core;
+        core.ensure_open()?;
+        let target = core.written.load(Ordering::Acquire);
+        core.flush_through(target, None).map(PhysicalOffset)
+    }
+
+    /// Reads the record starting at `offset`, which must have been returned
+    /// by an append (or found by [`CommitLog::iter`]).
+    pub fn read(&self, offset: PhysicalOffset) -> Result<Record> {
+        self.handle.core.read(offset.0)
+    }
+
+    /// Iterates over records from `from` (clamped to the first record) to
+    /// the end of the log as it grows.
+    #[must_use]
+    pub fn iter(&self, from: PhysicalOffset) -> read_iter::Iter {
+        read_iter::Iter::new(self.handle.core.clone(), from.0)
+    }
+
+    /// Offset of the first record still stored.
+    #[must_use]
+    pub fn min_offset(&self) -> PhysicalOffset {
+        PhysicalOffset(self.handle.core.min_offset())
+    }
+
+    /// Offset one past the last appended record.
+    #[must_use]
+    pub fn max_offset(&self) -> PhysicalOffset {
+        PhysicalOffset(self.handle.core.written.load(Ordering::Acquire))
+    }
+
+    /// Every byte below this offset is durable.
+    #[must_use]
+    pub fn flushed_offset(&self) -> PhysicalOffset {
+        PhysicalOffset(self.handle.core.flushed.load(Ordering::Acquire))
+    }
+
+    /// The end of what readers that must not see undurable data may read:
+    /// the flushed offset under [`FlushMode::Sync`], the appended end under
+    /// [`FlushMode::Async`].
+    #[must_use]
+    pub fn confirmed_offset(&self) -> PhysicalOffset {
+        let core = &self.handle.core;
+        match core.opts.flush_mode {
+            FlushMode::Sync => PhysicalOffset(core.flushed.load(Ordering::Acquire)),
+            FlushMode::Async => PhysicalOffset(core.written.load(Ordering::Acquire)),
+        }
+    }
+
+    /// Number of segment files.
+    #[must_use]
+    pub fn segment_count(&self) -> usize {
+        self.handle.core.segments.read().len()
+    }
+
+    /// Whether an earlier failure fenced the log.
+    #[must_use]
+    pub fn is_fenced(&self) -> bool {
+        self.handle.core.fence.is_set()
+    }
+
+    /// The store directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.handle.core.root
+    }
+
+    /// Stops the background threads, flushes, writes a clean-shutdown
+    /// checkpoint and releases the directory lock. Later calls on any clone
+    /// fail with [`Error::Closed`]. Returns the first error met (a fenced
+    /// log closes without marking a clean shutdown).
+    pub fn close(&self) -> Result<()> {
+        self.handle.close()
+    }
+}
+
+impl Handle {
+    fn close(&self) -> Result<()> {
+        let services = self.services.lock().take();
+        let Some(services) = services else {
+            return Ok(());
+        };
+        let core = &self.core;
+        core.closed.store(true, Ordering::Release);
+        let stopped = services.stop(core);
+        let result = stopped.and_then(|()| core.shutdown());
+        // Release the lock even when shutdown failed: the process is done
+        // with the directory either way.
+        core.lock.lock().take();
+        result
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // Best effort; an explicit close() reports errors.
+        let _ = self.close();
+    }
+}
+
+mod read_iter {
+    //! [`Iter`], a forward iterator over the live log.
+    use super::{Core, Record};
+    use crate::error::Result;
+    use std::sync::Arc;
+
+    /// Iterator returned by [`CommitLog::iter`](super::CommitLog::iter).
+    #[derive(Debug)]
+    pub struct Iter {
+        core: Arc<Core>,
+        next: u64,
+        failed: bool,
+    }
+
+    impl Iter {
+        pub(super) fn new(core: Arc<Core>, from: u64) -> Self {
+            let next = from.max(core.min_offset());
+            Self {
+                core,
+                next,
+                failed: false,
+            }
+        }
+
+        /// Offset the next call will read from.
+        #[must_use]
+        pub fn position(&self) -> crate::offset::PhysicalOffset {
+            crate::offset::PhysicalOffset(self.next)
+        }
+    }
+
+    impl Iterator for Iter {
+        type Item = Result<Record>;
+
+        fn next(&mut self) -> Option<Self::Item> {
+            if self.failed {
+                return None;
+            }
+            match self.core.read_next(self.next) {
+                Ok(Some(rec)) => {
+                    self.next = rec.end().get();
+                    Some(Ok(rec))
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    self.failed = true;
+                    Some(Err(e))
+                }
+            }
+        }
+    }
+}
+
+pub use read_iter::Iter;
+
+impl Core {
+    pub(crate) fn ensure_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        self.fence.check()
+    }
+
+    pub(crate) fn min_offset(&self) -> u64 {
+        self.segments
+            .read()
+            .first()
+            .map_or(segment::SEGMENT_HEADER_LEN as u64, |s| {
+                s.base + segment::SEGMENT_HEADER_LEN as u64
+            })
+    }
+
+    /// The segment containing `offset`, if still stored.
+    pub(crate) fn segment_for(&self, offset: u64) -> Option<Arc<Segment>> {
+        let segs = self.segments.read();
+        let idx = segs.partition_point(|s| s.base <= offset);
+        let seg = segs.get(idx.checked_sub(1)?)?;
+        (offset < seg.end()).then(|| seg.clone())
+    }
+}

@@ -1,0 +1,339 @@
+//! One commit-log segment: a preallocated file named by its 20-digit base
+//! offset, starting with a [`SEGMENT_HEADER_LEN`]-byte header, mapped shared.
+//!
+//! Invariants:
+//! * a file with a final (non-`.tmp`) name always has a complete, synced
+//!   header: segments are created as `<name>.tmp`, allocated, given their
+//!   header, synced, then renamed and the directory synced;
+//! * bytes past the log's write position read as zeros (fresh allocation, or
+//!   zeroed and synced by recovery), so a scan stops there;
+//! * the mapping is written only past the published end, and readers only
+//!   form slices below it, so no `&mut [u8]` ever aliases a live `&[u8]`.
+
+use crate::clock::Clock;
+use crate::error::{CorruptionKind, Error, Result};
+use crate::storage::{read_exact_at, write_all_at, MappedRegion, OpenMode, Storage, StorageFile};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::record::{get_u32, get_u64};
+
+/// Segment file magic: PNG-style, a high byte then "MQS" then CR LF SUB LF,
+/// so text-mode mangling and truncated copies are caught.
+pub const SEGMENT_MAGIC: [u8; 8] = [0x8D, b'M', b'Q', b'S', b'\r', b'\n', 0x1A, b'\n'];
+/// Segment format version written by this build.
+pub const SEGMENT_VERSION: u16 = 1;
+
+const MAGIC_OFFSET: usize = 0;
+const VERSION_OFFSET: usize = MAGIC_OFFSET + 8;
+const HEADER_LEN_OFFSET: usize = VERSION_OFFSET + 2;
+const FLAGS_OFFSET: usize = HEADER_LEN_OFFSET + 2;
+const BASE_OFFSET_OFFSET: usize = FLAGS_OFFSET + 4;
+const SIZE_OFFSET: usize = BASE_OFFSET_OFFSET + 8;
+const CREATED_OFFSET: usize = SIZE_OFFSET + 8;
+const _RESERVED_OFFSET: usize = CREATED_OFFSET + 8;
+const HEADER_CRC_OFFSET: usize = 60;
+/// Bytes of the segment header; the first record starts here.
+pub const SEGMENT_HEADER_LEN: usize = HEADER_CRC_OFFSET + 4;
+
+/// Width of a segment file name: the base offset zero-padded to 20 digits.
+pub const SEGMENT_NAME_LEN: usize = 20;
+
+/// File name of the segment starting at `base`.
+pub(crate) fn segment_name(base: u64) -> String {
+    format!("{base:020}")
+}
+
+/// Base offset encoded in a segment file name, if it is one.
+pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
+    if name.len() == SEGMENT_NAME_LEN && name.bytes().all(|b| b.is_ascii_digit()) {
+        name.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// The decoded segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentHeader {
+    pub(crate) base: u64,
+    pub(crate) size: u64,
+    pub(crate) created_ms: u64,
+}
+
+impl SegmentHeader {
+    pub(crate) fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut b = [0u8; SEGMENT_HEADER_LEN];
+        b[MAGIC_OFFSET..MAGIC_OFFSET + 8].copy_from_slice(&SEGMENT_MAGIC);
+        b[VERSION_OFFSET..VERSION_OFFSET + 2].copy_from_slice(&SEGMENT_VERSION.to_be_bytes());
+        b[HEADER_LEN_OFFSET..HEADER_LEN_OFFSET + 2]
+            .copy_from_slice(&(SEGMENT_HEADER_LEN as u16).to_be_bytes());
+        b[BASE_OFFSET_OFFSET..BASE_OFFSET_OFFSET + 8].copy_from_slice(&self.base.to_be_bytes());
+        b[SIZE_OFFSET..SIZE_OFFSET + 8].copy_from_slice(&self.size.to_be_bytes());
+        b[CREATED_OFFSET..CREATED_OFFSET + 8].copy_from_slice(&self.created_ms.to_be_bytes());
+        let crc = crc32fast::hash(&b[..HEADER_CRC_OFFSET]);
+        b[HEADER_CRC_OFFSET..].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    /// Decodes and checks a header; errors carry the offset of the bad field.
+    pub(crate) fn decode(b: &[u8]) -> std::result::Result<Self, (u64, CorruptionKind)> {
+        if b.len() < SEGMENT_HEADER_LEN {
+            return Err((0, CorruptionKind::Truncated));
+        }
+        if b[..8] != SEGMENT_MAGIC {
+            return Err((
+                0,
+                CorruptionKind::BadMagic {
+                    found: get_u64(b, 0),
+                },
+            ));
+        }
+        let stored = get_u32(b, HEADER_CRC_OFFSET);
+        let computed = crc32fast::hash(&b[..HEADER_CRC_OFFSET]);
+        if stored != computed {
+            return Err((
+                HEADER_CRC_OFFSET as u64,
+                CorruptionKind::ChecksumMismatch { stored, computed },
+            ));
+        }
+        let version = u16::from_be_bytes([b[VERSION_OFFSET], b[VERSION_OFFSET + 1]]);
+        if version != SEGMENT_VERSION {
+            return Err((
+                VERSION_OFFSET as u64,
+                CorruptionKind::UnsupportedVersion {
+                    found: u32::from(version),
+                },
+            ));
+        }
+        let hlen = u16::from_be_bytes([b[HEADER_LEN_OFFSET], b[HEADER_LEN_OFFSET + 1]]);
+        if usize::from(hlen) != SEGMENT_HEADER_LEN {
+            return Err((
+                HEADER_LEN_OFFSET as u64,
+                CorruptionKind::BadLength {
+                    length: u64::from(hlen),
+                },
+            ));
+        }
+        let size = get_u64(b, SIZE_OFFSET);
+        if size < (SEGMENT_HEADER_LEN as u64) * 2 || size > super::options::MAX_SEGMENT_SIZE {
+            return Err((
+                SIZE_OFFSET as u64,
+                CorruptionKind::BadLength { length: size },
+            ));
+        }
+        Ok(Self {
+            base: get_u64(b, BASE_OFFSET_OFFSET),
+            size,
+            created_ms: get_u64(b, CREATED_OFFSET),
+        })
+    }
+}
+
+/// An open, mapped segment.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub(crate) base: u64,
+    pub(crate) size: u64,
+    pub(crate) path: PathBuf,
+    pub(crate) file: Arc<dyn StorageFile>,
+    region: Arc<dyn MappedRegion>,
+}
+
+impl Segment {
+    /// Creates, allocates, stamps and syncs a new segment at `base`, then
+    /// renames it into place and syncs the directory.
+    pub(crate) fn create(
+        storage: &dyn Storage,
+        dir: &Path,
+        base: u64,
+        size: u64,
+        clock: &dyn Clock,
+    ) -> Result<Self> {
+        let path = dir.join(segment_name(base));
+        let tmp = dir.join(format!("{}.tmp", segment_name(base)));
+        let file = storage
+            .open(&tmp, OpenMode::CreateTruncate)
+            .map_err(|e| Error::io("create segment", &tmp, e))?;
+        let header = SegmentHeader {
+            base,
+            size,
+            created_ms: clock.now_ms(),
+        };
+        let done = (|| {
+            file.allocate(size)
+                .map_err(|e| Error::io("allocate segment", &tmp, e))?;
+            write_all_at(file.as_ref(), &header.encode(), 0)
+                .map_err(|e| Error::io("write segment header", &tmp, e))?;
+            file.sync_data()
+                .map_err(|e| Error::io("fdatasync segment", &tmp, e))?;
+            storage
+                .rename(&tmp, &path)
+                .map_err(|e| Error::io("rename segment", &tmp, e))?;
+            storage
+                .sync_dir(dir)
+                .map_err(|e| Error::io("fsync directory", dir, e))
+        })();
+        if let Err(e) = done {
+            // Best effort: a leftover .tmp is also removed by the next open.
+            let _ = storage.remove_file(&tmp);
+            return Err(e);
+        }
+        Self::map(file, path, header)
+    }
+
+    /// Opens an existing segment and checks its header against its name.
+    /// Reads with `pread` only; call [`Segment::map`] after validation.
+    pub(crate) fn open_file(
+        storage: &dyn Storage,
+        path: &Path,
+        base: u64,
+    ) -> Result<(Arc<dyn StorageFile>, SegmentHeader)> {
+        let file = storage
+            .open(path, OpenMode::ReadWrite)
+            .map_err(|e| Error::io("open segment", path, e))?;
+        let len = file.len().map_err(|e| Error::io("stat segment", path, e))?;
+        let mut buf = [0u8; SEGMENT_HEADER_LEN];
+        if len < SEGMENT_HEADER_LEN as u64 {
+            return Err(Error::corruption(path, len, CorruptionKind::Truncated));
+        }
+        read_exact_at(file.as_ref(), &mut buf, 0)
+            .map_err(|e| Error::io("read segment header", path, e))?;
+        let header = SegmentHeader::decode(&buf)
+            .map_err(|(off, kind)| Error::corruption(path, off, kind))?;
+        if header.base != base {
+            return Err(Error::corruption(
+                path,
+                BASE_OFFSET_OFFSET as u64,
+                CorruptionKind::Misplaced {
+                    claimed: header.base,
+                    actual: base,
+                },
+            ));
+        }
+        if len < header.size {
+            return Err(Error::corruption(path, len, CorruptionKind::Truncated));
+        }
+        Ok((file, header))
+    }
+
+    /// Maps a validated segment file.
+    pub(crate) fn map(
+        file: Arc<dyn StorageFile>,
+        path: PathBuf,
+        header: SegmentHeader,
+    ) -> Result<Self> {
+        let len = usize::try_from(header.size).map_err(|_| {
+            Error::corruption(
+                &path,
+                SIZE_OFFSET as u64,
+                CorruptionKind::BadLength {
+                    length: header.size,
+                },
+            )
+        })?;
+        let region = file
+            .map(len)
+            .map_err(|e| Error::io("mmap segment", &path, e))?;
+        Ok(Self {
+            base: header.base,
+            size: header.size,
+            path,
+            file,
+            region,
+        })
+    }
+
+    /// Offset one past the last byte of this segment.
+    pub(crate) fn end(&self) -> u64 {
+        self.base + self.size
+    }
+
+    /// Borrows `[pos, pos + len)` of the mapping.
+    ///
+    /// # Safety
+    /// The range must lie below the log's published end (so no writer touches
+    /// it) and inside the segment.
+    pub(crate) unsafe fn bytes(&self, pos: usize, len: usize) -> &[u8] {
+        debug_assert!(pos + len <= self.region.len());
+        // SAFETY: the region is valid for its length (MappedRegion contract);
+        // the caller guarantees the range is in bounds and not being written.
+        unsafe { std::slice::from_raw_parts(self.region.as_ptr().add(pos), len) }
+    }
+
+    /// Mutably borrows `[pos, pos + len)` of the mapping.
+    ///
+    /// # Safety
+    /// The range must lie at or past the log's published end, inside the
+    /// segment, and the caller must hold the writer lock so nobody else
+    /// borrows it.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn bytes_mut(&self, pos: usize, len: usize) -> &mut [u8] {
+        debug_assert!(pos + len <= self.region.len());
+        // SAFETY: as for `bytes`; exclusivity comes from the writer lock and
+        // from readers never reaching past the published end.
+        unsafe { std::slice::from_raw_parts_mut(self.region.as_ptr().add(pos), len) }
+    }
+
+    /// Synchronously flushes file positions `[from, to)` of the mapping.
+    pub(crate) fn flush(&self, from: u64, to: u64) -> std::io::Result<()> {
+        // msync wants a page-aligned start.
+        let start = (from & !4095) as usize;
+        let end = to.min(self.size) as usize;
+        if end <= start {
+            return Ok(());
+        }
+        self.region.flush_range(start, end - start)
+    }
+
+    /// Hints the kernel to fault in `[from, to)` writable.
+    pub(crate) fn prefault(&self, from: u64, to: u64) -> std::io::Result<()> {
+        let start = (from & !4095) as usize;
+        let end = to.min(self.size) as usize;
+        if end <= start {
+            return Ok(());
+        }
+        self.region.prefault(start, end - start)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_constants_are_pinned() {
+        // FORMAT.md section 2 lists these offsets; change both together.
+        assert_eq!(VERSION_OFFSET, 8);
+        assert_eq!(HEADER_LEN_OFFSET, 10);
+        assert_eq!(BASE_OFFSET_OFFSET, 16);
+        assert_eq!(SIZE_OFFSET, 24);
+        assert_eq!(CREATED_OFFSET, 32);
+        assert_eq!(_RESERVED_OFFSET, 40);
+        assert_eq!(SEGMENT_HEADER_LEN, 64);
+        assert_eq!(segment_name(1 << 30), "00000000001073741824");
+        assert_eq!(parse_segment_name("00000000001073741824"), Some(1 << 30));
+        assert_eq!(parse_segment_name("0000000000107374182"), None);
+        assert_eq!(parse_segment_name("0000000000107374182x"), None);
+    }
+
+    #[test]
+    fn header_round_trip_and_every_bit_flip() {
+        let h = SegmentHeader {
+            base: 1 << 20,
+            size: 1 << 20,
+            created_ms: 12345,
+        };
+        let b = h.encode();
+        assert_eq!(SegmentHeader::decode(&b), Ok(h));
+        for bit in 0..(SEGMENT_HEADER_LEN * 8) {
+            let mut c = b;
+            c[bit / 8] ^= 1 << (bit % 8);
+            assert!(SegmentHeader::decode(&c).is_err(), "bit {bit}");
+        }
+        assert_eq!(
+            SegmentHeader::decode(&b[..10]),
+            Err((0, CorruptionKind::Truncated))
+        );
+    }
+}

@@ -1,0 +1,251 @@
+//! The append path: one writer at a time under the append lock, encoding
+//! straight into the mapped segment, then publishing the new end.
+
+use super::checkpoint::RecordMark;
+use super::read::Record;
+use super::record::{
+    encode_blank, encode_into, parse_prefix, DraftError, Prefix, RecordDraft, RecordView, BLANK_LEN,
+};
+use super::segment::{Segment, SEGMENT_HEADER_LEN};
+use super::{Appended, Core, FlushMode, Writer};
+use crate::error::{Error, Result};
+use crate::offset::PhysicalOffset;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+impl Core {
+    /// Writes `drafts` as one atomic unit and publishes them; calls `each`
+    /// for every record written. Returns the new end offset.
+    pub(crate) fn append_batch(
+        &self,
+        drafts: &[RecordDraft<'_>],
+        mut each: impl FnMut(Appended),
+    ) -> Result<u64> {
+        if drafts.is_empty() {
+            return Ok(self.written.load(Ordering::Acquire));
+        }
+        // Validate everything before touching the log, so a rejected batch
+        // changes nothing.
+        let mut total: u64 = 0;
+        for d in drafts {
+            let len = self.record_len(d)?;
+            total += u64::from(len);
+        }
+        let capacity = self.opts.segment_size - SEGMENT_HEADER_LEN as u64 - u64::from(BLANK_LEN);
+        if total > capacity {
+            return Err(Error::MessageTooLarge {
+                size: total,
+                max: capacity,
+            });
+        }
+
+        let mut w = self.writer.lock();
+        self.ensure_open()?;
+        if total + u64::from(BLANK_LEN) > w.active.size - w.pos {
+            self.roll(&mut w)?;
+            // A segment with a different size (opened from an older config)
+            // may still be too small.
+            if total + u64::from(BLANK_LEN) > w.active.size - w.pos {
+                return Err(Error::MessageTooLarge {
+                    size: total,
+                    max: w.active.size - w.pos - u64::from(BLANK_LEN),
+                });
+            }
+        }
+        let seg = w.active.clone();
+        let now = self.opts.clock.now_ms().max(w.last_store_ts);
+        w.last_store_ts = now;
+        for d in drafts {
+            // Lengths were validated above; recomputing is cheap and keeps
+            // the loop free of a side vector.
+            let len = self.record_len(d)?;
+            let pos = w.pos;
+            let offset = seg.base + pos;
+            // SAFETY: [pos, pos + len) is past the published end (we hold the
+            // append lock and publish only below) and inside the segment
+            // (checked against the room above).
+            let dst = unsafe { seg.bytes_mut(pos as usize, len as usize) };
+            let crc = encode_into(dst, d, offset, now);
+            w.pos += u64::from(len);
+            w.last = Some(RecordMark { offset, crc });
+            each(Appended {
+                offset: PhysicalOffset(offset),
+                size: len,
+                store_timestamp: now,
+                crc,
+            });
+        }
+        let end = seg.base + w.pos;
+        self.written.store(end, Ordering::Release);
+        self.maybe_prefault(&mut w, end);
+        Ok(end)
+    }
+
+    /// Waits for durability as the flush mode requires.
+    pub(crate) fn after_append(&self, end: u64) -> Result<()> {
+        match self.opts.flush_mode {
+            FlushMode::Async => Ok(()),
+            FlushMode::Sync => {
+                let deadline = Instant::now() + self.opts.sync_flush_timeout;
+                self.flush_through(end, Some(deadline)).map(|_| ())
+            }
+        }
+    }
+
+    fn record_len(&self, d: &RecordDraft<'_>) -> Result<u32> {
+        let len = d.encoded_len().map_err(|e| match e {
+            DraftError::Topic(n) => Error::InvalidArgument(format!(
+                "topic length {n} is outside 1..={}",
+                super::record::MAX_TOPIC_LEN
+            )),
+            DraftError::Properties(n) => Error::MessageTooLarge {
+                size: n as u64,
+                max: super::record::MAX_PROPERTIES_LEN as u64,
+            },
+            DraftError::TooLarge(n) => Error::MessageTooLarge {
+                size: n,
+                max: u64::from(self.opts.max_record_size),
+            },
+        })?;
+        if len > self.opts.max_record_size {
+            return Err(Error::MessageTooLarge {
+                size: u64::from(len),
+                max: u64::from(self.opts.max_record_size),
+            });
+        }
+        Ok(len)
+    }
+
+    /// Moves the writer to the next segment: obtains it first (so a failure,
+    /// such as a full disk, changes nothing), then writes the end marker and
+    /// publishes the jump.
+    fn roll(&self, w: &mut Writer) -> Result<()> {
+        let next_base = w.active.end();
+        let next = self.prealloc.take_or_create(self, next_base)?;
+        self.segments.write().push(next.clone());
+        let room = w.active.size - w.pos;
+        // SAFETY: [pos, pos + 8) is past the published end and inside the
+        // segment (every segment keeps room for the marker).
+        let dst = unsafe { w.active.bytes_mut(w.pos as usize, BLANK_LEN as usize) };
+        // `room` fits u32: records are at most 256 MiB and segments are only
+        // left with less than record + marker bytes; clamp defensively.
+        encode_blank(dst, u32::try_from(room).unwrap_or(u32::MAX));
+        w.active = next;
+        w.pos = SEGMENT_HEADER_LEN as u64;
+        self.written
+            .store(next_base + SEGMENT_HEADER_LEN as u64, Ordering::Release);
+        self.prealloc.request_segment(w.active.end());
+        Ok(())
+    }
+
+    fn maybe_prefault(&self, w: &mut Writer, end: u64) {
+        let window = self.opts.prefault_window;
+        if window == 0 || end + window / 2 < w.prefault_requested {
+            return;
+        }
+        let upto = end + window;
+        w.prefault_requested = upto;
+        self.prealloc.request_prefault(upto);
+    }
+
+    /// Reads the record at `offset` (below the published end).
+    pub(crate) fn read(&self, offset: u64) -> Result<Record> {
+        match self.read_at(offset)? {
+            Slot::Record(r) => Ok(r),
+            Slot::Blank | Slot::End => Err(Error::InvalidArgument(format!(
+                "no record starts at offset {offset}"
+            ))),
+        }
+    }
+
+    /// The first record at or after `offset`, skipping end markers; `None`
+    /// at the end of the log.
+    pub(crate) fn read_next(&self, mut offset: u64) -> Result<Option<Record>> {
+        loop {
+            match self.read_at(offset)? {
+                Slot::Record(r) => return Ok(Some(r)),
+                Slot::End => return Ok(None),
+                Slot::Blank => {
+                    let Some(seg) = self.segment_for(offset) else {
+                        return Ok(None);
+                    };
+                    offset = seg.end() + SEGMENT_HEADER_LEN as u64;
+                }
+            }
+        }
+    }
+
+    fn read_at(&self, offset: u64) -> Result<Slot> {
+        self.ensure_not_closed()?;
+        let end = self.written.load(Ordering::Acquire);
+        if offset >= end {
+            return Ok(Slot::End);
+        }
+        let seg = self.segment_for(offset).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "offset {offset} is not stored (min {})",
+                self.min_offset()
+            ))
+        })?;
+        let pos = offset - seg.base;
+        if pos < SEGMENT_HEADER_LEN as u64 || offset + u64::from(BLANK_LEN) > end {
+            return Err(Error::InvalidArgument(format!(
+                "no record starts at offset {offset}"
+            )));
+        }
+        let room = seg.size - pos;
+        // SAFETY: offset < end, and every item below the published end is at
+        // least BLANK_LEN bytes, so [pos, pos + 8) is published.
+        let head = unsafe { seg.bytes(pos as usize, BLANK_LEN as usize) };
+        match parse_prefix(
+            head,
+            room,
+            self.opts
+                .max_record_size
+                .max(super::record::MAX_RECORD_LEN_LIMIT),
+        ) {
+            Ok(Prefix::Blank { .. }) => Ok(Slot::Blank),
+            Ok(Prefix::Empty) => {
+                Err(self.corrupt(&seg, pos, crate::error::CorruptionKind::Truncated))
+            }
+            Ok(Prefix::Record { len }) => {
+                if offset + u64::from(len) > end {
+                    return Err(Error::InvalidArgument(format!(
+                        "no record starts at offset {offset}"
+                    )));
+                }
+                // SAFETY: the whole record lies below the published end.
+                let bytes = unsafe { seg.bytes(pos as usize, len as usize) };
+                let parts = RecordView::validate(bytes, offset)
+                    .map_err(|k| self.corrupt(&seg, pos, k))?
+                    .1;
+                Ok(Slot::Record(Record::from_segment(
+                    seg,
+                    pos as usize,
+                    len as usize,
+                    parts,
+                )))
+            }
+            Err(kind) => Err(self.corrupt(&seg, pos, kind)),
+        }
+    }
+
+    fn corrupt(&self, seg: &Arc<Segment>, pos: u64, kind: crate::error::CorruptionKind) -> Error {
+        Error::corruption(&seg.path, pos, kind)
+    }
+
+    fn ensure_not_closed(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+enum Slot {
+    Record(Record),
+    Blank,
+    End,
+}

@@ -1,0 +1,155 @@
+//! The storage seam: every file-system call the store makes goes through
+//! [`Storage`], [`StorageFile`] and [`MappedRegion`].
+//!
+//! Production code uses [`StdStorage`]. Tests wrap it in [`FaultyStorage`] to
+//! fail the k-th call, fail syncs or report a full disk, which proves that no
+//! code path bypasses the seam and that every failure surfaces as a typed
+//! error. A simulated power-loss backend plugs in at the same place.
+
+mod fault;
+mod std_fs;
+
+use std::fmt::Debug;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use fault::{FaultKind, FaultPlan, FaultyStorage};
+pub use std_fs::StdStorage;
+
+/// How [`Storage::open`] opens a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Existing file, read only.
+    Read,
+    /// Existing file, read and write.
+    ReadWrite,
+    /// Create a new file for reading and writing; fails if it exists.
+    CreateNew,
+    /// Create or truncate a file for reading and writing.
+    CreateTruncate,
+}
+
+/// A directory tree of files. Implementations must be usable from several
+/// threads at once.
+pub trait Storage: Send + Sync + Debug + 'static {
+    /// Creates `path` and all missing parents.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Names (not paths) of the entries of directory `path`, in any order.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+    /// Whether `path` exists.
+    fn exists(&self, path: &Path) -> io::Result<bool>;
+    /// Opens a file.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>>;
+    /// Atomically renames `from` to `to`, replacing `to`. Durable only after
+    /// [`Storage::sync_dir`] of the parent.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file. Durable only after [`Storage::sync_dir`] of the parent.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Makes creations, renames and removals inside directory `path` durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Tries to take an exclusive advisory lock on `path` (created if
+    /// missing). `Ok(None)` means another handle holds it. The lock lasts as
+    /// long as the returned guard.
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>>;
+}
+
+/// Keeps a lock taken by [`Storage::try_lock`] alive until dropped.
+pub trait LockGuard: Send + Sync + Debug {}
+
+/// One open file.
+pub trait StorageFile: Send + Sync + Debug {
+    /// Current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many were read
+    /// (0 at end of file). May return fewer bytes than asked.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Writes up to `buf.len()` bytes at `offset`; returns how many were
+    /// written. May write fewer bytes than asked.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize>;
+    /// Reserves disk blocks for `[0, len)` so later writes, including writes
+    /// through a mapping, cannot fail for lack of space. Grows the file.
+    fn allocate(&self, len: u64) -> io::Result<()>;
+    /// Makes `[offset, offset + len)` read as zeros without changing the
+    /// file length. Durable after [`StorageFile::sync_data`].
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Truncates or extends the file.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes written data (including data stored through mappings) durable.
+    fn sync_data(&self) -> io::Result<()>;
+    /// Maps `[0, len)` of the file shared and writable.
+    fn map(&self, len: usize) -> io::Result<Arc<dyn MappedRegion>>;
+}
+
+/// A shared, writable memory mapping of a file.
+///
+/// # Safety
+///
+/// Implementations must guarantee that [`MappedRegion::as_ptr`] points to
+/// `len()` bytes that stay valid, readable and writable (and are not moved)
+/// for as long as the region is alive, and that stores through it reach the
+/// file once [`MappedRegion::flush_range`] returns `Ok`.
+pub unsafe trait MappedRegion: Send + Sync + Debug {
+    /// Start of the mapping.
+    fn as_ptr(&self) -> *mut u8;
+    /// Length of the mapping in bytes.
+    fn len(&self) -> usize;
+    /// Synchronously writes `[offset, offset + len)` to stable storage.
+    fn flush_range(&self, offset: usize, len: usize) -> io::Result<()>;
+    /// Faults pages of `[offset, offset + len)` in writable so later stores do
+    /// not pay first-touch page faults. Never changes the contents. Advisory:
+    /// an implementation may do nothing.
+    fn prefault(&self, offset: usize, len: usize) -> io::Result<()>;
+}
+
+/// Reads exactly `buf.len()` bytes at `offset`, looping over short reads.
+/// Reaching end of file early is an `UnexpectedEof` error.
+pub fn read_exact_at(
+    file: &dyn StorageFile,
+    mut buf: &mut [u8],
+    mut offset: u64,
+) -> io::Result<()> {
+    while !buf.is_empty() {
+        match file.read_at(buf, offset) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads up to `buf.len()` bytes at `offset`, looping over short reads until
+/// the buffer is full or end of file; returns the number of bytes read.
+pub fn read_full_at(file: &dyn StorageFile, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Writes all of `buf` at `offset`, looping over short writes.
+pub fn write_all_at(file: &dyn StorageFile, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match file.write_at(buf, offset) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                buf = &buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

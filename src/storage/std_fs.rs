@@ -1,0 +1,215 @@
+//! [`StdStorage`]: the real file system (std, plus `fallocate` and `memmap2`).
+
+use super::{LockGuard, MappedRegion, OpenMode, Storage, StorageFile};
+use memmap2::{Advice, MmapOptions, MmapRaw};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// The operating system's file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StdStorage;
+
+#[derive(Debug)]
+struct StdFile {
+    file: File,
+    path: PathBuf,
+}
+
+#[derive(Debug)]
+struct StdLock {
+    _file: File,
+}
+impl LockGuard for StdLock {}
+
+#[derive(Debug)]
+struct StdRegion {
+    map: MmapRaw,
+    /// Cleared when the kernel lacks `MADV_POPULATE_WRITE` (before 5.14), so
+    /// the prefault hint is not retried on every call.
+    populate_supported: AtomicBool,
+}
+
+impl Storage for StdStorage {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir_all(path)
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(path)? {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        Ok(names)
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        path.try_exists()
+    }
+
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
+        let mut opts = OpenOptions::new();
+        match mode {
+            OpenMode::Read => opts.read(true),
+            OpenMode::ReadWrite => opts.read(true).write(true),
+            OpenMode::CreateNew => opts.read(true).write(true).create_new(true),
+            OpenMode::CreateTruncate => opts.read(true).write(true).create(true).truncate(true),
+        };
+        let file = opts.open(path)?;
+        Ok(Arc::new(StdFile {
+            file,
+            path: path.to_path_buf(),
+        }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Box::new(StdLock { _file: file }))),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn to_off(v: u64) -> io::Result<libc::off_t> {
+    libc::off_t::try_from(v).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+fn unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
+    )
+}
+
+impl StorageFile for StdFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        self.file.write_at(buf, offset)
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        // SAFETY: plain syscall on an fd we own.
+        let r = check(unsafe { libc::fallocate(self.file.as_raw_fd(), 0, 0, to_off(len)?) });
+        match r {
+            Err(e) if unsupported(&e) => self.file.set_len(len),
+            other => other,
+        }
+    }
+
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let mode = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: plain syscall on an fd we own.
+        let r = check(unsafe {
+            libc::fallocate(self.file.as_raw_fd(), mode, to_off(offset)?, to_off(len)?)
+        });
+        match r {
+            Err(e) if unsupported(&e) => write_zeros(&self.file, offset, len),
+            other => other,
+        }
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn map(&self, len: usize) -> io::Result<Arc<dyn MappedRegion>> {
+        // The store holds the directory lock, so no other well-behaved handle
+        // changes the file under the mapping.
+        let map = MmapOptions::new().len(len).map_raw(&self.file)?;
+        let _ = &self.path;
+        Ok(Arc::new(StdRegion {
+            map,
+            populate_supported: AtomicBool::new(true),
+        }))
+    }
+}
+
+/// Fallback for file systems without `FALLOC_FL_ZERO_RANGE`.
+fn write_zeros(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    let zeros = vec![0u8; CHUNK as usize];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(CHUNK) as usize;
+        file.write_all_at(&zeros[..n], offset + done)?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+// SAFETY: `MmapRaw` keeps the mapping alive and fixed for its own lifetime,
+// which is the region's lifetime; msync(MS_SYNC) makes stores durable.
+unsafe impl MappedRegion for StdRegion {
+    fn as_ptr(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn flush_range(&self, offset: usize, len: usize) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.map.flush_range(offset, len)
+    }
+
+    fn prefault(&self, offset: usize, len: usize) -> io::Result<()> {
+        if len == 0 || !self.populate_supported.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match self.map.advise_range(Advice::PopulateWrite, offset, len) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.populate_supported.store(false, Ordering::Relaxed);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+}

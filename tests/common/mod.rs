@@ -1,0 +1,68 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use mqstore::commitlog::{CommitLogOptions, Preallocation, RecordDraft};
+
+/// Small segments so rolls happen constantly.
+pub fn tiny_opts() -> CommitLogOptions {
+    CommitLogOptions::default()
+        .segment_size(16 << 10)
+        .max_record_size(4 << 10)
+        .prefault_window(64 << 10)
+}
+
+/// Tiny segments, no background preparation (deterministic I/O).
+pub fn deterministic_opts() -> CommitLogOptions {
+    tiny_opts().preallocation(Preallocation::OnRoll)
+}
+
+/// A body derived from `i` so a verifier can regenerate it.
+pub fn body_for(i: u64, len: usize) -> Vec<u8> {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+pub fn draft<'a>(topic: &'a str, i: u64, body: &'a [u8]) -> RecordDraft<'a> {
+    RecordDraft {
+        topic,
+        queue_id: (i % 4) as u32,
+        queue_offset: i,
+        body,
+        born_timestamp: i,
+        ..Default::default()
+    }
+}
+
+/// A fixed-seed xorshift generator; prints nothing, tests print the seed.
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+pub fn seed() -> u64 {
+    std::env::var("MQSTORE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+                | 1
+        })
+}
