@@ -17,9 +17,7 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
         // A clock before 1970 is reported as 0 rather than panicking.
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 }
 
@@ -40,18 +38,12 @@ impl ManualClock {
     /// A clock reading `start_ms`.
     #[must_use]
     pub fn new(start_ms: u64) -> Self {
-        Self {
-            now: AtomicU64::new(start_ms),
-        }
+        Self { now: AtomicU64::new(start_ms) }
     }
 
     /// Moves the clock forward by `ms` (saturating).
     pub fn advance_ms(&self, ms: u64) {
-        let _ = self
-            .now
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
-                Some(t.saturating_add(ms))
-            });
+        let _ = self.now.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(t.saturating_add(ms)));
     }
 
     /// Sets the clock to `ms`, which may move it backwards (a clock jump).

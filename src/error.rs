@@ -62,10 +62,7 @@ impl std::fmt::Display for CorruptionKind {
             Self::BadMagic { found } => write!(f, "bad magic {found:#x}"),
             Self::UnsupportedVersion { found } => write!(f, "unsupported format version {found}"),
             Self::ChecksumMismatch { stored, computed } => {
-                write!(
-                    f,
-                    "crc mismatch (stored {stored:#010x}, computed {computed:#010x})"
-                )
+                write!(f, "crc mismatch (stored {stored:#010x}, computed {computed:#010x})")
             }
             Self::BadLength { length } => write!(f, "bad length {length}"),
             Self::Misplaced { claimed, actual } => {
@@ -163,11 +160,7 @@ impl Error {
 
     /// Builds an [`Error::Corruption`].
     pub(crate) fn corruption(path: impl Into<PathBuf>, offset: u64, kind: CorruptionKind) -> Self {
-        Self::Corruption {
-            path: path.into(),
-            offset,
-            kind,
-        }
+        Self::Corruption { path: path.into(), offset, kind }
     }
 
     /// True when retrying the same call later may succeed without reopening

@@ -24,15 +24,10 @@ fn append_read_and_iterate_across_segment_rolls() {
         assert_eq!(r.queue_offset(), i as u64);
         assert_eq!(r.topic(), "TopicA");
     }
-    let all: Vec<_> = log
-        .iter(PhysicalOffset(0))
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let all: Vec<_> = log.iter(PhysicalOffset(0)).collect::<Result<_, _>>().unwrap();
     assert_eq!(all.len(), 500);
     assert!(all.windows(2).all(|w| w[0].end() <= w[1].offset()));
-    assert!(all
-        .windows(2)
-        .all(|w| w[0].store_timestamp() <= w[1].store_timestamp()));
+    assert!(all.windows(2).all(|w| w[0].store_timestamp() <= w[1].store_timestamp()));
     log.close().unwrap();
 }
 
@@ -45,10 +40,7 @@ fn reopen_after_clean_close_keeps_everything_and_skips_the_scan() {
     }
     let end = log.max_offset();
     log.close().unwrap();
-    assert!(matches!(
-        log.append(&draft("T", 0, b"x")),
-        Err(Error::Closed)
-    ));
+    assert!(matches!(log.append(&draft("T", 0, b"x")), Err(Error::Closed)));
 
     let (log, report) = CommitLog::open_with_report(dir.path(), tiny_opts()).unwrap();
     assert!(report.clean_shutdown);
@@ -75,10 +67,7 @@ fn second_opener_gets_locked_immediately() {
     }
     log.close().unwrap();
     // The lock is released by close.
-    CommitLog::open(dir.path(), tiny_opts())
-        .unwrap()
-        .close()
-        .unwrap();
+    CommitLog::open(dir.path(), tiny_opts()).unwrap().close().unwrap();
 }
 
 #[test]
@@ -99,48 +88,27 @@ fn rejected_appends_change_nothing() {
     log.append(&draft("T", 0, b"first")).unwrap();
     let before = log.max_offset();
     let big = vec![0u8; 5 << 10];
+    assert!(matches!(log.append(&draft("T", 1, &big)), Err(Error::MessageTooLarge { .. })));
     assert!(matches!(
-        log.append(&draft("T", 1, &big)),
-        Err(Error::MessageTooLarge { .. })
-    ));
-    assert!(matches!(
-        log.append(&RecordDraft {
-            topic: "",
-            body: b"x",
-            ..Default::default()
-        }),
+        log.append(&RecordDraft { topic: "", body: b"x", ..Default::default() }),
         Err(Error::InvalidArgument(_))
     ));
     let props = vec![0u8; 70_000];
     assert!(matches!(
-        log.append(&RecordDraft {
-            topic: "T",
-            properties: &props,
-            body: b"x",
-            ..Default::default()
-        }),
+        log.append(&RecordDraft { topic: "T", properties: &props, body: b"x", ..Default::default() }),
         Err(Error::MessageTooLarge { .. })
     ));
     // A batch with one bad record writes none of them.
     let ok = body_for(1, 10);
     let batch = [draft("T", 1, &ok), draft("T", 2, &big)];
-    assert!(matches!(
-        log.append_batch(&batch),
-        Err(Error::MessageTooLarge { .. })
-    ));
+    assert!(matches!(log.append_batch(&batch), Err(Error::MessageTooLarge { .. })));
     // A batch larger than a segment is refused as a whole.
     let chunk = vec![7u8; 3 << 10];
     let batch: Vec<_> = (0..6).map(|i| draft("T", i, &chunk)).collect();
-    assert!(matches!(
-        log.append_batch(&batch),
-        Err(Error::MessageTooLarge { .. })
-    ));
+    assert!(matches!(log.append_batch(&batch), Err(Error::MessageTooLarge { .. })));
     assert_eq!(log.max_offset(), before);
     assert_eq!(log.iter(PhysicalOffset(0)).count(), 1);
-    assert!(matches!(
-        log.read(PhysicalOffset(before.get() + 10)),
-        Err(Error::InvalidArgument(_))
-    ));
+    assert!(matches!(log.read(PhysicalOffset(before.get() + 10)), Err(Error::InvalidArgument(_))));
     assert!(log.read(PhysicalOffset(1)).is_err());
     log.close().unwrap();
 }
@@ -151,11 +119,7 @@ fn batch_is_contiguous_and_in_one_segment() {
     let log = CommitLog::open(dir.path(), tiny_opts()).unwrap();
     for round in 0..30u64 {
         let bodies: Vec<_> = (0..5).map(|i| body_for(round * 5 + i, 500)).collect();
-        let drafts: Vec<_> = bodies
-            .iter()
-            .enumerate()
-            .map(|(i, b)| draft("B", round * 5 + i as u64, b))
-            .collect();
+        let drafts: Vec<_> = bodies.iter().enumerate().map(|(i, b)| draft("B", round * 5 + i as u64, b)).collect();
         let out = log.append_batch(&drafts).unwrap();
         assert_eq!(out.len(), 5);
         for w in out.windows(2) {
@@ -184,10 +148,7 @@ fn concurrent_sync_appenders_share_flushes() {
     let dir = tempfile::tempdir().unwrap();
     let log = CommitLog::open(
         dir.path(),
-        CommitLogOptions::default()
-            .segment_size(1 << 20)
-            .max_record_size(64 << 10)
-            .flush_mode(FlushMode::Sync),
+        CommitLogOptions::default().segment_size(1 << 20).max_record_size(64 << 10).flush_mode(FlushMode::Sync),
     )
     .unwrap();
     let threads: Vec<_> = (0..8u64)
@@ -212,10 +173,6 @@ fn concurrent_sync_appenders_share_flushes() {
 #[test]
 fn options_are_validated_at_open() {
     let dir = tempfile::tempdir().unwrap();
-    let e =
-        CommitLog::open(dir.path(), CommitLogOptions::default().segment_size(12345)).unwrap_err();
-    assert!(
-        matches!(e, Error::InvalidArgument(ref m) if m.contains("segment_size")),
-        "{e}"
-    );
+    let e = CommitLog::open(dir.path(), CommitLogOptions::default().segment_size(12345)).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(ref m) if m.contains("segment_size")), "{e}");
 }

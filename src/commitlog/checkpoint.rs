@@ -77,9 +77,7 @@ impl Checkpoint {
         b[STATE_OFFSET..STATE_OFFSET + 2].copy_from_slice(&state.to_be_bytes());
         b[GENERATION_OFFSET..GENERATION_OFFSET + 8].copy_from_slice(&self.generation.to_be_bytes());
         b[FLUSHED_OFFSET..FLUSHED_OFFSET + 8].copy_from_slice(&self.flushed.to_be_bytes());
-        let (off, crc) = self
-            .last_record
-            .map_or((u64::MAX, 0), |m| (m.offset, m.crc));
+        let (off, crc) = self.last_record.map_or((u64::MAX, 0), |m| (m.offset, m.crc));
         b[LAST_RECORD_OFFSET..LAST_RECORD_OFFSET + 8].copy_from_slice(&off.to_be_bytes());
         b[LAST_CRC_OFFSET..LAST_CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
         let sum = crc32fast::hash(&b[..CRC_OFFSET]);
@@ -89,102 +87,55 @@ impl Checkpoint {
 
     pub(crate) fn decode(b: &[u8]) -> std::result::Result<Self, (u64, CorruptionKind)> {
         if b.len() != CHECKPOINT_LEN {
-            return Err((
-                0,
-                CorruptionKind::BadLength {
-                    length: b.len() as u64,
-                },
-            ));
+            return Err((0, CorruptionKind::BadLength { length: b.len() as u64 }));
         }
         if b[..8] != CHECKPOINT_MAGIC {
-            return Err((
-                0,
-                CorruptionKind::BadMagic {
-                    found: get_u64(b, 0),
-                },
-            ));
+            return Err((0, CorruptionKind::BadMagic { found: get_u64(b, 0) }));
         }
         let stored = get_u32(b, CRC_OFFSET);
         let computed = crc32fast::hash(&b[..CRC_OFFSET]);
         if stored != computed {
-            return Err((
-                CRC_OFFSET as u64,
-                CorruptionKind::ChecksumMismatch { stored, computed },
-            ));
+            return Err((CRC_OFFSET as u64, CorruptionKind::ChecksumMismatch { stored, computed }));
         }
         let version = u16::from_be_bytes([b[VERSION_OFFSET], b[VERSION_OFFSET + 1]]);
         if version != CHECKPOINT_VERSION {
-            return Err((
-                VERSION_OFFSET as u64,
-                CorruptionKind::UnsupportedVersion {
-                    found: u32::from(version),
-                },
-            ));
+            return Err((VERSION_OFFSET as u64, CorruptionKind::UnsupportedVersion { found: u32::from(version) }));
         }
         let state = match u16::from_be_bytes([b[STATE_OFFSET], b[STATE_OFFSET + 1]]) {
             1 => ShutdownState::Running,
             2 => ShutdownState::Clean,
-            _ => {
-                return Err((
-                    STATE_OFFSET as u64,
-                    CorruptionKind::InvalidField { field: "state" },
-                ))
-            }
+            _ => return Err((STATE_OFFSET as u64, CorruptionKind::InvalidField { field: "state" })),
         };
         let off = get_u64(b, LAST_RECORD_OFFSET);
-        let last_record = (off != u64::MAX).then(|| RecordMark {
-            offset: off,
-            crc: get_u32(b, LAST_CRC_OFFSET),
-        });
-        Ok(Self {
-            state,
-            generation: get_u64(b, GENERATION_OFFSET),
-            flushed: get_u64(b, FLUSHED_OFFSET),
-            last_record,
-        })
+        let last_record = (off != u64::MAX).then(|| RecordMark { offset: off, crc: get_u32(b, LAST_CRC_OFFSET) });
+        Ok(Self { state, generation: get_u64(b, GENERATION_OFFSET), flushed: get_u64(b, FLUSHED_OFFSET), last_record })
     }
 }
 
 /// Reads the checkpoint in `dir`: `Ok(None)` if there is none.
 pub(crate) fn read(storage: &dyn Storage, dir: &Path) -> Result<Option<Checkpoint>> {
     let path = dir.join(CHECKPOINT_FILE);
-    if !storage
-        .exists(&path)
-        .map_err(|e| Error::io("stat checkpoint", &path, e))?
-    {
+    if !storage.exists(&path).map_err(|e| Error::io("stat checkpoint", &path, e))? {
         return Ok(None);
     }
-    let file = storage
-        .open(&path, OpenMode::Read)
-        .map_err(|e| Error::io("open checkpoint", &path, e))?;
+    let file = storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open checkpoint", &path, e))?;
     // One byte more than a checkpoint, so an over-long file is detected
     // without an allocation sized from disk.
     let mut buf = [0u8; CHECKPOINT_LEN + 1];
-    let n = read_full_at(file.as_ref(), &mut buf, 0)
-        .map_err(|e| Error::io("read checkpoint", &path, e))?;
-    Checkpoint::decode(&buf[..n])
-        .map(Some)
-        .map_err(|(off, kind)| Error::corruption(&path, off, kind))
+    let n = read_full_at(file.as_ref(), &mut buf, 0).map_err(|e| Error::io("read checkpoint", &path, e))?;
+    Checkpoint::decode(&buf[..n]).map(Some).map_err(|(off, kind)| Error::corruption(&path, off, kind))
 }
 
 /// Atomically replaces the checkpoint in `dir`.
 pub(crate) fn write(storage: &dyn Storage, dir: &Path, cp: &Checkpoint) -> Result<()> {
     let tmp = dir.join(CHECKPOINT_TMP);
     let path = dir.join(CHECKPOINT_FILE);
-    let file = storage
-        .open(&tmp, OpenMode::CreateTruncate)
-        .map_err(|e| Error::io("create checkpoint", &tmp, e))?;
-    write_all_at(file.as_ref(), &cp.encode(), 0)
-        .map_err(|e| Error::io("write checkpoint", &tmp, e))?;
-    file.sync_data()
-        .map_err(|e| Error::io("fdatasync checkpoint", &tmp, e))?;
+    let file = storage.open(&tmp, OpenMode::CreateTruncate).map_err(|e| Error::io("create checkpoint", &tmp, e))?;
+    write_all_at(file.as_ref(), &cp.encode(), 0).map_err(|e| Error::io("write checkpoint", &tmp, e))?;
+    file.sync_data().map_err(|e| Error::io("fdatasync checkpoint", &tmp, e))?;
     drop(file);
-    storage
-        .rename(&tmp, &path)
-        .map_err(|e| Error::io("rename checkpoint", &tmp, e))?;
-    storage
-        .sync_dir(dir)
-        .map_err(|e| Error::io("fsync directory", dir, e))
+    storage.rename(&tmp, &path).map_err(|e| Error::io("rename checkpoint", &tmp, e))?;
+    storage.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))
 }
 
 #[cfg(test)]
@@ -210,17 +161,9 @@ mod tests {
                 state: ShutdownState::Clean,
                 generation: 7,
                 flushed: 4096,
-                last_record: Some(RecordMark {
-                    offset: 64,
-                    crc: 0xabcd,
-                }),
+                last_record: Some(RecordMark { offset: 64, crc: 0xabcd }),
             },
-            Checkpoint {
-                state: ShutdownState::Running,
-                generation: 1,
-                flushed: 64,
-                last_record: None,
-            },
+            Checkpoint { state: ShutdownState::Running, generation: 1, flushed: 64, last_record: None },
         ] {
             let b = cp.encode();
             assert_eq!(Checkpoint::decode(&b), Ok(cp));

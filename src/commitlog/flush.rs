@@ -26,10 +26,7 @@ pub(crate) struct FlushState {
 
 impl FlushState {
     pub(crate) fn new(mark: Option<RecordMark>) -> Self {
-        Self {
-            leader: false,
-            mark,
-        }
+        Self { leader: false, mark }
     }
 }
 
@@ -56,10 +53,7 @@ impl Core {
                 drop(st);
                 if timed_out && self.flushed.load(Ordering::Acquire) < target {
                     self.fence.check()?;
-                    return Err(Error::Timeout {
-                        what: "sync flush",
-                        offset: target,
-                    });
+                    return Err(Error::Timeout { what: "sync flush", offset: target });
                 }
                 continue;
             }
@@ -92,13 +86,7 @@ impl Core {
         if end <= from {
             return Ok((from, None));
         }
-        let segs: Vec<_> = self
-            .segments
-            .read()
-            .iter()
-            .filter(|s| s.end() > from && s.base < end)
-            .cloned()
-            .collect();
+        let segs: Vec<_> = self.segments.read().iter().filter(|s| s.end() > from && s.base < end).cloned().collect();
         for seg in segs {
             let lo = from.max(seg.base) - seg.base;
             let hi = end.min(seg.end()) - seg.base;
@@ -117,12 +105,7 @@ impl Core {
         let mark = self.flush_state.lock().mark;
         let flushed = self.flushed.load(Ordering::Acquire);
         let generation = self.checkpoint_generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let cp = Checkpoint {
-            state,
-            generation,
-            flushed,
-            last_record: mark,
-        };
+        let cp = Checkpoint { state, generation, flushed, last_record: mark };
         checkpoint::write(self.opts.storage.as_ref(), &self.root, &cp)
             .inspect_err(|e| self.fence.set(format!("checkpoint: {e}")))
     }
@@ -155,9 +138,7 @@ struct PanicFence<'a>(&'a Core, &'static str);
 impl Drop for PanicFence<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0
-                .fence
-                .set(format!("background thread {} panicked", self.1));
+            self.0.fence.set(format!("background thread {} panicked", self.1));
         }
     }
 }
@@ -174,11 +155,7 @@ impl Services {
             })
             .map_err(|e| Error::io("spawn thread", &core.root, e))?;
         let prealloc = core.prealloc.start(core)?;
-        Ok(Self {
-            stop,
-            flusher,
-            prealloc,
-        })
+        Ok(Self { stop, flusher, prealloc })
     }
 
     /// Stops and joins the threads. A thread that panicked fences the log
@@ -187,10 +164,7 @@ impl Services {
         drop(self.stop);
         core.prealloc.stop();
         let mut result = Ok(());
-        for (name, h) in [
-            ("mqstore:flush", Some(self.flusher)),
-            ("mqstore:prealloc", self.prealloc),
-        ] {
+        for (name, h) in [("mqstore:flush", Some(self.flusher)), ("mqstore:prealloc", self.prealloc)] {
             if let Some(h) = h {
                 if h.join().is_err() {
                     core.fence.set(format!("background thread {name} panicked"));

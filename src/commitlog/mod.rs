@@ -17,7 +17,7 @@
 //! use mqstore::commitlog::{CommitLog, CommitLogOptions, RecordDraft};
 //! # fn main() -> mqstore::Result<()> {
 //! let dir = tempfile::tempdir().map_err(|e| mqstore::Error::InvalidArgument(e.to_string()))?;
-//! let log = CommitLog::open(dir.path(), CommitLogOptions::default().segment_size(1 << 20))?;
+//! let log = CommitLog::open(dir.path(), CommitLogOptions::default().segment_size(1 << 20).max_record_size(64 << 10))?;
 //! let at = log.append(&RecordDraft { topic: "orders", body: b"hello", ..Default::default() })?;
 //! let rec = log.read(at.offset)?;
 //! assert_eq!(&rec.body()[..], b"hello");
@@ -39,16 +39,13 @@ mod tools;
 mod writer;
 
 pub use checkpoint::{
-    Checkpoint, RecordMark, ShutdownState, CHECKPOINT_FILE, CHECKPOINT_LEN, CHECKPOINT_MAGIC,
-    CHECKPOINT_VERSION,
+    Checkpoint, RecordMark, ShutdownState, CHECKPOINT_FILE, CHECKPOINT_LEN, CHECKPOINT_MAGIC, CHECKPOINT_VERSION,
 };
-pub use options::{
-    CommitLogOptions, FlushMode, Preallocation, RecoveryMode, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
-};
+pub use options::{CommitLogOptions, FlushMode, Preallocation, RecoveryMode, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 pub use read::Record;
 pub use record::{
-    RecordDraft, BLANK_LEN, BLANK_MAGIC, MAX_PROPERTIES_LEN, MAX_RECORD_LEN_LIMIT, MAX_TOPIC_LEN,
-    RECORD_HEADER_LEN, RECORD_MAGIC,
+    RecordDraft, BLANK_LEN, BLANK_MAGIC, MAX_PROPERTIES_LEN, MAX_RECORD_LEN_LIMIT, MAX_TOPIC_LEN, RECORD_HEADER_LEN,
+    RECORD_MAGIC,
 };
 pub use recovery::{CheckpointUse, RecoveryReport, Truncation};
 pub use scan::COMMITLOG_DIR;
@@ -178,20 +175,12 @@ impl CommitLog {
     }
 
     /// Like [`CommitLog::open`], also returning what recovery did.
-    pub fn open_with_report(
-        dir: impl AsRef<Path>,
-        opts: CommitLogOptions,
-    ) -> Result<(Self, RecoveryReport)> {
+    pub fn open_with_report(dir: impl AsRef<Path>, opts: CommitLogOptions) -> Result<(Self, RecoveryReport)> {
         opts.validate()?;
         let (core, report) = recovery::open(dir.as_ref(), opts)?;
         let core = Arc::new(core);
         let services = flush::Services::start(&core)?;
-        let log = Self {
-            handle: Arc::new(Handle {
-                core,
-                services: Mutex::new(Some(services)),
-            }),
-        };
+        let log = Self { handle: Arc::new(Handle { core, services: Mutex::new(Some(services)) }) };
         Ok((log, report))
     }
 
@@ -336,11 +325,7 @@ mod read_iter {
     impl Iter {
         pub(super) fn new(core: Arc<Core>, from: u64) -> Self {
             let next = from.max(core.min_offset());
-            Self {
-                core,
-                next,
-                failed: false,
-            }
+            Self { core, next, failed: false }
         }
 
         /// Offset the next call will read from.
@@ -386,9 +371,7 @@ impl Core {
         self.segments
             .read()
             .first()
-            .map_or(segment::SEGMENT_HEADER_LEN as u64, |s| {
-                s.base + segment::SEGMENT_HEADER_LEN as u64
-            })
+            .map_or(segment::SEGMENT_HEADER_LEN as u64, |s| s.base + segment::SEGMENT_HEADER_LEN as u64)
     }
 
     /// The segment containing `offset`, if still stored.

@@ -219,48 +219,38 @@ impl CommitLogOptions {
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, why: String| Err(Error::InvalidArgument(format!("{field}: {why}")));
         let ms = Duration::from_millis(1);
-        if self.max_record_size < RECORD_HEADER_LEN as u32 + 1
-            || self.max_record_size > MAX_RECORD_LEN_LIMIT
-        {
+        if self.max_record_size < RECORD_HEADER_LEN as u32 + 1 || self.max_record_size > MAX_RECORD_LEN_LIMIT {
             return bad(
                 "max_record_size",
+                format!("{} is outside {}..={MAX_RECORD_LEN_LIMIT}", self.max_record_size, RECORD_HEADER_LEN + 1),
+            );
+        }
+        let need = SEGMENT_HEADER_LEN as u64 + u64::from(self.max_record_size) + u64::from(BLANK_LEN);
+        if self.segment_size < MIN_SEGMENT_SIZE.max(need) || self.segment_size > MAX_SEGMENT_SIZE {
+            return bad(
+                "segment_size",
                 format!(
-                    "{} is outside {}..={MAX_RECORD_LEN_LIMIT}",
-                    self.max_record_size,
-                    RECORD_HEADER_LEN + 1
+                    "{} is outside {}..={MAX_SEGMENT_SIZE} (must hold one record of max_record_size)",
+                    self.segment_size,
+                    MIN_SEGMENT_SIZE.max(need)
                 ),
             );
         }
-        let need =
-            SEGMENT_HEADER_LEN as u64 + u64::from(self.max_record_size) + u64::from(BLANK_LEN);
-        if self.segment_size < MIN_SEGMENT_SIZE.max(need) || self.segment_size > MAX_SEGMENT_SIZE {
-            return bad("segment_size", format!("{} is outside {}..={MAX_SEGMENT_SIZE} (must hold one record of max_record_size)", self.segment_size, MIN_SEGMENT_SIZE.max(need)));
-        }
         if self.segment_size % 4096 != 0 {
-            return bad(
-                "segment_size",
-                format!("{} is not a multiple of 4096", self.segment_size),
-            );
+            return bad("segment_size", format!("{} is not a multiple of 4096", self.segment_size));
         }
         if self.flush_interval < ms || self.flush_interval > Duration::from_secs(60) {
-            return bad(
-                "flush_interval",
-                format!("{:?} is outside 1ms..=60s", self.flush_interval),
-            );
+            return bad("flush_interval", format!("{:?} is outside 1ms..=60s", self.flush_interval));
         }
         if self.flush_thorough_interval < self.flush_interval {
             return bad(
                 "flush_thorough_interval",
-                format!(
-                    "{:?} is shorter than flush_interval",
-                    self.flush_thorough_interval
-                ),
+                format!("{:?} is shorter than flush_interval", self.flush_thorough_interval),
             );
         }
-        for (name, d) in [
-            ("sync_flush_timeout", self.sync_flush_timeout),
-            ("checkpoint_interval", self.checkpoint_interval),
-        ] {
+        for (name, d) in
+            [("sync_flush_timeout", self.sync_flush_timeout), ("checkpoint_interval", self.checkpoint_interval)]
+        {
             if d < ms || d > Duration::from_secs(600) {
                 return bad(name, format!("{d:?} is outside 1ms..=10min"));
             }
@@ -276,39 +266,19 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bad_fields_are_named() {
         assert!(CommitLogOptions::default().validate().is_ok());
-        let e = CommitLogOptions::default()
-            .segment_size(1000)
-            .validate()
-            .unwrap_err();
+        let e = CommitLogOptions::default().segment_size(1000).validate().unwrap_err();
         assert!(e.to_string().contains("segment_size"), "{e}");
-        let e = CommitLogOptions::default()
-            .segment_size(64 << 10)
-            .validate()
-            .unwrap_err();
+        let e = CommitLogOptions::default().segment_size(64 << 10).validate().unwrap_err();
         assert!(e.to_string().contains("segment_size"), "{e}");
-        let e = CommitLogOptions::default()
-            .max_record_size(10)
-            .validate()
-            .unwrap_err();
+        let e = CommitLogOptions::default().max_record_size(10).validate().unwrap_err();
         assert!(e.to_string().contains("max_record_size"), "{e}");
-        let e = CommitLogOptions::default()
-            .flush_interval(Duration::ZERO)
-            .validate()
-            .unwrap_err();
+        let e = CommitLogOptions::default().flush_interval(Duration::ZERO).validate().unwrap_err();
         assert!(e.to_string().contains("flush_interval"), "{e}");
-        let e = CommitLogOptions::default()
-            .flush_thorough_interval(Duration::from_millis(2))
-            .validate()
-            .unwrap_err();
+        let e = CommitLogOptions::default().flush_thorough_interval(Duration::from_millis(2)).validate().unwrap_err();
         assert!(e.to_string().contains("flush_thorough_interval"), "{e}");
-        let e = CommitLogOptions::default()
-            .sync_flush_timeout(Duration::ZERO)
-            .validate()
-            .unwrap_err();
+        let e = CommitLogOptions::default().sync_flush_timeout(Duration::ZERO).validate().unwrap_err();
         assert!(e.to_string().contains("sync_flush_timeout"), "{e}");
-        let ok = CommitLogOptions::default()
-            .max_record_size(1024)
-            .segment_size(8192);
+        let ok = CommitLogOptions::default().max_record_size(1024).segment_size(8192);
         assert!(ok.validate().is_ok());
     }
 }

@@ -35,10 +35,7 @@ pub(crate) struct Prealloc {
 
 impl Prealloc {
     pub(crate) fn new() -> Self {
-        Self {
-            next: Mutex::new(None),
-            jobs: Mutex::new(None),
-        }
+        Self { next: Mutex::new(None), jobs: Mutex::new(None) }
     }
 
     /// Starts the thread (unless preallocation is `OnRoll`) and asks it for
@@ -57,8 +54,7 @@ impl Prealloc {
             .map_err(|e| Error::io("spawn thread", &core.root, e))?;
         let mut w = core.writer.lock();
         self.request_segment(w.active.end());
-        let upto =
-            core.written.load(std::sync::atomic::Ordering::Acquire) + core.opts.prefault_window;
+        let upto = core.written.load(std::sync::atomic::Ordering::Acquire) + core.opts.prefault_window;
         if core.opts.prefault_window > 0 {
             w.prefault_requested = upto;
             self.request_prefault(upto);
@@ -125,13 +121,8 @@ impl Prealloc {
     }
 
     fn prefault(&self, core: &Core, from: u64, upto: u64) {
-        let mut segs: Vec<Arc<Segment>> = core
-            .segments
-            .read()
-            .iter()
-            .filter(|s| s.end() > from && s.base < upto)
-            .cloned()
-            .collect();
+        let mut segs: Vec<Arc<Segment>> =
+            core.segments.read().iter().filter(|s| s.end() > from && s.base < upto).cloned().collect();
         if let Some(next) = self.next.lock().as_ref() {
             if next.end() > from && next.base < upto && !segs.iter().any(|s| s.base == next.base) {
                 segs.push(next.clone());

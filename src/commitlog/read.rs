@@ -50,11 +50,7 @@ impl Record {
     pub(crate) fn from_segment(seg: Arc<Segment>, pos: usize, len: usize, parts: Parts) -> Self {
         let offset = PhysicalOffset(seg.base + pos as u64);
         let bytes = Bytes::from_owner(MappedSlice { seg, pos, len });
-        Self {
-            offset,
-            bytes,
-            parts,
-        }
+        Self { offset, bytes, parts }
     }
 
     fn view(&self) -> RecordView<'_> {
@@ -125,8 +121,7 @@ impl Record {
     /// Encoded properties.
     #[must_use]
     pub fn properties(&self) -> Bytes {
-        self.bytes
-            .slice(self.parts.properties.0..self.parts.properties.1)
+        self.bytes.slice(self.parts.properties.0..self.parts.properties.1)
     }
     /// Message body.
     #[must_use]

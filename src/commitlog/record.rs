@@ -147,12 +147,7 @@ pub(crate) fn record_crc(rec: &[u8]) -> u32 {
 
 /// Encodes `draft` into `dst`, which must be exactly `draft.encoded_len()`
 /// bytes long. Returns the CRC written.
-pub(crate) fn encode_into(
-    dst: &mut [u8],
-    d: &RecordDraft<'_>,
-    physical: u64,
-    store_ts: u64,
-) -> u32 {
+pub(crate) fn encode_into(dst: &mut [u8], d: &RecordDraft<'_>, physical: u64, store_ts: u64) -> u32 {
     let t = d.topic.len();
     let p = d.properties.len();
     debug_assert_eq!(dst.len(), RECORD_HEADER_LEN + t + p + d.body.len());
@@ -207,22 +202,16 @@ pub(crate) fn parse_prefix(head: &[u8], room: u64, max_len: u32) -> Result<Prefi
     match magic {
         0 if len == 0 => Ok(Prefix::Empty),
         BLANK_MAGIC if u64::from(len) == room => Ok(Prefix::Blank { remaining: len }),
-        BLANK_MAGIC => Err(CorruptionKind::BadLength {
-            length: u64::from(len),
-        }),
+        BLANK_MAGIC => Err(CorruptionKind::BadLength { length: u64::from(len) }),
         RECORD_MAGIC => {
             let fits = u64::from(len) + u64::from(BLANK_LEN) <= room;
             if (len as usize) < RECORD_HEADER_LEN || len > max_len || !fits {
-                Err(CorruptionKind::BadLength {
-                    length: u64::from(len),
-                })
+                Err(CorruptionKind::BadLength { length: u64::from(len) })
             } else {
                 Ok(Prefix::Record { len })
             }
         }
-        other => Err(CorruptionKind::BadMagic {
-            found: u64::from(other),
-        }),
+        other => Err(CorruptionKind::BadMagic { found: u64::from(other) }),
     }
 }
 
@@ -254,10 +243,7 @@ impl<'a> RecordView<'a> {
         }
         let claimed = get_u64(bytes, PHYSICAL_OFFSET_OFFSET);
         if claimed != at {
-            return Err(CorruptionKind::Misplaced {
-                claimed,
-                actual: at,
-            });
+            return Err(CorruptionKind::Misplaced { claimed, actual: at });
         }
         let t = usize::from(get_u16(bytes, TOPIC_LEN_OFFSET));
         let p = usize::from(get_u16(bytes, PROPS_LEN_OFFSET));
@@ -272,14 +258,7 @@ impl<'a> RecordView<'a> {
         }
         let properties = (topic.1, topic.1 + p);
         let body = (properties.1, bytes.len());
-        Ok((
-            Self { bytes },
-            Parts {
-                topic,
-                properties,
-                body,
-            },
-        ))
+        Ok((Self { bytes }, Parts { topic, properties, body }))
     }
 
     pub(crate) fn crc(&self) -> u32 {
@@ -362,10 +341,7 @@ mod tests {
         assert_eq!(view.store_timestamp(), 1_700_000_000_123);
         assert_eq!(view.reconsume_times(), 2);
         assert_eq!(&v[parts.topic.0..parts.topic.1], b"TopicA");
-        assert_eq!(
-            &v[parts.properties.0..parts.properties.1],
-            b"KEYS\x01k1\x02"
-        );
+        assert_eq!(&v[parts.properties.0..parts.properties.1], b"KEYS\x01k1\x02");
         assert_eq!(&v[parts.body.0..parts.body.1], b"hello");
         assert_eq!(view.crc(), record_crc(&v));
     }
@@ -375,33 +351,18 @@ mod tests {
         let d = draft("t", b"", b"");
         let v = encode(&d, 64);
         assert!(RecordView::validate(&v, 64).is_ok());
-        assert!(matches!(
-            parse_prefix(&v, 1 << 20, 1 << 20),
-            Ok(Prefix::Record { len: 69 })
-        ));
+        assert!(matches!(parse_prefix(&v, 1 << 20, 1 << 20), Ok(Prefix::Record { len: 69 })));
     }
 
     #[test]
     fn draft_limits_are_enforced() {
-        assert_eq!(
-            draft("", b"", b"x").encoded_len(),
-            Err(DraftError::Topic(0))
-        );
+        assert_eq!(draft("", b"", b"x").encoded_len(), Err(DraftError::Topic(0)));
         let long = "t".repeat(MAX_TOPIC_LEN + 1);
-        assert!(matches!(
-            draft(&long, b"", b"").encoded_len(),
-            Err(DraftError::Topic(_))
-        ));
+        assert!(matches!(draft(&long, b"", b"").encoded_len(), Err(DraftError::Topic(_))));
         let props = vec![0u8; MAX_PROPERTIES_LEN + 1];
-        assert!(matches!(
-            draft("t", &props, b"").encoded_len(),
-            Err(DraftError::Properties(_))
-        ));
+        assert!(matches!(draft("t", &props, b"").encoded_len(), Err(DraftError::Properties(_))));
         let body = vec![0u8; MAX_RECORD_LEN_LIMIT as usize];
-        assert!(matches!(
-            draft("t", b"", &body).encoded_len(),
-            Err(DraftError::TooLarge(_))
-        ));
+        assert!(matches!(draft("t", b"", &body).encoded_len(), Err(DraftError::TooLarge(_))));
     }
 
     #[test]
@@ -413,9 +374,7 @@ mod tests {
             c[bit / 8] ^= 1 << (bit % 8);
             let prefix = parse_prefix(&c, 1 << 20, 1 << 20);
             let ok = match prefix {
-                Ok(Prefix::Record { len }) if len as usize == c.len() => {
-                    RecordView::validate(&c, 1000).is_ok()
-                }
+                Ok(Prefix::Record { len }) if len as usize == c.len() => RecordView::validate(&c, 1000).is_ok(),
                 _ => false,
             };
             assert!(!ok, "flip of bit {bit} went unnoticed");
@@ -424,85 +383,46 @@ mod tests {
 
     #[test]
     fn prefix_decode_errors() {
-        assert_eq!(
-            parse_prefix(&[0; 4], 100, 100),
-            Err(CorruptionKind::Truncated)
-        );
+        assert_eq!(parse_prefix(&[0; 4], 100, 100), Err(CorruptionKind::Truncated));
         assert_eq!(parse_prefix(&[0; 8], 100, 100), Ok(Prefix::Empty));
         let mut b = [0u8; 8];
         encode_blank(&mut b, 100);
-        assert_eq!(
-            parse_prefix(&b, 100, 100),
-            Ok(Prefix::Blank { remaining: 100 })
-        );
-        assert!(matches!(
-            parse_prefix(&b, 99, 100),
-            Err(CorruptionKind::BadLength { length: 100 })
-        ));
+        assert_eq!(parse_prefix(&b, 100, 100), Ok(Prefix::Blank { remaining: 100 }));
+        assert!(matches!(parse_prefix(&b, 99, 100), Err(CorruptionKind::BadLength { length: 100 })));
         b[4..8].copy_from_slice(&0xdead_beefu32.to_be_bytes());
-        assert!(matches!(
-            parse_prefix(&b, 100, 100),
-            Err(CorruptionKind::BadMagic { found: 0xdead_beef })
-        ));
+        assert!(matches!(parse_prefix(&b, 100, 100), Err(CorruptionKind::BadMagic { found: 0xdead_beef })));
         // Zero length with a record magic, a record longer than the room
         // left before the marker, and one over the configured maximum.
         let mut r = [0u8; 8];
         r[4..8].copy_from_slice(&RECORD_MAGIC.to_be_bytes());
-        assert!(matches!(
-            parse_prefix(&r, 1000, 1000),
-            Err(CorruptionKind::BadLength { length: 0 })
-        ));
+        assert!(matches!(parse_prefix(&r, 1000, 1000), Err(CorruptionKind::BadLength { length: 0 })));
         r[0..4].copy_from_slice(&100u32.to_be_bytes());
-        assert!(matches!(
-            parse_prefix(&r, 107, 1000),
-            Err(CorruptionKind::BadLength { .. })
-        ));
+        assert!(matches!(parse_prefix(&r, 107, 1000), Err(CorruptionKind::BadLength { .. })));
         assert!(parse_prefix(&r, 108, 1000).is_ok());
-        assert!(matches!(
-            parse_prefix(&r, 1000, 99),
-            Err(CorruptionKind::BadLength { .. })
-        ));
+        assert!(matches!(parse_prefix(&r, 1000, 99), Err(CorruptionKind::BadLength { .. })));
     }
 
     #[test]
     fn validate_errors() {
         let d = draft("TopicA", b"", b"payload");
         let v = encode(&d, 500);
-        assert_eq!(
-            RecordView::validate(&v[..10], 500).err(),
-            Some(CorruptionKind::Truncated)
-        );
-        assert!(matches!(
-            RecordView::validate(&v, 501),
-            Err(CorruptionKind::Misplaced {
-                claimed: 500,
-                actual: 501
-            })
-        ));
+        assert_eq!(RecordView::validate(&v[..10], 500).err(), Some(CorruptionKind::Truncated));
+        assert!(matches!(RecordView::validate(&v, 501), Err(CorruptionKind::Misplaced { claimed: 500, actual: 501 })));
         let mut c = v.clone();
         let last = c.len() - 1;
         c[last] ^= 0x40;
-        assert!(matches!(
-            RecordView::validate(&c, 500),
-            Err(CorruptionKind::ChecksumMismatch { .. })
-        ));
+        assert!(matches!(RecordView::validate(&c, 500), Err(CorruptionKind::ChecksumMismatch { .. })));
         // A consistent CRC over inconsistent lengths is still rejected.
         let mut c = v.clone();
         put_u32(&mut c, BODY_LEN_OFFSET, 3);
         let crc = record_crc(&c);
         put_u32(&mut c, CRC_OFFSET, crc);
-        assert!(matches!(
-            RecordView::validate(&c, 500),
-            Err(CorruptionKind::BadLength { .. })
-        ));
+        assert!(matches!(RecordView::validate(&c, 500), Err(CorruptionKind::BadLength { .. })));
         // Non-UTF-8 topic with a valid CRC.
         let mut c = v.clone();
         c[RECORD_HEADER_LEN] = 0xff;
         let crc = record_crc(&c);
         put_u32(&mut c, CRC_OFFSET, crc);
-        assert!(matches!(
-            RecordView::validate(&c, 500),
-            Err(CorruptionKind::InvalidField { field: "topic" })
-        ));
+        assert!(matches!(RecordView::validate(&c, 500), Err(CorruptionKind::InvalidField { field: "topic" })));
     }
 }

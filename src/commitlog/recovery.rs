@@ -72,23 +72,18 @@ pub struct RecoveryReport {
 pub(crate) fn open(root: &Path, opts: CommitLogOptions) -> Result<(Core, RecoveryReport)> {
     let storage = opts.storage.clone();
     let st = storage.as_ref();
-    st.create_dir_all(root)
-        .map_err(|e| Error::io("create directory", root, e))?;
+    st.create_dir_all(root).map_err(|e| Error::io("create directory", root, e))?;
     let lock_path = root.join(LOCK_FILE);
     let lock = st
         .try_lock(&lock_path)
         .map_err(|e| Error::io("lock", &lock_path, e))?
-        .ok_or_else(|| Error::Locked {
-            path: lock_path.clone(),
-        })?;
+        .ok_or_else(|| Error::Locked { path: lock_path.clone() })?;
 
     let dir = root.join(COMMITLOG_DIR);
-    st.create_dir_all(&dir)
-        .map_err(|e| Error::io("create directory", &dir, e))?;
+    st.create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
     let listing = list_segments(st, &dir)?;
     for tmp in &listing.temporaries {
-        st.remove_file(tmp)
-            .map_err(|e| Error::io("remove temporary", tmp, e))?;
+        st.remove_file(tmp).map_err(|e| Error::io("remove temporary", tmp, e))?;
     }
     let cp = match checkpoint::read(st, root) {
         Ok(cp) => Ok(cp),
@@ -113,11 +108,7 @@ pub(crate) fn open(root: &Path, opts: CommitLogOptions) -> Result<(Core, Recover
             if cp.last_record.is_some() {
                 // The checkpoint promises durable records, yet no segment
                 // exists: refuse rather than silently start an empty log.
-                return Err(Error::corruption(
-                    &dir,
-                    cp.flushed,
-                    CorruptionKind::Truncated,
-                ));
+                return Err(Error::corruption(&dir, cp.flushed, CorruptionKind::Truncated));
             }
         }
         let seg = Segment::create(st, &dir, 0, opts.segment_size, opts.clock.as_ref())?;
@@ -130,8 +121,7 @@ pub(crate) fn open(root: &Path, opts: CommitLogOptions) -> Result<(Core, Recover
         core.write_checkpoint(ShutdownState::Running)?;
         return Ok((core, report));
     } else if !listing.temporaries.is_empty() {
-        st.sync_dir(&dir)
-            .map_err(|e| Error::io("fsync directory", &dir, e))?;
+        st.sync_dir(&dir).map_err(|e| Error::io("fsync directory", &dir, e))?;
     }
 
     let first_record = segs[0].header.base + SEGMENT_HEADER_LEN as u64;
@@ -141,20 +131,14 @@ pub(crate) fn open(root: &Path, opts: CommitLogOptions) -> Result<(Core, Recover
             Ok(start) => {
                 report.clean_shutdown = c.state == ShutdownState::Clean;
                 report.checkpoint = CheckpointUse::Used;
-                (
-                    start.clamp(first_record, last_end),
-                    c.last_record,
-                    c.generation,
-                )
+                (start.clamp(first_record, last_end), c.last_record, c.generation)
             }
             Err(why) => {
                 if opts.recovery_mode == RecoveryMode::AbsoluteConsistency {
                     return Err(Error::corruption(
                         root.join(checkpoint::CHECKPOINT_FILE),
                         0,
-                        CorruptionKind::InvalidField {
-                            field: "checkpoint does not match the log",
-                        },
+                        CorruptionKind::InvalidField { field: "checkpoint does not match the log" },
                     ));
                 }
                 report.checkpoint = CheckpointUse::Inconsistent(why);
@@ -179,14 +163,9 @@ pub(crate) fn open(root: &Path, opts: CommitLogOptions) -> Result<(Core, Recover
         match scanner.step()? {
             Step::Record { offset, bytes, .. } => {
                 report.records_scanned += 1;
-                mark = Some(RecordMark {
-                    offset,
-                    crc: super::record::get_u32(bytes, 8),
-                });
+                mark = Some(RecordMark { offset, crc: super::record::get_u32(bytes, 8) });
             }
-            Step::Blank {
-                next_missing: true, ..
-            } => {
+            Step::Blank { next_missing: true, .. } => {
                 // The next segment is created before the marker is written,
                 // so it can only be missing if it was removed by hand.
                 // Recreate it empty below.
@@ -194,20 +173,11 @@ pub(crate) fn open(root: &Path, opts: CommitLogOptions) -> Result<(Core, Recover
             }
             Step::Blank { .. } => {}
             Step::End { offset } => break (offset, scanner.segment_index().min(segs.len() - 1)),
-            Step::Damage {
-                offset,
-                path,
-                pos,
-                kind,
-            } => {
+            Step::Damage { offset, path, pos, kind } => {
                 if opts.recovery_mode == RecoveryMode::AbsoluteConsistency {
                     return Err(Error::corruption(path, pos, kind));
                 }
-                report.truncated = Some(Truncation {
-                    path,
-                    offset: PhysicalOffset(offset),
-                    kind,
-                });
+                report.truncated = Some(Truncation { path, offset: PhysicalOffset(offset), kind });
                 break (offset, idx);
             }
         }
@@ -217,39 +187,38 @@ pub(crate) fn open(root: &Path, opts: CommitLogOptions) -> Result<(Core, Recover
     if end_idx == segs.len() {
         let base = end - SEGMENT_HEADER_LEN as u64;
         let seg = Segment::create(st, &dir, base, opts.segment_size, opts.clock.as_ref())?;
-        let (file, header) = Segment::open_file(st, &seg.path, base)?;
-        segs.push(SegmentFile {
-            header,
-            path: seg.path.clone(),
-            file,
-        });
+        let (file, header, len) = Segment::open_file(st, &seg.path, base)?;
+        segs.push(SegmentFile { header, path: seg.path.clone(), file, len });
     }
 
     // Make the recovered prefix durable and the tail unreadable, then drop
     // segments past the end, before anything is mapped or published.
-    let dirty = !report.clean_shutdown || report.truncated.is_some() || report.records_scanned > 0;
+    let tail = &segs[end_idx];
+    if tail.len < tail.header.size {
+        // A segment cut short: give it back its full allocation before
+        // zeroing and mapping (touching a mapping past EOF is a SIGBUS).
+        tail.file.allocate(tail.header.size).map_err(|e| Error::io("allocate segment", &tail.path, e))?;
+    }
+    let dirty = tail.len < tail.header.size
+        || !report.clean_shutdown
+        || report.truncated.is_some()
+        || report.records_scanned > 0;
     if dirty {
         let tail = &segs[end_idx];
         let pos = end - tail.header.base;
-        tail.file
-            .zero_range(pos, tail.header.size - pos)
-            .map_err(|e| Error::io("zero torn tail", &tail.path, e))?;
+        tail.file.zero_range(pos, tail.header.size - pos).map_err(|e| Error::io("zero torn tail", &tail.path, e))?;
         let first_scanned = segs.iter().position(|s| start < s.end()).unwrap_or(end_idx);
         for s in &segs[first_scanned.min(end_idx)..=end_idx] {
-            s.file
-                .sync_data()
-                .map_err(|e| Error::io("fdatasync segment", &s.path, e))?;
+            s.file.sync_data().map_err(|e| Error::io("fdatasync segment", &s.path, e))?;
         }
     }
     let removed: Vec<SegmentFile> = segs.drain(end_idx + 1..).collect();
     for s in removed.iter().rev() {
-        st.remove_file(&s.path)
-            .map_err(|e| Error::io("remove segment", &s.path, e))?;
+        st.remove_file(&s.path).map_err(|e| Error::io("remove segment", &s.path, e))?;
     }
     report.segments_removed = removed.len();
     if !removed.is_empty() {
-        st.sync_dir(&dir)
-            .map_err(|e| Error::io("fsync directory", &dir, e))?;
+        st.sync_dir(&dir).map_err(|e| Error::io("fsync directory", &dir, e))?;
     }
 
     let mut mapped = Vec::with_capacity(segs.len());
@@ -257,10 +226,7 @@ pub(crate) fn open(root: &Path, opts: CommitLogOptions) -> Result<(Core, Recover
         mapped.push(Arc::new(Segment::map(s.file, s.path, s.header)?));
     }
     // The tail segment (the last one kept) holds the end.
-    let active = mapped
-        .last()
-        .cloned()
-        .ok_or_else(|| Error::corruption(&dir, end, CorruptionKind::Truncated))?;
+    let active = mapped.last().cloned().ok_or_else(|| Error::corruption(&dir, end, CorruptionKind::Truncated))?;
     let core = build(root, dir, opts, active, mapped, end, mark, lock, generation);
     core.write_checkpoint(ShutdownState::Running)?;
     Ok((core, report))
@@ -268,11 +234,7 @@ pub(crate) fn open(root: &Path, opts: CommitLogOptions) -> Result<(Core, Recover
 
 /// Checks that the checkpoint's offsets fit the segments and that the
 /// record it names is really there; returns where the scan may start.
-fn check_checkpoint(
-    cp: &Checkpoint,
-    segs: &[SegmentFile],
-    max_record: u32,
-) -> std::result::Result<u64, String> {
+fn check_checkpoint(cp: &Checkpoint, segs: &[SegmentFile], max_record: u32) -> std::result::Result<u64, String> {
     let Some(m) = cp.last_record else {
         return Ok(cp.flushed);
     };
@@ -282,38 +244,24 @@ fn check_checkpoint(
         return Ok(cp.flushed);
     }
     if m.offset >= cp.flushed {
-        return Err(format!(
-            "record mark {} is not below flushed offset {}",
-            m.offset, cp.flushed
-        ));
+        return Err(format!("record mark {} is not below flushed offset {}", m.offset, cp.flushed));
     }
-    let Some(seg) = segs
-        .iter()
-        .find(|s| m.offset >= s.header.base && m.offset < s.end())
-    else {
+    let Some(seg) = segs.iter().find(|s| m.offset >= s.header.base && m.offset < s.end()) else {
         return Err(format!("record mark {} is past the last segment", m.offset));
     };
-    if !segs
-        .iter()
-        .any(|s| cp.flushed >= s.header.base + SEGMENT_HEADER_LEN as u64 && cp.flushed <= s.end())
-    {
-        return Err(format!(
-            "flushed offset {} is past the last segment",
-            cp.flushed
-        ));
+    if !segs.iter().any(|s| cp.flushed >= s.header.base + SEGMENT_HEADER_LEN as u64 && cp.flushed <= s.end()) {
+        return Err(format!("flushed offset {} is past the last segment", cp.flushed));
     }
     let pos = m.offset - seg.header.base;
     let mut head = [0u8; 8];
-    read_exact_at(seg.file.as_ref(), &mut head, pos)
-        .map_err(|e| format!("cannot read record mark: {e}"))?;
+    read_exact_at(seg.file.as_ref(), &mut head, pos).map_err(|e| format!("cannot read record mark: {e}"))?;
     let room = seg.header.size - pos;
     let len = match super::record::parse_prefix(&head, room, max_record) {
         Ok(super::record::Prefix::Record { len }) => len,
         other => return Err(format!("no record at mark {}: {other:?}", m.offset)),
     };
     let mut buf = vec![0u8; len as usize];
-    read_exact_at(seg.file.as_ref(), &mut buf, pos)
-        .map_err(|e| format!("cannot read record mark: {e}"))?;
+    read_exact_at(seg.file.as_ref(), &mut buf, pos).map_err(|e| format!("cannot read record mark: {e}"))?;
     match super::record::RecordView::validate(&buf, m.offset) {
         Ok((view, _)) if view.crc() == m.crc => Ok(cp.flushed),
         Ok(_) => Err(format!("record at mark {} has a different crc", m.offset)),
@@ -334,13 +282,7 @@ fn build(
     generation: u64,
 ) -> Core {
     let pos = end - active.base;
-    let writer = Writer {
-        active,
-        pos,
-        last: mark,
-        last_store_ts: 0,
-        prefault_requested: end,
-    };
+    let writer = Writer { active, pos, last: mark, last_store_ts: 0, prefault_requested: end };
     Core {
         root: root.to_path_buf(),
         dir,

@@ -22,6 +22,9 @@ pub(crate) struct SegmentFile {
     pub(crate) header: SegmentHeader,
     pub(crate) path: PathBuf,
     pub(crate) file: Arc<dyn StorageFile>,
+    /// File length when opened; below `header.size` only for a last
+    /// segment cut short.
+    pub(crate) len: u64,
 }
 
 impl SegmentFile {
@@ -39,27 +42,18 @@ pub(crate) struct Listing {
 }
 
 pub(crate) fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Listing> {
-    let names = storage
-        .list_dir(dir)
-        .map_err(|e| Error::io("list directory", dir, e))?;
+    let names = storage.list_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;
     let mut segments = Vec::new();
     let mut temporaries = Vec::new();
     for name in names {
         if let Some(base) = parse_segment_name(&name) {
             segments.push((base, dir.join(&name)));
-        } else if name
-            .strip_suffix(".tmp")
-            .and_then(parse_segment_name)
-            .is_some()
-        {
+        } else if name.strip_suffix(".tmp").and_then(parse_segment_name).is_some() {
             temporaries.push(dir.join(&name));
         }
     }
     segments.sort_by_key(|(b, _)| *b);
-    Ok(Listing {
-        segments,
-        temporaries,
-    })
+    Ok(Listing { segments, temporaries })
 }
 
 /// Opens and validates every listed segment with `pread`, checking that
@@ -67,24 +61,25 @@ pub(crate) fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Listing
 pub(crate) fn open_segments(storage: &dyn Storage, listing: &Listing) -> Result<Vec<SegmentFile>> {
     let mut out: Vec<SegmentFile> = Vec::with_capacity(listing.segments.len());
     for (base, path) in &listing.segments {
-        let (file, header) = Segment::open_file(storage, path, *base)?;
+        let (file, header, len) = Segment::open_file(storage, path, *base)?;
         if let Some(prev) = out.last() {
             if prev.end() != header.base {
                 return Err(Error::corruption(
                     path,
                     0,
-                    CorruptionKind::Misplaced {
-                        claimed: header.base,
-                        actual: prev.end(),
-                    },
+                    CorruptionKind::Misplaced { claimed: header.base, actual: prev.end() },
                 ));
             }
         }
-        out.push(SegmentFile {
-            header,
-            path: path.clone(),
-            file,
-        });
+        out.push(SegmentFile { header, path: path.clone(), file, len });
+    }
+    // Only the last segment may be short (its tail was cut); anywhere else
+    // a short file means lost data in the middle of the log.
+    let n = out.len();
+    for s in out.iter().take(n.saturating_sub(1)) {
+        if s.len < s.header.size {
+            return Err(Error::corruption(&s.path, s.len, CorruptionKind::Truncated));
+        }
     }
     Ok(out)
 }
@@ -93,23 +88,14 @@ pub(crate) fn open_segments(storage: &dyn Storage, listing: &Listing) -> Result<
 #[derive(Debug)]
 pub(crate) enum Step<'b> {
     /// A valid record.
-    Record {
-        offset: u64,
-        bytes: &'b [u8],
-        parts: Parts,
-    },
+    Record { offset: u64, bytes: &'b [u8], parts: Parts },
     /// An end-of-segment marker at `offset`; the scan moved to the next
     /// segment (or there is none: `next_missing`).
     Blank { offset: u64, next_missing: bool },
     /// Zeros at `offset`: the end of the written log.
     End { offset: u64 },
     /// Invalid bytes at `offset` (file position `pos` of `path`).
-    Damage {
-        offset: u64,
-        path: PathBuf,
-        pos: u64,
-        kind: CorruptionKind,
-    },
+    Damage { offset: u64, path: PathBuf, pos: u64, kind: CorruptionKind },
 }
 
 /// Walks records forward with buffered `pread`s.
@@ -129,13 +115,8 @@ impl<'a> Scanner<'a> {
     /// A scanner starting at physical offset `start` (must lie in a segment,
     /// at or after its header).
     pub(crate) fn new(segs: &'a [SegmentFile], start: u64, max_record: u32) -> Self {
-        let idx = segs
-            .iter()
-            .position(|s| start < s.end())
-            .unwrap_or(segs.len());
-        let pos = segs.get(idx).map_or(0, |s| {
-            (start - s.header.base).max(SEGMENT_HEADER_LEN as u64)
-        });
+        let idx = segs.iter().position(|s| start < s.end()).unwrap_or(segs.len());
+        let pos = segs.get(idx).map_or(0, |s| (start - s.header.base).max(SEGMENT_HEADER_LEN as u64));
         Self {
             segs,
             idx,
@@ -163,10 +144,7 @@ impl<'a> Scanner<'a> {
             && pos + len as u64 <= self.buf_start + self.buf_len as u64;
         if !within {
             // `len` is bounded by max_record (<= 256 MiB), never by raw disk data.
-            let want = len
-                .max(CHUNK)
-                .min((seg.header.size.saturating_sub(pos)) as usize)
-                .max(len);
+            let want = len.max(CHUNK).min((seg.header.size.saturating_sub(pos)) as usize).max(len);
             if self.buf.len() < want {
                 self.buf.resize(want, 0);
             }
@@ -185,10 +163,7 @@ impl<'a> Scanner<'a> {
     /// further calls return the same kind of terminal step.
     pub(crate) fn step(&mut self) -> Result<Step<'_>> {
         let Some(seg) = self.segs.get(self.idx) else {
-            let end = self
-                .segs
-                .last()
-                .map_or(SEGMENT_HEADER_LEN as u64, |s| s.end());
+            let end = self.segs.last().map_or(SEGMENT_HEADER_LEN as u64, |s| s.end());
             return Ok(Step::End { offset: end });
         };
         let (base, size, path) = (seg.header.base, seg.header.size, seg.path.clone());
@@ -198,12 +173,7 @@ impl<'a> Scanner<'a> {
         }
         let room = size - self.pos;
         let max = self.max_record;
-        let damage = |pos: u64, kind| Step::Damage {
-            offset: base + pos,
-            path: path.clone(),
-            pos,
-            kind,
-        };
+        let damage = |pos: u64, kind| Step::Damage { offset: base + pos, path: path.clone(), pos, kind };
         if room < u64::from(BLANK_LEN) {
             self.done = true;
             return Ok(damage(self.pos, CorruptionKind::Truncated));
@@ -222,10 +192,7 @@ impl<'a> Scanner<'a> {
                 if next_missing {
                     self.done = true;
                 }
-                Ok(Step::Blank {
-                    offset,
-                    next_missing,
-                })
+                Ok(Step::Blank { offset, next_missing })
             }
             Ok(Prefix::Record { len }) => {
                 let bytes = self.get(pos, len as usize)?;
@@ -239,11 +206,7 @@ impl<'a> Scanner<'a> {
                         self.pos += u64::from(len);
                         // Re-borrow: the buffer is unchanged since `get`.
                         let from = (pos - self.buf_start) as usize;
-                        Ok(Step::Record {
-                            offset,
-                            bytes: &self.buf[from..from + len as usize],
-                            parts,
-                        })
+                        Ok(Step::Record { offset, bytes: &self.buf[from..from + len as usize], parts })
                     }
                     Err(kind) => {
                         self.done = true;

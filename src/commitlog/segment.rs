@@ -66,8 +66,7 @@ impl SegmentHeader {
         let mut b = [0u8; SEGMENT_HEADER_LEN];
         b[MAGIC_OFFSET..MAGIC_OFFSET + 8].copy_from_slice(&SEGMENT_MAGIC);
         b[VERSION_OFFSET..VERSION_OFFSET + 2].copy_from_slice(&SEGMENT_VERSION.to_be_bytes());
-        b[HEADER_LEN_OFFSET..HEADER_LEN_OFFSET + 2]
-            .copy_from_slice(&(SEGMENT_HEADER_LEN as u16).to_be_bytes());
+        b[HEADER_LEN_OFFSET..HEADER_LEN_OFFSET + 2].copy_from_slice(&(SEGMENT_HEADER_LEN as u16).to_be_bytes());
         b[BASE_OFFSET_OFFSET..BASE_OFFSET_OFFSET + 8].copy_from_slice(&self.base.to_be_bytes());
         b[SIZE_OFFSET..SIZE_OFFSET + 8].copy_from_slice(&self.size.to_be_bytes());
         b[CREATED_OFFSET..CREATED_OFFSET + 8].copy_from_slice(&self.created_ms.to_be_bytes());
@@ -82,51 +81,26 @@ impl SegmentHeader {
             return Err((0, CorruptionKind::Truncated));
         }
         if b[..8] != SEGMENT_MAGIC {
-            return Err((
-                0,
-                CorruptionKind::BadMagic {
-                    found: get_u64(b, 0),
-                },
-            ));
+            return Err((0, CorruptionKind::BadMagic { found: get_u64(b, 0) }));
         }
         let stored = get_u32(b, HEADER_CRC_OFFSET);
         let computed = crc32fast::hash(&b[..HEADER_CRC_OFFSET]);
         if stored != computed {
-            return Err((
-                HEADER_CRC_OFFSET as u64,
-                CorruptionKind::ChecksumMismatch { stored, computed },
-            ));
+            return Err((HEADER_CRC_OFFSET as u64, CorruptionKind::ChecksumMismatch { stored, computed }));
         }
         let version = u16::from_be_bytes([b[VERSION_OFFSET], b[VERSION_OFFSET + 1]]);
         if version != SEGMENT_VERSION {
-            return Err((
-                VERSION_OFFSET as u64,
-                CorruptionKind::UnsupportedVersion {
-                    found: u32::from(version),
-                },
-            ));
+            return Err((VERSION_OFFSET as u64, CorruptionKind::UnsupportedVersion { found: u32::from(version) }));
         }
         let hlen = u16::from_be_bytes([b[HEADER_LEN_OFFSET], b[HEADER_LEN_OFFSET + 1]]);
         if usize::from(hlen) != SEGMENT_HEADER_LEN {
-            return Err((
-                HEADER_LEN_OFFSET as u64,
-                CorruptionKind::BadLength {
-                    length: u64::from(hlen),
-                },
-            ));
+            return Err((HEADER_LEN_OFFSET as u64, CorruptionKind::BadLength { length: u64::from(hlen) }));
         }
         let size = get_u64(b, SIZE_OFFSET);
         if size < (SEGMENT_HEADER_LEN as u64) * 2 || size > super::options::MAX_SEGMENT_SIZE {
-            return Err((
-                SIZE_OFFSET as u64,
-                CorruptionKind::BadLength { length: size },
-            ));
+            return Err((SIZE_OFFSET as u64, CorruptionKind::BadLength { length: size }));
         }
-        Ok(Self {
-            base: get_u64(b, BASE_OFFSET_OFFSET),
-            size,
-            created_ms: get_u64(b, CREATED_OFFSET),
-        })
+        Ok(Self { base: get_u64(b, BASE_OFFSET_OFFSET), size, created_ms: get_u64(b, CREATED_OFFSET) })
     }
 }
 
@@ -143,36 +117,17 @@ pub(crate) struct Segment {
 impl Segment {
     /// Creates, allocates, stamps and syncs a new segment at `base`, then
     /// renames it into place and syncs the directory.
-    pub(crate) fn create(
-        storage: &dyn Storage,
-        dir: &Path,
-        base: u64,
-        size: u64,
-        clock: &dyn Clock,
-    ) -> Result<Self> {
+    pub(crate) fn create(storage: &dyn Storage, dir: &Path, base: u64, size: u64, clock: &dyn Clock) -> Result<Self> {
         let path = dir.join(segment_name(base));
         let tmp = dir.join(format!("{}.tmp", segment_name(base)));
-        let file = storage
-            .open(&tmp, OpenMode::CreateTruncate)
-            .map_err(|e| Error::io("create segment", &tmp, e))?;
-        let header = SegmentHeader {
-            base,
-            size,
-            created_ms: clock.now_ms(),
-        };
+        let file = storage.open(&tmp, OpenMode::CreateTruncate).map_err(|e| Error::io("create segment", &tmp, e))?;
+        let header = SegmentHeader { base, size, created_ms: clock.now_ms() };
         let done = (|| {
-            file.allocate(size)
-                .map_err(|e| Error::io("allocate segment", &tmp, e))?;
-            write_all_at(file.as_ref(), &header.encode(), 0)
-                .map_err(|e| Error::io("write segment header", &tmp, e))?;
-            file.sync_data()
-                .map_err(|e| Error::io("fdatasync segment", &tmp, e))?;
-            storage
-                .rename(&tmp, &path)
-                .map_err(|e| Error::io("rename segment", &tmp, e))?;
-            storage
-                .sync_dir(dir)
-                .map_err(|e| Error::io("fsync directory", dir, e))
+            file.allocate(size).map_err(|e| Error::io("allocate segment", &tmp, e))?;
+            write_all_at(file.as_ref(), &header.encode(), 0).map_err(|e| Error::io("write segment header", &tmp, e))?;
+            file.sync_data().map_err(|e| Error::io("fdatasync segment", &tmp, e))?;
+            storage.rename(&tmp, &path).map_err(|e| Error::io("rename segment", &tmp, e))?;
+            storage.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))
         })();
         if let Err(e) = done {
             // Best effort: a leftover .tmp is also removed by the next open.
@@ -182,66 +137,40 @@ impl Segment {
         Self::map(file, path, header)
     }
 
-    /// Opens an existing segment and checks its header against its name.
+    /// Opens an existing segment and checks its header against its name;
+    /// also returns the file length, which the caller checks against the
+    /// header's size (only the last segment may be short: a torn tail).
     /// Reads with `pread` only; call [`Segment::map`] after validation.
     pub(crate) fn open_file(
         storage: &dyn Storage,
         path: &Path,
         base: u64,
-    ) -> Result<(Arc<dyn StorageFile>, SegmentHeader)> {
-        let file = storage
-            .open(path, OpenMode::ReadWrite)
-            .map_err(|e| Error::io("open segment", path, e))?;
+    ) -> Result<(Arc<dyn StorageFile>, SegmentHeader, u64)> {
+        let file = storage.open(path, OpenMode::ReadWrite).map_err(|e| Error::io("open segment", path, e))?;
         let len = file.len().map_err(|e| Error::io("stat segment", path, e))?;
         let mut buf = [0u8; SEGMENT_HEADER_LEN];
         if len < SEGMENT_HEADER_LEN as u64 {
             return Err(Error::corruption(path, len, CorruptionKind::Truncated));
         }
-        read_exact_at(file.as_ref(), &mut buf, 0)
-            .map_err(|e| Error::io("read segment header", path, e))?;
-        let header = SegmentHeader::decode(&buf)
-            .map_err(|(off, kind)| Error::corruption(path, off, kind))?;
+        read_exact_at(file.as_ref(), &mut buf, 0).map_err(|e| Error::io("read segment header", path, e))?;
+        let header = SegmentHeader::decode(&buf).map_err(|(off, kind)| Error::corruption(path, off, kind))?;
         if header.base != base {
             return Err(Error::corruption(
                 path,
                 BASE_OFFSET_OFFSET as u64,
-                CorruptionKind::Misplaced {
-                    claimed: header.base,
-                    actual: base,
-                },
+                CorruptionKind::Misplaced { claimed: header.base, actual: base },
             ));
         }
-        if len < header.size {
-            return Err(Error::corruption(path, len, CorruptionKind::Truncated));
-        }
-        Ok((file, header))
+        Ok((file, header, len))
     }
 
     /// Maps a validated segment file.
-    pub(crate) fn map(
-        file: Arc<dyn StorageFile>,
-        path: PathBuf,
-        header: SegmentHeader,
-    ) -> Result<Self> {
+    pub(crate) fn map(file: Arc<dyn StorageFile>, path: PathBuf, header: SegmentHeader) -> Result<Self> {
         let len = usize::try_from(header.size).map_err(|_| {
-            Error::corruption(
-                &path,
-                SIZE_OFFSET as u64,
-                CorruptionKind::BadLength {
-                    length: header.size,
-                },
-            )
+            Error::corruption(&path, SIZE_OFFSET as u64, CorruptionKind::BadLength { length: header.size })
         })?;
-        let region = file
-            .map(len)
-            .map_err(|e| Error::io("mmap segment", &path, e))?;
-        Ok(Self {
-            base: header.base,
-            size: header.size,
-            path,
-            file,
-            region,
-        })
+        let region = file.map(len).map_err(|e| Error::io("mmap segment", &path, e))?;
+        Ok(Self { base: header.base, size: header.size, path, file, region })
     }
 
     /// Offset one past the last byte of this segment.
@@ -319,11 +248,7 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_every_bit_flip() {
-        let h = SegmentHeader {
-            base: 1 << 20,
-            size: 1 << 20,
-            created_ms: 12345,
-        };
+        let h = SegmentHeader { base: 1 << 20, size: 1 << 20, created_ms: 12345 };
         let b = h.encode();
         assert_eq!(SegmentHeader::decode(&b), Ok(h));
         for bit in 0..(SEGMENT_HEADER_LEN * 8) {
@@ -331,9 +256,6 @@ mod tests {
             c[bit / 8] ^= 1 << (bit % 8);
             assert!(SegmentHeader::decode(&c).is_err(), "bit {bit}");
         }
-        assert_eq!(
-            SegmentHeader::decode(&b[..10]),
-            Err((0, CorruptionKind::Truncated))
-        );
+        assert_eq!(SegmentHeader::decode(&b[..10]), Err((0, CorruptionKind::Truncated)));
     }
 }

@@ -75,14 +75,8 @@ impl CommitLog {
     pub fn verify(dir: impl AsRef<Path>, storage: &dyn Storage) -> Result<VerifyReport> {
         let root = dir.as_ref();
         let logdir = root.join(COMMITLOG_DIR);
-        if !storage
-            .exists(&logdir)
-            .map_err(|e| Error::io("stat", &logdir, e))?
-        {
-            return Err(Error::InvalidArgument(format!(
-                "{} holds no commit log",
-                root.display()
-            )));
+        if !storage.exists(&logdir).map_err(|e| Error::io("stat", &logdir, e))? {
+            return Err(Error::InvalidArgument(format!("{} holds no commit log", root.display())));
         }
         let listing = list_segments(storage, &logdir)?;
         let segs = open_segments(storage, &listing)?;
@@ -102,11 +96,7 @@ impl CommitLog {
         let Some(first) = segs.first() else {
             return Ok(report);
         };
-        let mut scanner = Scanner::new(
-            &segs,
-            first.header.base + SEGMENT_HEADER_LEN as u64,
-            u32::MAX,
-        );
+        let mut scanner = Scanner::new(&segs, first.header.base + SEGMENT_HEADER_LEN as u64, u32::MAX);
         loop {
             match scanner.step()? {
                 Step::Record { .. } => report.records += 1,
@@ -115,12 +105,7 @@ impl CommitLog {
                     report.end = PhysicalOffset(offset);
                     break;
                 }
-                Step::Damage {
-                    offset,
-                    path,
-                    pos,
-                    kind,
-                } => {
+                Step::Damage { offset, path, pos, kind } => {
                     report.end = PhysicalOffset(offset);
                     if tail_from.is_some_and(|f| offset >= f) {
                         report.torn_tail = Some((path, pos, kind));
@@ -147,14 +132,8 @@ impl CommitLog {
     ) -> Result<u64> {
         let root = dir.as_ref();
         let logdir = root.join(COMMITLOG_DIR);
-        if !storage
-            .exists(&logdir)
-            .map_err(|e| Error::io("stat", &logdir, e))?
-        {
-            return Err(Error::InvalidArgument(format!(
-                "{} holds no commit log",
-                root.display()
-            )));
+        if !storage.exists(&logdir).map_err(|e| Error::io("stat", &logdir, e))? {
+            return Err(Error::InvalidArgument(format!("{} holds no commit log", root.display())));
         }
         let listing = list_segments(storage, &logdir)?;
         let segs = open_segments(storage, &listing)?;
@@ -166,18 +145,13 @@ impl CommitLog {
         let mut n = 0u64;
         while max == 0 || n < max {
             let entry = match scanner.step()? {
-                Step::Record {
-                    offset,
-                    bytes,
-                    parts,
-                } => {
-                    let (view, _) = RecordView::validate(bytes, offset)
-                        .map_err(|k| Error::InvalidArgument(k.to_string()))?;
+                Step::Record { offset, bytes, parts } => {
+                    let (view, _) =
+                        RecordView::validate(bytes, offset).map_err(|k| Error::InvalidArgument(k.to_string()))?;
                     DumpEntry {
                         offset: PhysicalOffset(offset),
                         size: bytes.len() as u32,
-                        topic: String::from_utf8_lossy(&bytes[parts.topic.0..parts.topic.1])
-                            .into_owned(),
+                        topic: String::from_utf8_lossy(&bytes[parts.topic.0..parts.topic.1]).into_owned(),
                         queue_id: view.queue_id(),
                         queue_offset: view.queue_offset(),
                         store_timestamp: view.store_timestamp(),
@@ -196,9 +170,7 @@ impl CommitLog {
                     status: RecordStatus::EndOfSegment,
                 },
                 Step::End { .. } => break,
-                Step::Damage {
-                    path, pos, kind, ..
-                } => return Err(Error::corruption(path, pos, kind)),
+                Step::Damage { path, pos, kind, .. } => return Err(Error::corruption(path, pos, kind)),
             };
             each(&entry)?;
             n += 1;

@@ -3,9 +3,7 @@
 
 use super::checkpoint::RecordMark;
 use super::read::Record;
-use super::record::{
-    encode_blank, encode_into, parse_prefix, DraftError, Prefix, RecordDraft, RecordView, BLANK_LEN,
-};
+use super::record::{encode_blank, encode_into, parse_prefix, DraftError, Prefix, RecordDraft, RecordView, BLANK_LEN};
 use super::segment::{Segment, SEGMENT_HEADER_LEN};
 use super::{Appended, Core, FlushMode, Writer};
 use crate::error::{Error, Result};
@@ -17,11 +15,7 @@ use std::time::Instant;
 impl Core {
     /// Writes `drafts` as one atomic unit and publishes them; calls `each`
     /// for every record written. Returns the new end offset.
-    pub(crate) fn append_batch(
-        &self,
-        drafts: &[RecordDraft<'_>],
-        mut each: impl FnMut(Appended),
-    ) -> Result<u64> {
+    pub(crate) fn append_batch(&self, drafts: &[RecordDraft<'_>], mut each: impl FnMut(Appended)) -> Result<u64> {
         if drafts.is_empty() {
             return Ok(self.written.load(Ordering::Acquire));
         }
@@ -34,10 +28,7 @@ impl Core {
         }
         let capacity = self.opts.segment_size - SEGMENT_HEADER_LEN as u64 - u64::from(BLANK_LEN);
         if total > capacity {
-            return Err(Error::MessageTooLarge {
-                size: total,
-                max: capacity,
-            });
+            return Err(Error::MessageTooLarge { size: total, max: capacity });
         }
 
         let mut w = self.writer.lock();
@@ -47,10 +38,7 @@ impl Core {
             // A segment with a different size (opened from an older config)
             // may still be too small.
             if total + u64::from(BLANK_LEN) > w.active.size - w.pos {
-                return Err(Error::MessageTooLarge {
-                    size: total,
-                    max: w.active.size - w.pos - u64::from(BLANK_LEN),
-                });
+                return Err(Error::MessageTooLarge { size: total, max: w.active.size - w.pos - u64::from(BLANK_LEN) });
             }
         }
         let seg = w.active.clone();
@@ -69,12 +57,7 @@ impl Core {
             let crc = encode_into(dst, d, offset, now);
             w.pos += u64::from(len);
             w.last = Some(RecordMark { offset, crc });
-            each(Appended {
-                offset: PhysicalOffset(offset),
-                size: len,
-                store_timestamp: now,
-                crc,
-            });
+            each(Appended { offset: PhysicalOffset(offset), size: len, store_timestamp: now, crc });
         }
         let end = seg.base + w.pos;
         self.written.store(end, Ordering::Release);
@@ -95,24 +78,16 @@ impl Core {
 
     fn record_len(&self, d: &RecordDraft<'_>) -> Result<u32> {
         let len = d.encoded_len().map_err(|e| match e {
-            DraftError::Topic(n) => Error::InvalidArgument(format!(
-                "topic length {n} is outside 1..={}",
-                super::record::MAX_TOPIC_LEN
-            )),
-            DraftError::Properties(n) => Error::MessageTooLarge {
-                size: n as u64,
-                max: super::record::MAX_PROPERTIES_LEN as u64,
-            },
-            DraftError::TooLarge(n) => Error::MessageTooLarge {
-                size: n,
-                max: u64::from(self.opts.max_record_size),
-            },
+            DraftError::Topic(n) => {
+                Error::InvalidArgument(format!("topic length {n} is outside 1..={}", super::record::MAX_TOPIC_LEN))
+            }
+            DraftError::Properties(n) => {
+                Error::MessageTooLarge { size: n as u64, max: super::record::MAX_PROPERTIES_LEN as u64 }
+            }
+            DraftError::TooLarge(n) => Error::MessageTooLarge { size: n, max: u64::from(self.opts.max_record_size) },
         })?;
         if len > self.opts.max_record_size {
-            return Err(Error::MessageTooLarge {
-                size: u64::from(len),
-                max: u64::from(self.opts.max_record_size),
-            });
+            return Err(Error::MessageTooLarge { size: u64::from(len), max: u64::from(self.opts.max_record_size) });
         }
         Ok(len)
     }
@@ -133,8 +108,7 @@ impl Core {
         encode_blank(dst, u32::try_from(room).unwrap_or(u32::MAX));
         w.active = next;
         w.pos = SEGMENT_HEADER_LEN as u64;
-        self.written
-            .store(next_base + SEGMENT_HEADER_LEN as u64, Ordering::Release);
+        self.written.store(next_base + SEGMENT_HEADER_LEN as u64, Ordering::Release);
         self.prealloc.request_segment(w.active.end());
         Ok(())
     }
@@ -153,9 +127,7 @@ impl Core {
     pub(crate) fn read(&self, offset: u64) -> Result<Record> {
         match self.read_at(offset)? {
             Slot::Record(r) => Ok(r),
-            Slot::Blank | Slot::End => Err(Error::InvalidArgument(format!(
-                "no record starts at offset {offset}"
-            ))),
+            Slot::Blank | Slot::End => Err(Error::InvalidArgument(format!("no record starts at offset {offset}"))),
         }
     }
 
@@ -183,49 +155,27 @@ impl Core {
             return Ok(Slot::End);
         }
         let seg = self.segment_for(offset).ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "offset {offset} is not stored (min {})",
-                self.min_offset()
-            ))
+            Error::InvalidArgument(format!("offset {offset} is not stored (min {})", self.min_offset()))
         })?;
         let pos = offset - seg.base;
         if pos < SEGMENT_HEADER_LEN as u64 || offset + u64::from(BLANK_LEN) > end {
-            return Err(Error::InvalidArgument(format!(
-                "no record starts at offset {offset}"
-            )));
+            return Err(Error::InvalidArgument(format!("no record starts at offset {offset}")));
         }
         let room = seg.size - pos;
         // SAFETY: offset < end, and every item below the published end is at
         // least BLANK_LEN bytes, so [pos, pos + 8) is published.
         let head = unsafe { seg.bytes(pos as usize, BLANK_LEN as usize) };
-        match parse_prefix(
-            head,
-            room,
-            self.opts
-                .max_record_size
-                .max(super::record::MAX_RECORD_LEN_LIMIT),
-        ) {
+        match parse_prefix(head, room, self.opts.max_record_size.max(super::record::MAX_RECORD_LEN_LIMIT)) {
             Ok(Prefix::Blank { .. }) => Ok(Slot::Blank),
-            Ok(Prefix::Empty) => {
-                Err(self.corrupt(&seg, pos, crate::error::CorruptionKind::Truncated))
-            }
+            Ok(Prefix::Empty) => Err(self.corrupt(&seg, pos, crate::error::CorruptionKind::Truncated)),
             Ok(Prefix::Record { len }) => {
                 if offset + u64::from(len) > end {
-                    return Err(Error::InvalidArgument(format!(
-                        "no record starts at offset {offset}"
-                    )));
+                    return Err(Error::InvalidArgument(format!("no record starts at offset {offset}")));
                 }
                 // SAFETY: the whole record lies below the published end.
                 let bytes = unsafe { seg.bytes(pos as usize, len as usize) };
-                let parts = RecordView::validate(bytes, offset)
-                    .map_err(|k| self.corrupt(&seg, pos, k))?
-                    .1;
-                Ok(Slot::Record(Record::from_segment(
-                    seg,
-                    pos as usize,
-                    len as usize,
-                    parts,
-                )))
+                let parts = RecordView::validate(bytes, offset).map_err(|k| self.corrupt(&seg, pos, k))?.1;
+                Ok(Slot::Record(Record::from_segment(seg, pos as usize, len as usize, parts)))
             }
             Err(kind) => Err(self.corrupt(&seg, pos, kind)),
         }

@@ -1,1 +1,48 @@
-//! placeholder
+//! The message index: a durable hash index from `topic#key` and
+//! `topic#unique id` to commit-log offsets (RocketMQ's IndexFile shape).
+//!
+//! This module currently provides how index keys are formed and hashed;
+//! the index files build on these.
+
+/// The index key of `key` in `topic`, as RocketMQ builds it.
+///
+/// ```
+/// assert_eq!(mqstore::index::index_key("orders", "o-42"), "orders#o-42");
+/// ```
+#[must_use]
+pub fn index_key(topic: &str, key: &str) -> String {
+    format!("{topic}#{key}")
+}
+
+/// Slot hash of an index key: RocketMQ's `abs(String.hashCode)`, so slot
+/// placement matches RocketMQ's index files.
+///
+/// ```
+/// assert_eq!(mqstore::index::key_hash("hello"), 99_162_322);
+/// assert_eq!(mqstore::index::key_hash(""), 0);
+/// ```
+#[must_use]
+pub fn key_hash(key: &str) -> u32 {
+    let h = key.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+    // Java's Math.abs(Integer.MIN_VALUE) stays negative; RocketMQ then maps
+    // it to 0. unsigned_abs of MIN is 2^31, so mirror that explicitly.
+    if h == i32::MIN {
+        0
+    } else {
+        h.unsigned_abs()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_matches_java_abs_hashcode() {
+        assert_eq!(key_hash("hello"), 99_162_322);
+        assert_eq!(key_hash("polygenelubricants"), 0);
+        // "TopicTest#key" has a negative Java hash.
+        let java = "TopicTest#key".encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+        assert_eq!(key_hash("TopicTest#key"), java.unsigned_abs());
+    }
+}

@@ -1,1 +1,9 @@
-//! placeholder
+//! Retry policy and delay levels. A message a listener cannot handle is sent
+//! back with a growing delay (RocketMQ: delay level `3 + reconsume times`).
+//!
+//! This module currently provides [`DelayLevels`], RocketMQ's
+//! `messageDelayLevel` table with its string syntax.
+
+mod delay;
+
+pub use delay::{DelayLevels, DEFAULT_DELAY_LEVELS, MAX_DELAY_LEVELS};

@@ -136,10 +136,7 @@ impl Storage for FaultyStorage {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
         self.plan.check("open", false)?;
         let inner = self.inner.open(path, mode)?;
-        Ok(Arc::new(FaultyFile {
-            inner,
-            plan: self.plan.clone(),
-        }))
+        Ok(Arc::new(FaultyFile { inner, plan: self.plan.clone() }))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.plan.check("rename", false)?;
@@ -191,10 +188,7 @@ impl StorageFile for FaultyFile {
     fn map(&self, len: usize) -> io::Result<Arc<dyn MappedRegion>> {
         self.plan.check("map", false)?;
         let inner = self.inner.map(len)?;
-        Ok(Arc::new(FaultyRegion {
-            inner,
-            plan: self.plan.clone(),
-        }))
+        Ok(Arc::new(FaultyRegion { inner, plan: self.plan.clone() }))
     }
 }
 

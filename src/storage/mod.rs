@@ -104,11 +104,7 @@ pub unsafe trait MappedRegion: Send + Sync + Debug {
 
 /// Reads exactly `buf.len()` bytes at `offset`, looping over short reads.
 /// Reaching end of file early is an `UnexpectedEof` error.
-pub fn read_exact_at(
-    file: &dyn StorageFile,
-    mut buf: &mut [u8],
-    mut offset: u64,
-) -> io::Result<()> {
+pub fn read_exact_at(file: &dyn StorageFile, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
     while !buf.is_empty() {
         match file.read_at(buf, offset) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),

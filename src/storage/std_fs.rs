@@ -60,10 +60,7 @@ impl Storage for StdStorage {
             OpenMode::CreateTruncate => opts.read(true).write(true).create(true).truncate(true),
         };
         let file = opts.open(path)?;
-        Ok(Arc::new(StdFile {
-            file,
-            path: path.to_path_buf(),
-        }))
+        Ok(Arc::new(StdFile { file, path: path.to_path_buf() }))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -79,12 +76,7 @@ impl Storage for StdStorage {
     }
 
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         match file.try_lock() {
             Ok(()) => Ok(Some(Box::new(StdLock { _file: file }))),
             Err(TryLockError::WouldBlock) => Ok(None),
@@ -106,10 +98,7 @@ fn to_off(v: u64) -> io::Result<libc::off_t> {
 }
 
 fn unsupported(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
-    )
+    matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS))
 }
 
 impl StorageFile for StdFile {
@@ -140,9 +129,7 @@ impl StorageFile for StdFile {
         }
         let mode = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
         // SAFETY: plain syscall on an fd we own.
-        let r = check(unsafe {
-            libc::fallocate(self.file.as_raw_fd(), mode, to_off(offset)?, to_off(len)?)
-        });
+        let r = check(unsafe { libc::fallocate(self.file.as_raw_fd(), mode, to_off(offset)?, to_off(len)?) });
         match r {
             Err(e) if unsupported(&e) => write_zeros(&self.file, offset, len),
             other => other,
@@ -162,10 +149,7 @@ impl StorageFile for StdFile {
         // changes the file under the mapping.
         let map = MmapOptions::new().len(len).map_raw(&self.file)?;
         let _ = &self.path;
-        Ok(Arc::new(StdRegion {
-            map,
-            populate_supported: AtomicBool::new(true),
-        }))
+        Ok(Arc::new(StdRegion { map, populate_supported: AtomicBool::new(true) }))
     }
 }
 

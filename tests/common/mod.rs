@@ -5,10 +5,7 @@ use mqstore::commitlog::{CommitLogOptions, Preallocation, RecordDraft};
 
 /// Small segments so rolls happen constantly.
 pub fn tiny_opts() -> CommitLogOptions {
-    CommitLogOptions::default()
-        .segment_size(16 << 10)
-        .max_record_size(4 << 10)
-        .prefault_window(64 << 10)
+    CommitLogOptions::default().segment_size(16 << 10).max_record_size(4 << 10).prefault_window(64 << 10)
 }
 
 /// Tiny segments, no background preparation (deterministic I/O).
@@ -30,14 +27,7 @@ pub fn body_for(i: u64, len: usize) -> Vec<u8> {
 }
 
 pub fn draft<'a>(topic: &'a str, i: u64, body: &'a [u8]) -> RecordDraft<'a> {
-    RecordDraft {
-        topic,
-        queue_id: (i % 4) as u32,
-        queue_offset: i,
-        body,
-        born_timestamp: i,
-        ..Default::default()
-    }
+    RecordDraft { topic, queue_id: (i % 4) as u32, queue_offset: i, body, born_timestamp: i, ..Default::default() }
 }
 
 /// A fixed-seed xorshift generator; prints nothing, tests print the seed.
@@ -55,14 +45,7 @@ impl Rng {
 }
 
 pub fn seed() -> u64 {
-    std::env::var("MQSTORE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-                | 1
-        })
+    std::env::var("MQSTORE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1
+    })
 }

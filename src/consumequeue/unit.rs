@@ -1,0 +1,109 @@
+//! The 20-byte consume-queue unit (RocketMQ's layout, big-endian):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | commit-log physical offset of the message |
+//! | 8 | 4 | encoded record size |
+//! | 12 | 8 | tag hash (for filtering without reading the log) |
+
+use crate::offset::PhysicalOffset;
+
+const PHYSICAL_OFFSET_OFFSET: usize = 0;
+const SIZE_OFFSET: usize = PHYSICAL_OFFSET_OFFSET + 8;
+const TAG_HASH_OFFSET: usize = SIZE_OFFSET + 4;
+/// Bytes per consume-queue unit.
+pub const CQ_UNIT_LEN: usize = TAG_HASH_OFFSET + 8;
+
+/// One consume-queue entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CqUnit {
+    /// Where the message's record starts in the commit log.
+    pub physical_offset: PhysicalOffset,
+    /// Size of the record in bytes.
+    pub size: u32,
+    /// [`tag_hash`] of the message's tag (0 without a tag).
+    pub tag_hash: u64,
+}
+
+impl CqUnit {
+    /// Encodes the unit.
+    ///
+    /// ```
+    /// use mqstore::consumequeue::{CqUnit, CQ_UNIT_LEN};
+    /// use mqstore::PhysicalOffset;
+    /// let u = CqUnit { physical_offset: PhysicalOffset(64), size: 100, tag_hash: 7 };
+    /// let b = u.encode();
+    /// assert_eq!(b.len(), CQ_UNIT_LEN);
+    /// assert_eq!(CqUnit::decode(&b), Some(u));
+    /// ```
+    #[must_use]
+    pub fn encode(&self) -> [u8; CQ_UNIT_LEN] {
+        let mut b = [0u8; CQ_UNIT_LEN];
+        b[..SIZE_OFFSET].copy_from_slice(&self.physical_offset.0.to_be_bytes());
+        b[SIZE_OFFSET..TAG_HASH_OFFSET].copy_from_slice(&self.size.to_be_bytes());
+        b[TAG_HASH_OFFSET..].copy_from_slice(&self.tag_hash.to_be_bytes());
+        b
+    }
+
+    /// Decodes a unit; `None` for a slice of the wrong length or an empty
+    /// (all-zero size) unit, which marks the end of a queue file.
+    #[must_use]
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let b: &[u8; CQ_UNIT_LEN] = b.try_into().ok()?;
+        let mut off = [0u8; 8];
+        off.copy_from_slice(&b[..SIZE_OFFSET]);
+        let mut size = [0u8; 4];
+        size.copy_from_slice(&b[SIZE_OFFSET..TAG_HASH_OFFSET]);
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&b[TAG_HASH_OFFSET..]);
+        let size = u32::from_be_bytes(size);
+        (size != 0).then(|| Self {
+            physical_offset: PhysicalOffset(u64::from_be_bytes(off)),
+            size,
+            tag_hash: u64::from_be_bytes(tag),
+        })
+    }
+}
+
+/// Hash of a tag as RocketMQ computes it (Java `String.hashCode` over UTF-16
+/// code units, sign-extended to 64 bits), so tag codes match RocketMQ's.
+///
+/// ```
+/// assert_eq!(mqstore::consumequeue::tag_hash("TagA"), 2_598_919);
+/// ```
+#[must_use]
+pub fn tag_hash(tag: &str) -> u64 {
+    let h = tag.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+    i64::from(h) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_layout_is_pinned() {
+        assert_eq!(SIZE_OFFSET, 8);
+        assert_eq!(TAG_HASH_OFFSET, 12);
+        assert_eq!(CQ_UNIT_LEN, 20);
+    }
+
+    #[test]
+    fn round_trip_and_empty_unit() {
+        let u = CqUnit { physical_offset: PhysicalOffset(u64::MAX - 1), size: u32::MAX, tag_hash: u64::MAX };
+        assert_eq!(CqUnit::decode(&u.encode()), Some(u));
+        assert_eq!(CqUnit::decode(&[0u8; CQ_UNIT_LEN]), None);
+        assert_eq!(CqUnit::decode(&[1u8; 19]), None);
+    }
+
+    #[test]
+    fn tag_hash_matches_java_string_hashcode() {
+        // Values computed with java.lang.String#hashCode.
+        assert_eq!(tag_hash(""), 0);
+        assert_eq!(tag_hash("TagA"), 2_598_919);
+        assert_eq!(tag_hash("hello"), 99_162_322);
+        // Negative Java hashes are sign-extended, as RocketMQ stores them.
+        assert_eq!(tag_hash("polygenelubricants") as i64, i64::from(i32::MIN));
+        assert_eq!(tag_hash("é"), 233);
+    }
+}

@@ -1,0 +1,112 @@
+//! [`DelayLevels`]: the fixed delay table (`1s 5s 10s 30s 1m ... 2h`).
+
+use crate::error::{Error, Result};
+use std::time::Duration;
+
+/// RocketMQ's default `messageDelayLevel` (18 levels).
+pub const DEFAULT_DELAY_LEVELS: &str = "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h";
+/// Most levels a table may have (one schedule queue per level).
+pub const MAX_DELAY_LEVELS: usize = 64;
+/// Longest delay a level may have: 30 days.
+const MAX_LEVEL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A validated table of delay levels; level `n` (1-based) waits `delay(n)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelayLevels {
+    levels: Vec<Duration>,
+}
+
+impl Default for DelayLevels {
+    fn default() -> Self {
+        // The default string is a constant known to parse; fall back to an
+        // equivalent literal table rather than panicking.
+        Self::parse(DEFAULT_DELAY_LEVELS).unwrap_or_else(|_| Self { levels: vec![Duration::from_secs(1)] })
+    }
+}
+
+impl DelayLevels {
+    /// Parses RocketMQ's syntax: space-separated numbers with a unit suffix
+    /// `s`, `m`, `h` or `d`, strictly increasing, 1 to 64 levels, each at
+    /// most 30 days.
+    ///
+    /// ```
+    /// use mqstore::retry::DelayLevels;
+    /// use std::time::Duration;
+    /// let levels = DelayLevels::parse("1s 5s 2m")?;
+    /// assert_eq!(levels.len(), 3);
+    /// assert_eq!(levels.delay(3), Some(Duration::from_secs(120)));
+    /// assert!(DelayLevels::parse("5s 1s").is_err());
+    /// # Ok::<(), mqstore::Error>(())
+    /// ```
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = |why: String| Err(Error::InvalidArgument(format!("delay levels {s:?}: {why}")));
+        let mut levels = Vec::new();
+        for token in s.split_whitespace() {
+            let (num, unit) = token.split_at(token.len().saturating_sub(1));
+            let secs_per = match unit {
+                "s" => 1,
+                "m" => 60,
+                "h" => 3600,
+                "d" => 86_400,
+                _ => return bad(format!("{token:?} lacks a unit s, m, h or d")),
+            };
+            let Ok(n) = num.parse::<u64>() else { return bad(format!("{token:?} is not a number")) };
+            let d = Duration::from_secs(n.saturating_mul(secs_per));
+            if n == 0 || d > MAX_LEVEL {
+                return bad(format!("{token:?} is outside 1s..=30d"));
+            }
+            if levels.last().is_some_and(|&prev| d <= prev) {
+                return bad(format!("{token:?} does not increase"));
+            }
+            levels.push(d);
+        }
+        if levels.is_empty() || levels.len() > MAX_DELAY_LEVELS {
+            return bad(format!("{} levels, expected 1..={MAX_DELAY_LEVELS}", levels.len()));
+        }
+        Ok(Self { levels })
+    }
+
+    /// Number of levels.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.levels.len()
+    }
+
+    /// Always false: a table has at least one level.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.levels.is_empty()
+    }
+
+    /// Delay of 1-based `level`, or `None` outside `1..=len()`.
+    #[must_use]
+    pub fn delay(&self, level: usize) -> Option<Duration> {
+        level.checked_sub(1).and_then(|i| self.levels.get(i)).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_table_is_rocketmqs() {
+        let d = DelayLevels::default();
+        assert_eq!(d.len(), 18);
+        assert_eq!(d.delay(1), Some(Duration::from_secs(1)));
+        assert_eq!(d.delay(3), Some(Duration::from_secs(10)));
+        assert_eq!(d.delay(18), Some(Duration::from_secs(7200)));
+        assert_eq!(d.delay(0), None);
+        assert_eq!(d.delay(19), None);
+    }
+
+    #[test]
+    fn bad_tables_are_rejected() {
+        for s in ["", "1x", "s", "0s", "1s 1s", "2m 1m", "31d", "-1s", "1.5s"] {
+            assert!(DelayLevels::parse(s).is_err(), "{s:?}");
+        }
+        let many: Vec<String> = (1..=65).map(|i| format!("{i}s")).collect();
+        assert!(DelayLevels::parse(&many.join(" ")).is_err());
+        assert!(DelayLevels::parse("  1s\t2d ").is_ok());
+    }
+}
