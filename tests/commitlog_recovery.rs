@@ -269,7 +269,7 @@ fn checkpoint_that_does_not_match_the_log_triggers_a_full_scan() {
     assert!(matches!(report.checkpoint, CheckpointUse::Inconsistent(_)), "{report:?}");
     assert_eq!(log.iter(PhysicalOffset(0)).count(), 5);
     log.close().unwrap();
-    let e = CommitLog::open(&dir.join("missing"), crash_opts());
+    let e = CommitLog::open(dir.join("missing"), crash_opts());
     assert!(e.is_ok(), "a new directory is created");
 }
 

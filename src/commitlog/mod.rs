@@ -271,7 +271,7 @@ impl CommitLog {
 
     /// The store directory.
     #[must_use]
-    pub fn dir(&self) -> &Path {
+    pub fn store_dir(&self) -> &Path {
         &self.handle.core.root
     }
 

@@ -91,7 +91,7 @@ impl Default for CommitLogOptions {
             sync_flush_timeout: Duration::from_secs(5),
             checkpoint_interval: Duration::from_secs(1),
             preallocation: Preallocation::Background,
-            prefault_window: 16 << 20,
+            prefault_window: 64 << 20,
             storage: Arc::new(StdStorage),
             clock: Arc::new(SystemClock),
         }
@@ -182,7 +182,7 @@ impl CommitLogOptions {
     }
 
     /// How many bytes ahead of the writer the background thread keeps
-    /// faulted in. Default 16 MiB; 0 disables prefaulting.
+    /// faulted in. Default 64 MiB; 0 disables prefaulting.
     #[must_use]
     pub fn prefault_window(mut self, bytes: u64) -> Self {
         self.prefault_window = bytes;
@@ -236,7 +236,7 @@ impl CommitLogOptions {
                 ),
             );
         }
-        if self.segment_size % 4096 != 0 {
+        if !self.segment_size.is_multiple_of(4096) {
             return bad("segment_size", format!("{} is not a multiple of 4096", self.segment_size));
         }
         if self.flush_interval < ms || self.flush_interval > Duration::from_secs(60) {

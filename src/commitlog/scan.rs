@@ -89,9 +89,9 @@ pub(crate) fn open_segments(storage: &dyn Storage, listing: &Listing) -> Result<
 pub(crate) enum Step<'b> {
     /// A valid record.
     Record { offset: u64, bytes: &'b [u8], parts: Parts },
-    /// An end-of-segment marker at `offset`; the scan moved to the next
-    /// segment (or there is none: `next_missing`).
-    Blank { offset: u64, next_missing: bool },
+    /// An end-of-segment marker at `offset` covering `remaining` bytes; the
+    /// scan moved to the next segment (or there is none: `next_missing`).
+    Blank { offset: u64, remaining: u32, next_missing: bool },
     /// Zeros at `offset`: the end of the written log.
     End { offset: u64 },
     /// Invalid bytes at `offset` (file position `pos` of `path`).
@@ -185,14 +185,14 @@ impl<'a> Scanner<'a> {
                 self.done = true;
                 Ok(Step::End { offset })
             }
-            Ok(Prefix::Blank { .. }) => {
+            Ok(Prefix::Blank { remaining }) => {
                 self.idx += 1;
                 self.pos = SEGMENT_HEADER_LEN as u64;
                 let next_missing = self.idx >= self.segs.len();
                 if next_missing {
                     self.done = true;
                 }
-                Ok(Step::Blank { offset, next_missing })
+                Ok(Step::Blank { offset, remaining, next_missing })
             }
             Ok(Prefix::Record { len }) => {
                 let bytes = self.get(pos, len as usize)?;

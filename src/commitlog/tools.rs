@@ -53,7 +53,7 @@ pub enum RecordStatus {
 pub struct DumpEntry {
     /// Physical offset.
     pub offset: PhysicalOffset,
-    /// Size in bytes.
+    /// Size in bytes (for an end marker: the bytes it covers).
     pub size: u32,
     /// Topic (empty for end markers).
     pub topic: String,
@@ -159,9 +159,9 @@ impl CommitLog {
                         status: RecordStatus::Ok,
                     }
                 }
-                Step::Blank { offset, .. } => DumpEntry {
+                Step::Blank { offset, remaining, .. } => DumpEntry {
                     offset: PhysicalOffset(offset),
-                    size: 0,
+                    size: remaining,
                     topic: String::new(),
                     queue_id: 0,
                     queue_offset: 0,

@@ -58,6 +58,8 @@ pub trait Storage: Send + Sync + Debug + 'static {
 pub trait LockGuard: Send + Sync + Debug {}
 
 /// One open file.
+// NOTE: `len` is a file length; an `is_empty` twin would be noise.
+#[allow(clippy::len_without_is_empty)]
 pub trait StorageFile: Send + Sync + Debug {
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;
@@ -89,6 +91,8 @@ pub trait StorageFile: Send + Sync + Debug {
 /// `len()` bytes that stay valid, readable and writable (and are not moved)
 /// for as long as the region is alive, and that stores through it reach the
 /// file once [`MappedRegion::flush_range`] returns `Ok`.
+// NOTE: `len` is a mapping length; an `is_empty` twin would be noise.
+#[allow(clippy::len_without_is_empty)]
 pub unsafe trait MappedRegion: Send + Sync + Debug {
     /// Start of the mapping.
     fn as_ptr(&self) -> *mut u8;
