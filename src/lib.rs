@@ -40,3 +40,8 @@ pub mod storage;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{CorruptionKind, Error, Result};
 pub use offset::{PhysicalOffset, QueueOffset};
+
+/// Compiles and runs the README's examples as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -195,9 +195,12 @@ impl CommitLog {
         out.ok_or(Error::Closed)
     }
 
-    /// Appends several records atomically: all of them are written, in
-    /// order and in one segment, or none. They must fit in one segment
-    /// together. Waits once for durability under [`FlushMode::Sync`].
+    /// Appends several records contiguously, in order and in one segment
+    /// (they must fit in one together), under one lock acquisition and with
+    /// one durability wait under [`FlushMode::Sync`]. An error (invalid
+    /// record, too large, full disk) writes none of them. A crash during
+    /// the call may leave a prefix of the batch; the call had not returned,
+    /// so none of it was acknowledged.
     pub fn append_batch(&self, drafts: &[RecordDraft<'_>]) -> Result<Vec<Appended>> {
         let core = &self.handle.core;
         let mut out = Vec::with_capacity(drafts.len());

@@ -86,23 +86,31 @@ impl Prealloc {
         self.send(Job::Prefault(upto));
     }
 
-    /// The segment at `base`: the prepared one if it matches, else created
-    /// now on the caller's thread.
+    /// The segment at `base`, registered in the log's segment list: the
+    /// prepared one if it matches, else created now on the caller's thread.
+    ///
+    /// Registration happens while the `next` lock is held, so the
+    /// preparation thread, which checks the list under the same lock, can
+    /// never decide to create a segment the writer already owns.
     pub(crate) fn take_or_create(&self, core: &Core, base: u64) -> Result<Arc<Segment>> {
         let mut slot = self.next.lock();
-        if let Some(seg) = slot.take() {
-            if seg.base == base && seg.size == core.opts.segment_size {
-                return Ok(seg);
+        let seg = match slot.take() {
+            Some(seg) if seg.base == base && seg.size == core.opts.segment_size => seg,
+            other => {
+                // A segment prepared for a later base stays prepared.
+                *slot = other.filter(|s| s.base > base);
+                let seg = Segment::create(
+                    core.opts.storage.as_ref(),
+                    &core.dir,
+                    base,
+                    core.opts.segment_size,
+                    core.opts.clock.as_ref(),
+                )?;
+                Arc::new(seg)
             }
-        }
-        let seg = Segment::create(
-            core.opts.storage.as_ref(),
-            &core.dir,
-            base,
-            core.opts.segment_size,
-            core.opts.clock.as_ref(),
-        )?;
-        Ok(Arc::new(seg))
+        };
+        core.segments.write().push(seg.clone());
+        Ok(seg)
     }
 
     fn prepare(&self, core: &Core, base: u64) {

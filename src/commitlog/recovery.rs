@@ -13,7 +13,7 @@ use super::segment::{Segment, SEGMENT_HEADER_LEN};
 use super::{CommitLogOptions, Core, Fence, RecoveryMode, Writer, LOCK_FILE};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::offset::PhysicalOffset;
-use crate::storage::read_exact_at;
+use crate::storage::{read_exact_at, read_full_at};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -65,6 +65,9 @@ pub struct RecoveryReport {
     pub truncated: Option<Truncation>,
     /// Segment files past the recovered end that were deleted.
     pub segments_removed: usize,
+    /// How many of those held records (possible after a power loss in
+    /// async mode; never after a process crash).
+    pub discarded_segments_with_data: usize,
     /// Leftover temporary files (interrupted segment creation) deleted.
     pub temporaries_removed: usize,
 }
@@ -100,6 +103,7 @@ pub(crate) fn open(root: &Path, opts: CommitLogOptions) -> Result<(Core, Recover
         end: PhysicalOffset(0),
         truncated: None,
         segments_removed: 0,
+        discarded_segments_with_data: 0,
         temporaries_removed: listing.temporaries.len(),
     };
 
@@ -189,6 +193,22 @@ pub(crate) fn open(root: &Path, opts: CommitLogOptions) -> Result<(Core, Recover
         let seg = Segment::create(st, &dir, base, opts.segment_size, opts.clock.as_ref())?;
         let (file, header, len) = Segment::open_file(st, &seg.path, base)?;
         segs.push(SegmentFile { header, path: seg.path.clone(), file, len });
+    }
+
+    // Segments past the end that hold records: legitimate after a power
+    // loss in async mode (unflushed pages of an earlier segment lost while
+    // later ones reached the disk), but worth reporting, and refused by
+    // AbsoluteConsistency before anything is changed.
+    for s in &segs[end_idx + 1..] {
+        let mut head = [0u8; 8];
+        let n = read_full_at(s.file.as_ref(), &mut head, SEGMENT_HEADER_LEN as u64)
+            .map_err(|e| Error::io("read segment", &s.path, e))?;
+        if n == head.len() && head != [0u8; 8] {
+            if opts.recovery_mode == RecoveryMode::AbsoluteConsistency {
+                return Err(Error::corruption(&s.path, SEGMENT_HEADER_LEN as u64, CorruptionKind::MidLog));
+            }
+            report.discarded_segments_with_data += 1;
+        }
     }
 
     // Make the recovered prefix durable and the tail unreadable, then drop

@@ -125,7 +125,8 @@ impl Segment {
             file.allocate(size).map_err(|e| Error::io("allocate segment", &tmp, e))?;
             write_all_at(file.as_ref(), &header.encode(), 0).map_err(|e| Error::io("write segment header", &tmp, e))?;
             file.sync_data().map_err(|e| Error::io("fdatasync segment", &tmp, e))?;
-            storage.rename(&tmp, &path).map_err(|e| Error::io("rename segment", &tmp, e))?;
+            // Never replace a live segment, whatever a caller got wrong.
+            storage.rename_no_replace(&tmp, &path).map_err(|e| Error::io("rename segment", &tmp, e))?;
             storage.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))
         })();
         if let Err(e) = done {

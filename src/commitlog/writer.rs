@@ -98,7 +98,6 @@ impl Core {
     fn roll(&self, w: &mut Writer) -> Result<()> {
         let next_base = w.active.end();
         let next = self.prealloc.take_or_create(self, next_base)?;
-        self.segments.write().push(next.clone());
         let room = w.active.size - w.pos;
         // SAFETY: [pos, pos + 8) is past the published end and inside the
         // segment (every segment keeps room for the marker).

@@ -142,6 +142,10 @@ impl Storage for FaultyStorage {
         self.plan.check("rename", false)?;
         self.inner.rename(from, to)
     }
+    fn rename_no_replace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.plan.check("rename_no_replace", false)?;
+        self.inner.rename_no_replace(from, to)
+    }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.plan.check("remove_file", false)?;
         self.inner.remove_file(path)

@@ -44,6 +44,9 @@ pub trait Storage: Send + Sync + Debug + 'static {
     /// Atomically renames `from` to `to`, replacing `to`. Durable only after
     /// [`Storage::sync_dir`] of the parent.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Renames `from` to `to`, failing with `AlreadyExists` if `to` exists.
+    /// Durable only after [`Storage::sync_dir`] of the parent.
+    fn rename_no_replace(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Removes a file. Durable only after [`Storage::sync_dir`] of the parent.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Makes creations, renames and removals inside directory `path` durable.

@@ -4,6 +4,7 @@ use super::{LockGuard, MappedRegion, OpenMode, Storage, StorageFile};
 use memmap2::{Advice, MmapOptions, MmapRaw};
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
@@ -64,6 +65,24 @@ impl Storage for StdStorage {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         fs::rename(from, to)
+    }
+
+    fn rename_no_replace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+        let (f, t) = (c(from)?, c(to)?);
+        // SAFETY: both arguments are valid NUL-terminated paths.
+        let r = unsafe {
+            libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE)
+        };
+        match check(r) {
+            // File systems without RENAME_NOREPLACE: a hard link also fails
+            // when the target exists, and is atomic.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
+                fs::hard_link(from, to)?;
+                fs::remove_file(from)
+            }
+            other => other,
+        }
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
