@@ -1,15 +1,24 @@
-//! Flushing: group commit for [`FlushMode::Sync`], the periodic flusher for
-//! [`FlushMode::Async`], checkpoints, and the background service thread.
+//! Flushing and the `mqstore:flush` thread.
 //!
-//! Group commit is leader based: the first appender that finds no flush in
-//! progress becomes the leader, flushes everything published so far (which
-//! covers every appender waiting at that moment) and wakes the others; no
-//! hand-off to another thread is needed on the latency path.
+//! * [`FlushMode::Sync`] is group commit through the flush thread: appenders
+//!   stage their records, wake the thread and wait; the thread takes
+//!   everything staged so far, writes it with `pwrite`, runs one
+//!   `fdatasync` per file touched, publishes it and wakes every waiter whose
+//!   records it covered. While it syncs, the next group gathers.
+//! * [`FlushMode::Async`] appends go through the mapping; the thread
+//!   `msync`s the dirty range on RocketMQ's schedule (every
+//!   `flush_interval` when at least `flush_min_bytes` are dirty, and at
+//!   least every `flush_thorough_interval`). An explicit flush runs on the
+//!   caller's thread, one at a time ("leader"), and serves every caller
+//!   waiting meanwhile.
+//!
+//! Either way a failed write or sync fences the log: the kernel may have
+//! dropped the dirty pages, so no later flush could honestly cover them.
 
 use super::checkpoint::{self, Checkpoint, RecordMark, ShutdownState};
-use super::{Core, FlushMode};
+use super::{Core, FlushMode, Staged};
 use crate::error::{Error, Result};
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crate::storage::write_all_at;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -18,22 +27,26 @@ use std::time::Instant;
 /// Guarded by `Core::flush_state`.
 #[derive(Debug, Default)]
 pub(crate) struct FlushState {
-    /// A leader is flushing right now.
+    /// An async-mode leader is flushing right now.
     leader: bool,
-    /// The last record below the flushed offset (for the checkpoint).
+    /// The flush thread must exit.
+    stop: bool,
+    /// A record below the flushed offset (for the checkpoint).
     pub(crate) mark: Option<RecordMark>,
+    /// A spare staging buffer, swapped with the writer's on each commit so
+    /// the steady state allocates nothing.
+    spare: Staged,
 }
 
 impl FlushState {
     pub(crate) fn new(mark: Option<RecordMark>) -> Self {
-        Self { leader: false, mark }
+        Self { mark, ..Self::default() }
     }
 }
 
 impl Core {
-    /// Returns once everything below `target` is durable, flushing as the
-    /// leader if nobody else is. With a deadline, gives up with
-    /// [`Error::Timeout`] (the data stays written).
+    /// Async mode: returns once everything below `target` is durable,
+    /// flushing as the leader if nobody else is.
     pub(crate) fn flush_through(&self, target: u64, deadline: Option<Instant>) -> Result<u64> {
         loop {
             self.fence.check()?;
@@ -53,19 +66,17 @@ impl Core {
                 drop(st);
                 if timed_out && self.flushed.load(Ordering::Acquire) < target {
                     self.fence.check()?;
-                    return Err(Error::Timeout { what: "sync flush", offset: target });
+                    return Err(Error::Timeout { what: "flush", offset: target });
                 }
                 continue;
             }
             st.leader = true;
             drop(st);
-            let result = self.flush_now();
+            let result = self.msync_published();
             let mut st = self.flush_state.lock();
             st.leader = false;
-            if let Ok((_, mark)) = result {
-                if mark.is_some() {
-                    st.mark = mark;
-                }
+            if let Ok(Some(mark)) = result {
+                st.mark = Some(mark);
             }
             self.flush_cv.notify_all();
             drop(st);
@@ -73,95 +84,178 @@ impl Core {
         }
     }
 
-    /// Flushes every published byte not yet durable. Only the leader calls
-    /// this. Fences the log on failure: after a failed msync/fsync the kernel
-    /// may have dropped the dirty pages, so no later flush can be trusted to
-    /// cover them.
-    fn flush_now(&self) -> Result<(u64, Option<RecordMark>)> {
+    /// Async mode: msyncs every published byte not yet durable. Only the
+    /// leader calls this.
+    fn msync_published(&self) -> Result<Option<RecordMark>> {
         let (end, mark) = {
             let w = self.writer.lock();
             (self.written.load(Ordering::Acquire), w.last)
         };
         let from = self.flushed.load(Ordering::Acquire);
         if end <= from {
-            return Ok((from, None));
+            return Ok(None);
         }
         let segs: Vec<_> = self.segments.read().iter().filter(|s| s.end() > from && s.base < end).cloned().collect();
         for seg in segs {
             let lo = from.max(seg.base) - seg.base;
             let hi = end.min(seg.end()) - seg.base;
-            if let Err(e) = seg.flush(lo, hi) {
-                let err = Error::io("msync", &seg.path, e);
-                self.fence.set(err.to_string());
-                return Err(err);
-            }
+            seg.flush(lo, hi).map_err(|e| self.fence_with(Error::io("msync", &seg.path, e)))?;
         }
         self.flushed.fetch_max(end, Ordering::AcqRel);
-        Ok((end, mark))
+        Ok(mark)
+    }
+
+    /// Sync mode: returns once everything below `target` is committed and
+    /// durable, or the deadline passes ([`Error::Timeout`]: the records stay
+    /// staged and will still be committed unless the log is fenced).
+    pub(crate) fn wait_committed(&self, target: u64, deadline: Option<Instant>) -> Result<u64> {
+        let mut st = self.flush_state.lock();
+        loop {
+            self.fence.check()?;
+            let flushed = self.flushed.load(Ordering::Acquire);
+            if flushed >= target {
+                return Ok(flushed);
+            }
+            if st.stop {
+                // The flush thread is gone; shutdown commits what is left.
+                drop(st);
+                self.commit_staged()?;
+                st = self.flush_state.lock();
+                continue;
+            }
+            self.work_cv.notify_one();
+            match deadline {
+                Some(d) => {
+                    if self.flush_cv.wait_until(&mut st, d).timed_out() && self.flushed.load(Ordering::Acquire) < target {
+                        self.fence.check()?;
+                        return Err(Error::Timeout { what: "sync flush", offset: target });
+                    }
+                }
+                None => self.flush_cv.wait(&mut st),
+            }
+        }
+    }
+
+    /// Sync mode: writes everything staged with `pwrite`, `fdatasync`s each
+    /// file touched, publishes the new end and wakes the waiters. Called by
+    /// the flush thread, and after it stopped by shutdown or a straggling
+    /// waiter; `commit_lock` keeps commits one at a time, so a later batch
+    /// can never be published before an earlier one is durable.
+    pub(crate) fn commit_staged(&self) -> Result<()> {
+        let _serial = self.commit_lock.lock();
+        let mut batch = std::mem::take(&mut self.flush_state.lock().spare);
+        let (end, mark) = {
+            let mut w = self.writer.lock();
+            std::mem::swap(&mut w.staged, &mut batch);
+            (w.active.base + w.pos, w.last)
+        };
+        let result = self.write_and_sync(&batch);
+        batch.clear();
+        let mut st = self.flush_state.lock();
+        st.spare = batch;
+        if result.is_ok() && end > self.flushed.load(Ordering::Acquire) {
+            self.written.store(end, Ordering::Release);
+            self.flushed.store(end, Ordering::Release);
+            st.mark = mark.or(st.mark);
+        }
+        self.flush_cv.notify_all();
+        result
+    }
+
+    fn write_and_sync(&self, batch: &Staged) -> Result<()> {
+        let mut touched: Vec<Arc<super::segment::Segment>> = Vec::new();
+        for (offset, bytes) in batch.runs() {
+            let seg = self
+                .segment_for(offset)
+                .ok_or_else(|| self.fence_with(Error::InvalidArgument(format!("no segment for offset {offset}"))))?;
+            write_all_at(seg.file.as_ref(), bytes, offset - seg.base)
+                .map_err(|e| self.fence_with(Error::io("pwrite", &seg.path, e)))?;
+            if !touched.iter().any(|s| s.base == seg.base) {
+                touched.push(seg);
+            }
+        }
+        for seg in touched {
+            seg.file.sync_data().map_err(|e| self.fence_with(Error::io("fdatasync", &seg.path, e)))?;
+        }
+        Ok(())
+    }
+
+    fn fence_with(&self, err: Error) -> Error {
+        self.fence.set(err.to_string());
+        err
     }
 
     /// Writes a checkpoint for the current flushed offset.
     pub(crate) fn write_checkpoint(&self, state: ShutdownState) -> Result<()> {
-        let mark = self.flush_state.lock().mark;
-        let flushed = self.flushed.load(Ordering::Acquire);
+        let (mark, flushed) = {
+            let st = self.flush_state.lock();
+            (st.mark, self.flushed.load(Ordering::Acquire))
+        };
         let generation = self.checkpoint_generation.fetch_add(1, Ordering::AcqRel) + 1;
         let cp = Checkpoint { state, generation, flushed, last_record: mark };
         checkpoint::write(self.opts.storage.as_ref(), &self.root, &cp)
             .inspect_err(|e| self.fence.set(format!("checkpoint: {e}")))
     }
 
-    /// Final flush and clean-shutdown checkpoint. Waits for in-flight
-    /// appends by taking the append lock once.
+    /// Final flush and clean-shutdown checkpoint, after the flush thread
+    /// stopped. Waits for in-flight appends by taking the append lock once.
     pub(crate) fn shutdown(&self) -> Result<()> {
         drop(self.writer.lock());
         self.fence.check()?;
-        let target = self.written.load(Ordering::Acquire);
-        self.flush_through(target, None)?;
+        match self.opts.flush_mode {
+            FlushMode::Async => {
+                self.flush_through(self.written.load(Ordering::Acquire), None)?;
+            }
+            FlushMode::Sync => self.commit_staged()?,
+        }
         self.write_checkpoint(ShutdownState::Clean)
     }
 }
 
-/// The background threads: `mqstore:flush` (async flushing and
-/// checkpoints) and `mqstore:prealloc` (segment preparation).
+/// The background threads: `mqstore:flush` and `mqstore:prealloc`.
 #[derive(Debug)]
 pub(crate) struct Services {
-    stop: Sender<()>,
     flusher: JoinHandle<()>,
     prealloc: Option<JoinHandle<()>>,
 }
 
-/// Fences the log if the thread holding it unwinds: a background thread
-/// that died silently would otherwise leave appends "succeeding" without
-/// flushes.
+/// Fences the log if the thread holding it unwinds, and wakes the waiters:
+/// a background thread that died silently would otherwise leave appends
+/// hanging or "succeeding" without flushes.
 struct PanicFence<'a>(&'a Core, &'static str);
 
 impl Drop for PanicFence<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.0.fence.set(format!("background thread {} panicked", self.1));
+            let _guard = self.0.flush_state.lock();
+            self.0.flush_cv.notify_all();
         }
     }
 }
 
 impl Services {
     pub(crate) fn start(core: &Arc<Core>) -> Result<Self> {
-        let (stop, stop_rx) = bounded::<()>(1);
         let c = core.clone();
         let flusher = std::thread::Builder::new()
             .name("mqstore:flush".into())
             .spawn(move || {
                 let _guard = PanicFence(&c, "mqstore:flush");
-                flush_loop(&c, &stop_rx);
+                flush_loop(&c);
             })
             .map_err(|e| Error::io("spawn thread", &core.root, e))?;
         let prealloc = core.prealloc.start(core)?;
-        Ok(Self { stop, flusher, prealloc })
+        Ok(Self { flusher, prealloc })
     }
 
     /// Stops and joins the threads. A thread that panicked fences the log
     /// and is reported as an error.
     pub(crate) fn stop(self, core: &Core) -> Result<()> {
-        drop(self.stop);
+        {
+            let mut st = core.flush_state.lock();
+            st.stop = true;
+            core.work_cv.notify_all();
+        }
         core.prealloc.stop();
         let mut result = Ok(());
         for (name, h) in [("mqstore:flush", Some(self.flusher)), ("mqstore:prealloc", self.prealloc)] {
@@ -176,7 +270,7 @@ impl Services {
     }
 }
 
-fn flush_loop(core: &Core, stop: &Receiver<()>) {
+fn flush_loop(core: &Core) {
     let opts = &core.opts;
     let tick = match opts.flush_mode {
         FlushMode::Async => opts.flush_interval.min(opts.checkpoint_interval),
@@ -186,22 +280,36 @@ fn flush_loop(core: &Core, stop: &Receiver<()>) {
     let mut last_checkpoint = Instant::now();
     let mut checkpointed = core.flushed.load(Ordering::Acquire);
     loop {
-        match stop.recv_timeout(tick) {
-            Err(RecvTimeoutError::Timeout) => {}
-            // Stop requested (sender dropped) or a stray message.
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        {
+            let mut st = core.flush_state.lock();
+            let deadline = Instant::now() + tick;
+            while !st.stop && !(opts.flush_mode == FlushMode::Sync && sync_work_pending(core)) {
+                if core.work_cv.wait_until(&mut st, deadline).timed_out() {
+                    break;
+                }
+            }
+            if st.stop {
+                return;
+            }
         }
         if core.fence.is_set() {
             continue;
         }
-        if opts.flush_mode == FlushMode::Async {
-            let written = core.written.load(Ordering::Acquire);
-            let dirty = written.saturating_sub(core.flushed.load(Ordering::Acquire));
-            let thorough = last_flush.elapsed() >= opts.flush_thorough_interval;
-            if dirty > 0 && (dirty >= opts.flush_min_bytes || thorough) {
-                // Errors fence the log inside flush_now; appenders see them.
-                let _ = core.flush_through(written, None);
-                last_flush = Instant::now();
+        match opts.flush_mode {
+            // Errors fence the log inside; waiters see them.
+            FlushMode::Sync if sync_work_pending(core) => {
+                let _ = core.commit_staged();
+            }
+            FlushMode::Sync => {}
+            FlushMode::Async => {
+                let written = core.written.load(Ordering::Acquire);
+                let dirty = written.saturating_sub(core.flushed.load(Ordering::Acquire));
+                let due = last_flush.elapsed() >= opts.flush_interval;
+                let thorough = last_flush.elapsed() >= opts.flush_thorough_interval;
+                if due && dirty > 0 && (dirty >= opts.flush_min_bytes || thorough) {
+                    let _ = core.flush_through(written, None);
+                    last_flush = Instant::now();
+                }
             }
         }
         let flushed = core.flushed.load(Ordering::Acquire);
@@ -212,4 +320,8 @@ fn flush_loop(core: &Core, stop: &Receiver<()>) {
             last_checkpoint = Instant::now();
         }
     }
+}
+
+fn sync_work_pending(core: &Core) -> bool {
+    core.staged_end.load(Ordering::Acquire) > core.flushed.load(Ordering::Acquire)
 }

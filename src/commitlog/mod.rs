@@ -140,6 +140,43 @@ pub(crate) struct Writer {
     pub(crate) last_store_ts: u64,
     /// Offset up to which prefaulting has been requested.
     pub(crate) prefault_requested: u64,
+    /// Records waiting to be committed ([`FlushMode::Sync`] only).
+    pub(crate) staged: Staged,
+}
+
+/// Encoded bytes not yet written to their files, as runs of contiguous
+/// physical offsets (a segment roll starts a new run).
+#[derive(Debug, Default)]
+pub(crate) struct Staged {
+    pub(crate) buf: Vec<u8>,
+    /// (physical offset, start index in `buf`) of each run.
+    pub(crate) runs: Vec<(u64, usize)>,
+}
+
+impl Staged {
+    /// Appends `len` bytes at physical `offset` and returns them to fill.
+    pub(crate) fn slot(&mut self, offset: u64, len: usize) -> &mut [u8] {
+        let start = self.buf.len();
+        let contiguous = self.runs.last().is_some_and(|&(o, s)| o + (start - s) as u64 == offset);
+        if !contiguous {
+            self.runs.push((offset, start));
+        }
+        self.buf.resize(start + len, 0);
+        &mut self.buf[start..]
+    }
+
+    /// Each run as (physical offset, bytes).
+    pub(crate) fn runs(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.runs.iter().enumerate().map(|(i, &(off, start))| {
+            let stop = self.runs.get(i + 1).map_or(self.buf.len(), |r| r.1);
+            (off, &self.buf[start..stop])
+        })
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.buf.clear();
+        self.runs.clear();
+    }
 }
 
 /// State shared by the handle and the background threads.
@@ -155,9 +192,16 @@ pub(crate) struct Core {
     pub(crate) written: AtomicU64,
     /// Everything below this offset is durable.
     pub(crate) flushed: AtomicU64,
+    /// [`FlushMode::Sync`]: end of the staged (not yet committed) records.
+    pub(crate) staged_end: AtomicU64,
     pub(crate) fence: Fence,
     pub(crate) flush_state: Mutex<flush::FlushState>,
+    /// Signalled when the flushed offset moves or the log is fenced.
     pub(crate) flush_cv: Condvar,
+    /// Wakes the `mqstore:flush` thread (work to do, or stop).
+    pub(crate) work_cv: Condvar,
+    /// Serialises [`FlushMode::Sync`] commits.
+    pub(crate) commit_lock: Mutex<()>,
     pub(crate) closed: AtomicBool,
     pub(crate) prealloc: prealloc::Prealloc,
     pub(crate) checkpoint_generation: AtomicU64,
@@ -213,8 +257,11 @@ impl CommitLog {
     pub fn flush(&self) -> Result<PhysicalOffset> {
         let core = &self.handle.core;
         core.ensure_open()?;
-        let target = core.written.load(Ordering::Acquire);
-        core.flush_through(target, None).map(PhysicalOffset)
+        match core.opts.flush_mode {
+            FlushMode::Async => core.flush_through(core.written.load(Ordering::Acquire), None),
+            FlushMode::Sync => core.wait_committed(core.staged_end.load(Ordering::Acquire), None),
+        }
+        .map(PhysicalOffset)
     }
 
     /// Reads the record starting at `offset`, which must have been returned

@@ -302,7 +302,7 @@ fn build(
     generation: u64,
 ) -> Core {
     let pos = end - active.base;
-    let writer = Writer { active, pos, last: mark, last_store_ts: 0, prefault_requested: end };
+    let writer = Writer { active, pos, last: mark, last_store_ts: 0, prefault_requested: end, staged: Default::default() };
     Core {
         root: root.to_path_buf(),
         dir,
@@ -311,9 +311,12 @@ fn build(
         writer: Mutex::new(writer),
         written: AtomicU64::new(end),
         flushed: AtomicU64::new(end),
+        staged_end: AtomicU64::new(end),
         fence: Fence::default(),
         flush_state: Mutex::new(FlushState::new(mark)),
         flush_cv: Condvar::new(),
+        work_cv: Condvar::new(),
+        commit_lock: Mutex::new(()),
         closed: AtomicBool::new(false),
         prealloc: Prealloc::new(),
         checkpoint_generation: AtomicU64::new(generation),

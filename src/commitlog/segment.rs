@@ -110,6 +110,7 @@ pub(crate) struct Segment {
     pub(crate) base: u64,
     pub(crate) size: u64,
     pub(crate) path: PathBuf,
+    pub(crate) file: Arc<dyn StorageFile>,
     region: Arc<dyn MappedRegion>,
 }
 
@@ -170,7 +171,7 @@ impl Segment {
             Error::corruption(&path, SIZE_OFFSET as u64, CorruptionKind::BadLength { length: header.size })
         })?;
         let region = file.map(len).map_err(|e| Error::io("mmap segment", &path, e))?;
-        Ok(Self { base: header.base, size: header.size, path, region })
+        Ok(Self { base: header.base, size: header.size, path, file, region })
     }
 
     /// Offset one past the last byte of this segment.

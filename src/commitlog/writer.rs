@@ -1,5 +1,13 @@
-//! The append path: one writer at a time under the append lock, encoding
-//! straight into the mapped segment, then publishing the new end.
+//! The append path: one writer at a time under the append lock.
+//!
+//! * [`FlushMode::Async`]: records are encoded straight into the mapped
+//!   segment and published at once (a process crash loses nothing: the page
+//!   cache survives it).
+//! * [`FlushMode::Sync`]: records are encoded into a staging buffer; the
+//!   `mqstore:flush` thread commits them with `pwrite` + `fdatasync` and only
+//!   then publishes them (RocketMQ's write-buffer idea). Appenders are
+//!   acknowledged only after that, so nothing acknowledged lives only in the
+//!   buffer, and readers never see undurable data.
 
 use super::checkpoint::RecordMark;
 use super::read::Record;
@@ -44,24 +52,34 @@ impl Core {
         let seg = w.active.clone();
         let now = self.opts.clock.now_ms().max(w.last_store_ts);
         w.last_store_ts = now;
+        let staging = self.opts.flush_mode == FlushMode::Sync;
         for d in drafts {
             // Lengths were validated above; recomputing is cheap and keeps
             // the loop free of a side vector.
             let len = self.record_len(d)?;
             let pos = w.pos;
             let offset = seg.base + pos;
-            // SAFETY: [pos, pos + len) is past the published end (we hold the
-            // append lock and publish only below) and inside the segment
-            // (checked against the room above).
-            let dst = unsafe { seg.bytes_mut(pos as usize, len as usize) };
+            let dst = if staging {
+                w.staged.slot(offset, len as usize)
+            } else {
+                // SAFETY: [pos, pos + len) is past the published end (we hold
+                // the append lock and publish only below) and inside the
+                // segment (checked against the room above).
+                unsafe { seg.bytes_mut(pos as usize, len as usize) }
+            };
             let crc = encode_into(dst, d, offset, now);
             w.pos += u64::from(len);
             w.last = Some(RecordMark { offset, crc });
             each(Appended { offset: PhysicalOffset(offset), size: len, store_timestamp: now, crc });
         }
         let end = seg.base + w.pos;
-        self.written.store(end, Ordering::Release);
-        self.maybe_prefault(&mut w, end);
+        if staging {
+            // Published (readable) only once committed and synced.
+            self.staged_end.store(end, Ordering::Release);
+        } else {
+            self.written.store(end, Ordering::Release);
+            self.maybe_prefault(&mut w, end);
+        }
         Ok(end)
     }
 
@@ -71,7 +89,7 @@ impl Core {
             FlushMode::Async => Ok(()),
             FlushMode::Sync => {
                 let deadline = Instant::now() + self.opts.sync_flush_timeout;
-                self.flush_through(end, Some(deadline)).map(|_| ())
+                self.wait_committed(end, Some(deadline)).map(|_| ())
             }
         }
     }
@@ -99,15 +117,25 @@ impl Core {
         let next_base = w.active.end();
         let next = self.prealloc.take_or_create(self, next_base)?;
         let room = w.active.size - w.pos;
-        // SAFETY: [pos, pos + 8) is past the published end and inside the
-        // segment (every segment keeps room for the marker).
-        let dst = unsafe { w.active.bytes_mut(w.pos as usize, BLANK_LEN as usize) };
+        let offset = w.active.base + w.pos;
+        let dst = if self.opts.flush_mode == FlushMode::Sync {
+            w.staged.slot(offset, BLANK_LEN as usize)
+        } else {
+            // SAFETY: [pos, pos + 8) is past the published end and inside the
+            // segment (every segment keeps room for the marker).
+            unsafe { w.active.bytes_mut(w.pos as usize, BLANK_LEN as usize) }
+        };
         // `room` fits u32: records are at most 256 MiB and segments are only
         // left with less than record + marker bytes; clamp defensively.
         encode_blank(dst, u32::try_from(room).unwrap_or(u32::MAX));
         w.active = next;
         w.pos = SEGMENT_HEADER_LEN as u64;
-        self.written.store(next_base + SEGMENT_HEADER_LEN as u64, Ordering::Release);
+        let end = next_base + SEGMENT_HEADER_LEN as u64;
+        if self.opts.flush_mode == FlushMode::Sync {
+            self.staged_end.store(end, Ordering::Release);
+        } else {
+            self.written.store(end, Ordering::Release);
+        }
         self.prealloc.request_segment(w.active.end());
         Ok(())
     }
