@@ -29,6 +29,10 @@ use std::time::Instant;
 pub(crate) struct FlushState {
     /// An async-mode leader is flushing right now.
     leader: bool,
+    /// Sync mode: appenders blocked waiting for their commit.
+    waiters: usize,
+    /// Sync mode: the flush thread is waiting for a group to gather.
+    gathering: bool,
     /// The flush thread must exit.
     stop: bool,
     /// A record below the flushed offset (for the checkpoint).
@@ -110,6 +114,18 @@ impl Core {
     /// staged and will still be committed unless the log is fenced).
     pub(crate) fn wait_committed(&self, target: u64, deadline: Option<Instant>) -> Result<u64> {
         let mut st = self.flush_state.lock();
+        st.waiters += 1;
+        let result = self.wait_committed_locked(&mut st, target, deadline);
+        st.waiters -= 1;
+        result
+    }
+
+    fn wait_committed_locked(
+        &self,
+        st: &mut parking_lot::MutexGuard<'_, FlushState>,
+        target: u64,
+        deadline: Option<Instant>,
+    ) -> Result<u64> {
         loop {
             self.fence.check()?;
             let flushed = self.flushed.load(Ordering::Acquire);
@@ -118,22 +134,44 @@ impl Core {
             }
             if st.stop {
                 // The flush thread is gone; shutdown commits what is left.
-                drop(st);
-                self.commit_staged()?;
-                st = self.flush_state.lock();
+                parking_lot::MutexGuard::unlocked(st, || self.commit_staged())?;
                 continue;
             }
-            self.work_cv.notify_one();
+            // Wake the flush thread unless it is gathering a group and others
+            // are still on their way (the last one to arrive wakes it).
+            if !st.gathering || st.waiters >= self.sync_appenders.load(Ordering::Acquire) {
+                self.work_cv.notify_one();
+            }
             match deadline {
                 Some(d) => {
-                    if self.flush_cv.wait_until(&mut st, d).timed_out() && self.flushed.load(Ordering::Acquire) < target {
+                    if self.flush_cv.wait_until(st, d).timed_out() && self.flushed.load(Ordering::Acquire) < target {
                         self.fence.check()?;
                         return Err(Error::Timeout { what: "sync flush", offset: target });
                     }
                 }
-                None => self.flush_cv.wait(&mut st),
+                None => self.flush_cv.wait(st),
             }
         }
+    }
+
+    /// Sync mode, on the flush thread: when fewer appenders wait than are
+    /// inside an append call, the rest are about to stage their records;
+    /// wait for them (at most `group_commit_wait`) so one `fdatasync`
+    /// covers them all. A lone appender never waits.
+    fn gather(&self) {
+        let window = self.opts.group_commit_wait;
+        if window.is_zero() {
+            return;
+        }
+        let mut st = self.flush_state.lock();
+        let until = Instant::now() + window;
+        st.gathering = true;
+        while !st.stop && st.waiters < self.sync_appenders.load(Ordering::Acquire) {
+            if self.work_cv.wait_until(&mut st, until).timed_out() {
+                break;
+            }
+        }
+        st.gathering = false;
     }
 
     /// Sync mode: writes everything staged with `pwrite`, `fdatasync`s each
@@ -298,6 +336,7 @@ fn flush_loop(core: &Core) {
         match opts.flush_mode {
             // Errors fence the log inside; waiters see them.
             FlushMode::Sync if sync_work_pending(core) => {
+                core.gather();
                 let _ = core.commit_staged();
             }
             FlushMode::Sync => {}

@@ -202,6 +202,8 @@ pub(crate) struct Core {
     pub(crate) work_cv: Condvar,
     /// Serialises [`FlushMode::Sync`] commits.
     pub(crate) commit_lock: Mutex<()>,
+    /// [`FlushMode::Sync`]: threads inside an append call right now.
+    pub(crate) sync_appenders: std::sync::atomic::AtomicUsize,
     pub(crate) closed: AtomicBool,
     pub(crate) prealloc: prealloc::Prealloc,
     pub(crate) checkpoint_generation: AtomicU64,
@@ -233,6 +235,7 @@ impl CommitLog {
     /// record was written but durability is unconfirmed).
     pub fn append(&self, draft: &RecordDraft<'_>) -> Result<Appended> {
         let core = &self.handle.core;
+        let _in_flight = core.enter_append();
         let mut out = None;
         let end = core.append_batch(std::slice::from_ref(draft), |a| out = Some(a))?;
         core.after_append(end)?;
@@ -247,6 +250,7 @@ impl CommitLog {
     /// so none of it was acknowledged.
     pub fn append_batch(&self, drafts: &[RecordDraft<'_>]) -> Result<Vec<Appended>> {
         let core = &self.handle.core;
+        let _in_flight = core.enter_append();
         let mut out = Vec::with_capacity(drafts.len());
         let end = core.append_batch(drafts, |a| out.push(a))?;
         core.after_append(end)?;
@@ -409,7 +413,27 @@ mod read_iter {
 
 pub use read_iter::Iter;
 
+/// Counts a thread inside a [`FlushMode::Sync`] append for its lifetime.
+pub(crate) struct InFlight<'a>(Option<&'a std::sync::atomic::AtomicUsize>);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.0 {
+            c.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 impl Core {
+    pub(crate) fn enter_append(&self) -> InFlight<'_> {
+        if self.opts.flush_mode == FlushMode::Sync {
+            self.sync_appenders.fetch_add(1, Ordering::AcqRel);
+            InFlight(Some(&self.sync_appenders))
+        } else {
+            InFlight(None)
+        }
+    }
+
     pub(crate) fn ensure_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);

@@ -317,6 +317,7 @@ fn build(
         flush_cv: Condvar::new(),
         work_cv: Condvar::new(),
         commit_lock: Mutex::new(()),
+        sync_appenders: std::sync::atomic::AtomicUsize::new(0),
         closed: AtomicBool::new(false),
         prealloc: Prealloc::new(),
         checkpoint_generation: AtomicU64::new(generation),
