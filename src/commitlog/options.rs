@@ -263,7 +263,11 @@ impl CommitLogOptions {
                 format!("{:?} is shorter than flush_interval", self.flush_thorough_interval),
             );
         }
-XX, self.sync_flush_timeout), ("checkpoint_interval", self.checkpoint_interval)]
+        if self.group_commit_wait > Duration::from_millis(100) {
+            return bad("group_commit_wait", format!("{:?} is over 100ms", self.group_commit_wait));
+        }
+        for (name, d) in
+            [("sync_flush_timeout", self.sync_flush_timeout), ("checkpoint_interval", self.checkpoint_interval)]
         {
             if d < ms || d > Duration::from_secs(600) {
                 return bad(name, format!("{d:?} is outside 1ms..=10min"));
