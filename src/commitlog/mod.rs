@@ -204,6 +204,8 @@ pub(crate) struct Core {
     pub(crate) commit_lock: Mutex<()>,
     /// [`FlushMode::Sync`]: threads inside an append call right now.
     pub(crate) sync_appenders: std::sync::atomic::AtomicUsize,
+    /// [`FlushMode::Sync`]: threads waiting for their commit right now.
+    pub(crate) sync_waiters: std::sync::atomic::AtomicUsize,
     pub(crate) closed: AtomicBool,
     pub(crate) prealloc: prealloc::Prealloc,
     pub(crate) checkpoint_generation: AtomicU64,

@@ -2,21 +2,37 @@
 //!
 //! The `mqstore:prealloc` thread creates the next segment (allocated,
 //! stamped, synced, renamed into place) before the writer needs it, and
-//! prefaults pages ahead of the writer so appends do not pay first-touch
-//! page faults (about 1.25 us per 4 KiB page on the reference machine).
+//! works ahead of the writer:
+//!
+//! * [`FlushMode::Async`] writes through the mapping: the thread prefaults
+//!   pages so appends do not pay first-touch page faults (about 1.25 us per
+//!   4 KiB page on the reference machine).
+//! * [`FlushMode::Sync`] writes with `pwrite`: the thread writes zeros ahead
+//!   of the committed end and syncs them, turning the `fallocate`d
+//!   (unwritten) blocks into written ones, so a commit's `fdatasync` need
+//!   not also commit the extent conversion to the journal (measured here:
+//!   about 170 us instead of 250 us per small sync, and 16 appending threads
+//!   went from about 33k to about 50k acknowledged messages per second).
+//!   This is RocketMQ's `warmMappedFile` idea, done incrementally.
+//!
 //! Under [`Preallocation::OnRoll`] there is no thread: the writer creates
 //! segments itself when it rolls.
 
-use super::segment::Segment;
-use super::{Core, Preallocation};
+use super::segment::{Segment, SEGMENT_HEADER_LEN};
+use super::{Core, FlushMode, Preallocation};
 use crate::error::{Error, Result};
+use crate::storage::write_all_at;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// Bytes prefaulted per `madvise` call (under 1 ms of work here).
 const PREFAULT_CHUNK: u64 = 1 << 20;
+/// Bytes of zeros written per step in Sync mode. Each step holds the
+/// commit lock for one `pwrite` into the page cache (about 0.1 ms).
+const ZERO_CHUNK: u64 = 512 << 10;
 
 #[derive(Debug)]
 enum Job {
@@ -57,10 +73,8 @@ impl Prealloc {
             .map_err(|e| Error::io("spawn thread", &core.root, e))?;
         let mut w = core.writer.lock();
         self.request_segment(w.active.end());
-        let upto = core.written.load(std::sync::atomic::Ordering::Acquire) + core.opts.prefault_window;
-        // Sync mode writes with pwrite, not through the mapping: nothing to
-        // prefault.
-        if core.opts.prefault_window > 0 && core.opts.flush_mode == super::FlushMode::Async {
+        let upto = core.written.load(Ordering::Acquire) + core.opts.prefault_window;
+        if core.opts.prefault_window > 0 {
             w.prefault_requested = upto;
             self.request_prefault(upto);
         }
@@ -162,17 +176,68 @@ impl Prealloc {
 }
 
 fn run(core: &Core, rx: &Receiver<Job>) {
-    let mut prefaulted: u64 = 0;
+    let mut ahead: u64 = 0;
+    let zeros = match core.opts.flush_mode {
+        FlushMode::Sync => vec![0u8; ZERO_CHUNK as usize],
+        FlushMode::Async => Vec::new(),
+    };
     while let Ok(job) = rx.recv() {
         match job {
             Job::Segment(base) => core.prealloc.prepare(core, base),
             Job::Prefault(upto) => {
-                let from = prefaulted.max(core.written.load(std::sync::atomic::Ordering::Acquire));
+                let from = ahead.max(core.written.load(Ordering::Acquire));
                 if upto > from {
-                    core.prealloc.prefault(core, from, upto);
-                    prefaulted = upto;
+                    match core.opts.flush_mode {
+                        FlushMode::Async => core.prealloc.prefault(core, from, upto),
+                        FlushMode::Sync => core.prealloc.zero_fill(core, from, upto, &zeros),
+                    }
+                    ahead = upto;
                 }
             }
+        }
+    }
+}
+
+impl Prealloc {
+    /// Sync mode: writes zeros over `[from, upto)` of the log (past the
+    /// committed end only) and syncs them.
+    ///
+    /// Safety of the data: committed bytes lie below the flushed offset and
+    /// are never touched; staged records above it reach the file only
+    /// through a commit, and commits and zero writes exclude each other
+    /// through the commit lock, so zeros can land only before the data that
+    /// belongs there, never after it. A failed sync fences the log: the
+    /// commits share this file descriptor, and the kernel reports a
+    /// writeback error to only one of the callers.
+    fn zero_fill(&self, core: &Core, from: u64, upto: u64, zeros: &[u8]) {
+        let mut z = from;
+        while z < upto && !core.closed.load(Ordering::Acquire) && !core.fence.is_set() {
+            let Some(seg) =
+                core.segment_for(z).or_else(|| self.next.lock().clone().filter(|s| s.base <= z && z < s.end()))
+            else {
+                return;
+            };
+            let end = upto.min(seg.end()).min(z.max(seg.base + SEGMENT_HEADER_LEN as u64) + ZERO_CHUNK);
+            {
+                let _commit = core.commit_lock.lock();
+                let start = z.max(core.flushed.load(Ordering::Acquire)).max(seg.base + SEGMENT_HEADER_LEN as u64);
+                if start < end {
+                    let n = (end - start) as usize;
+                    if write_all_at(seg.file.as_ref(), &zeros[..n], start - seg.base).is_err() {
+                        // Nothing depends on these zeros; commits will just
+                        // pay the extent conversion themselves.
+                        return;
+                    }
+                }
+            }
+            if let Err(e) = seg.file.sync_data() {
+                core.fence.set(crate::error::Error::io("fdatasync (zero fill)", &seg.path, e).to_string());
+                drop(core.flush_state.lock());
+                core.flush_cv.notify_all();
+                core.wake_sync_waiters();
+                return;
+            }
+            z = end;
         }
     }
 }

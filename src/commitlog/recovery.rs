@@ -302,7 +302,8 @@ fn build(
     generation: u64,
 ) -> Core {
     let pos = end - active.base;
-    let writer = Writer { active, pos, last: mark, last_store_ts: 0, prefault_requested: end, staged: Default::default() };
+    let writer =
+        Writer { active, pos, last: mark, last_store_ts: 0, prefault_requested: end, staged: Default::default() };
     Core {
         root: root.to_path_buf(),
         dir,
@@ -318,6 +319,7 @@ fn build(
         work_cv: Condvar::new(),
         commit_lock: Mutex::new(()),
         sync_appenders: std::sync::atomic::AtomicUsize::new(0),
+        sync_waiters: std::sync::atomic::AtomicUsize::new(0),
         closed: AtomicBool::new(false),
         prealloc: Prealloc::new(),
         checkpoint_generation: AtomicU64::new(generation),

@@ -78,8 +78,8 @@ impl Core {
             self.staged_end.store(end, Ordering::Release);
         } else {
             self.written.store(end, Ordering::Release);
-            self.maybe_prefault(&mut w, end);
         }
+        self.maybe_prefault(&mut w, end);
         Ok(end)
     }
 

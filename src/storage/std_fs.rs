@@ -68,12 +68,13 @@ impl Storage for StdStorage {
     }
 
     fn rename_no_replace(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+        let c = |p: &Path| {
+            std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+        };
         let (f, t) = (c(from)?, c(to)?);
         // SAFETY: both arguments are valid NUL-terminated paths.
-        let r = unsafe {
-            libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE)
-        };
+        let r =
+            unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE) };
         match check(r) {
             // File systems without RENAME_NOREPLACE: a hard link also fails
             // when the target exists, and is atomic.
