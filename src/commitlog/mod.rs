@@ -154,15 +154,15 @@ pub(crate) struct Staged {
 }
 
 impl Staged {
-    /// Appends `len` bytes at physical `offset` and returns them to fill.
-    pub(crate) fn slot(&mut self, offset: u64, len: usize) -> &mut [u8] {
+    /// The buffer to append the bytes for physical `offset` to (starting a
+    /// new run unless `offset` continues the last one).
+    pub(crate) fn at(&mut self, offset: u64) -> &mut Vec<u8> {
         let start = self.buf.len();
         let contiguous = self.runs.last().is_some_and(|&(o, s)| o + (start - s) as u64 == offset);
         if !contiguous {
             self.runs.push((offset, start));
         }
-        self.buf.resize(start + len, 0);
-        &mut self.buf[start..]
+        &mut self.buf
     }
 
     /// Each run as (physical offset, bytes).

@@ -145,32 +145,56 @@ pub(crate) fn record_crc(rec: &[u8]) -> u32 {
     h.finalize()
 }
 
+/// The fixed part of a record, with a zero CRC field.
+fn header(d: &RecordDraft<'_>, total: usize, physical: u64, store_ts: u64) -> [u8; RECORD_HEADER_LEN] {
+    let mut h = [0u8; RECORD_HEADER_LEN];
+    // Lengths were bounded by `encoded_len`, so these casts are lossless.
+    put_u32(&mut h, TOTAL_SIZE_OFFSET, total as u32);
+    put_u32(&mut h, MAGIC_OFFSET, RECORD_MAGIC);
+    put_u32(&mut h, QUEUE_ID_OFFSET, d.queue_id);
+    put_u32(&mut h, FLAG_OFFSET, d.flag);
+    put_u64(&mut h, QUEUE_OFFSET_OFFSET, d.queue_offset);
+    put_u64(&mut h, PHYSICAL_OFFSET_OFFSET, physical);
+    put_u32(&mut h, SYSFLAG_OFFSET, d.sysflag);
+    put_u64(&mut h, BORN_TS_OFFSET, d.born_timestamp);
+    put_u64(&mut h, STORE_TS_OFFSET, store_ts);
+    put_u32(&mut h, RECONSUME_OFFSET, d.reconsume_times);
+    put_u16(&mut h, TOPIC_LEN_OFFSET, d.topic.len() as u16);
+    put_u16(&mut h, PROPS_LEN_OFFSET, d.properties.len() as u16);
+    put_u32(&mut h, BODY_LEN_OFFSET, d.body.len() as u32);
+    h
+}
+
 /// Encodes `draft` into `dst`, which must be exactly `draft.encoded_len()`
 /// bytes long. Returns the CRC written.
 pub(crate) fn encode_into(dst: &mut [u8], d: &RecordDraft<'_>, physical: u64, store_ts: u64) -> u32 {
     let t = d.topic.len();
     let p = d.properties.len();
     debug_assert_eq!(dst.len(), RECORD_HEADER_LEN + t + p + d.body.len());
-    // Lengths were bounded by `encoded_len`, so these casts are lossless.
-    put_u32(dst, TOTAL_SIZE_OFFSET, dst.len() as u32);
-    put_u32(dst, MAGIC_OFFSET, RECORD_MAGIC);
-    put_u32(dst, QUEUE_ID_OFFSET, d.queue_id);
-    put_u32(dst, FLAG_OFFSET, d.flag);
-    put_u64(dst, QUEUE_OFFSET_OFFSET, d.queue_offset);
-    put_u64(dst, PHYSICAL_OFFSET_OFFSET, physical);
-    put_u32(dst, SYSFLAG_OFFSET, d.sysflag);
-    put_u64(dst, BORN_TS_OFFSET, d.born_timestamp);
-    put_u64(dst, STORE_TS_OFFSET, store_ts);
-    put_u32(dst, RECONSUME_OFFSET, d.reconsume_times);
-    put_u16(dst, TOPIC_LEN_OFFSET, t as u16);
-    put_u16(dst, PROPS_LEN_OFFSET, p as u16);
-    put_u32(dst, BODY_LEN_OFFSET, d.body.len() as u32);
     let h = RECORD_HEADER_LEN;
+    let fixed = header(d, dst.len(), physical, store_ts);
+    dst[..h].copy_from_slice(&fixed);
     dst[h..h + t].copy_from_slice(d.topic.as_bytes());
     dst[h + t..h + t + p].copy_from_slice(d.properties);
     dst[h + t + p..].copy_from_slice(d.body);
     let crc = record_crc(dst);
     put_u32(dst, CRC_OFFSET, crc);
+    crc
+}
+
+/// Appends the encoding of `draft` to `out` (one copy of each part, no
+/// zero-fill first). Returns the CRC written.
+pub(crate) fn encode_onto(out: &mut Vec<u8>, d: &RecordDraft<'_>, physical: u64, store_ts: u64) -> u32 {
+    let start = out.len();
+    let total = RECORD_HEADER_LEN + d.topic.len() + d.properties.len() + d.body.len();
+    out.reserve(total);
+    out.extend_from_slice(&header(d, total, physical, store_ts));
+    out.extend_from_slice(d.topic.as_bytes());
+    out.extend_from_slice(d.properties);
+    out.extend_from_slice(d.body);
+    let rec = &mut out[start..];
+    let crc = record_crc(rec);
+    put_u32(rec, CRC_OFFSET, crc);
     crc
 }
 
@@ -344,6 +368,16 @@ mod tests {
         assert_eq!(&v[parts.properties.0..parts.properties.1], b"KEYS\x01k1\x02");
         assert_eq!(&v[parts.body.0..parts.body.1], b"hello");
         assert_eq!(view.crc(), record_crc(&v));
+    }
+
+    #[test]
+    fn encode_onto_matches_encode_into() {
+        let d = draft("TopicA", b"k\x01v\x02", b"some body");
+        let mut v = b"prefix".to_vec();
+        let crc = encode_onto(&mut v, &d, 4096, 1_700_000_000_123);
+        assert_eq!(&v[..6], b"prefix");
+        assert_eq!(&v[6..], &encode(&d, 4096)[..]);
+        assert_eq!(crc, RecordView::validate(&v[6..], 4096).unwrap().0.crc());
     }
 
     #[test]

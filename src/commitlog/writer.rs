@@ -11,7 +11,9 @@
 
 use super::checkpoint::RecordMark;
 use super::read::Record;
-use super::record::{encode_blank, encode_into, parse_prefix, DraftError, Prefix, RecordDraft, RecordView, BLANK_LEN};
+use super::record::{
+    encode_blank, encode_into, encode_onto, parse_prefix, DraftError, Prefix, RecordDraft, RecordView, BLANK_LEN,
+};
 use super::segment::{Segment, SEGMENT_HEADER_LEN};
 use super::{Appended, Core, FlushMode, Writer};
 use crate::error::{Error, Result};
@@ -59,15 +61,15 @@ impl Core {
             let len = self.record_len(d)?;
             let pos = w.pos;
             let offset = seg.base + pos;
-            let dst = if staging {
-                w.staged.slot(offset, len as usize)
+            let crc = if staging {
+                encode_onto(w.staged.at(offset), d, offset, now)
             } else {
                 // SAFETY: [pos, pos + len) is past the published end (we hold
                 // the append lock and publish only below) and inside the
                 // segment (checked against the room above).
-                unsafe { seg.bytes_mut(pos as usize, len as usize) }
+                let dst = unsafe { seg.bytes_mut(pos as usize, len as usize) };
+                encode_into(dst, d, offset, now)
             };
-            let crc = encode_into(dst, d, offset, now);
             w.pos += u64::from(len);
             w.last = Some(RecordMark { offset, crc });
             each(Appended { offset: PhysicalOffset(offset), size: len, store_timestamp: now, crc });
@@ -118,16 +120,18 @@ impl Core {
         let next = self.prealloc.take_or_create(self, next_base)?;
         let room = w.active.size - w.pos;
         let offset = w.active.base + w.pos;
-        let dst = if self.opts.flush_mode == FlushMode::Sync {
-            w.staged.slot(offset, BLANK_LEN as usize)
+        // `room` fits u32: records are at most 256 MiB and segments are only
+        // left with less than record + marker bytes; clamp defensively.
+        let room = u32::try_from(room).unwrap_or(u32::MAX);
+        if self.opts.flush_mode == FlushMode::Sync {
+            let mut blank = [0u8; BLANK_LEN as usize];
+            encode_blank(&mut blank, room);
+            w.staged.at(offset).extend_from_slice(&blank);
         } else {
             // SAFETY: [pos, pos + 8) is past the published end and inside the
             // segment (every segment keeps room for the marker).
-            unsafe { w.active.bytes_mut(w.pos as usize, BLANK_LEN as usize) }
-        };
-        // `room` fits u32: records are at most 256 MiB and segments are only
-        // left with less than record + marker bytes; clamp defensively.
-        encode_blank(dst, u32::try_from(room).unwrap_or(u32::MAX));
+            encode_blank(unsafe { w.active.bytes_mut(w.pos as usize, BLANK_LEN as usize) }, room);
+        }
         w.active = next;
         w.pos = SEGMENT_HEADER_LEN as u64;
         let end = next_base + SEGMENT_HEADER_LEN as u64;

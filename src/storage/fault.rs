@@ -27,6 +27,9 @@ impl FaultKind {
     }
 }
 
+/// Most operation names [`FaultPlan::log`] keeps.
+const LOG_LIMIT: usize = 100_000;
+
 /// What to break. Shared between a test and the [`FaultyStorage`] it built.
 #[derive(Debug, Default)]
 pub struct FaultPlan {
@@ -73,13 +76,19 @@ impl FaultPlan {
         self.calls.load(Ordering::SeqCst)
     }
 
-    /// Names of the operations seen so far (for diagnosing a test).
+    /// Names of the first 100,000 operations seen (for diagnosing a test).
     pub fn log(&self) -> Vec<&'static str> {
         self.log.lock().clone()
     }
 
     fn check(&self, op: &'static str, is_sync: bool) -> io::Result<()> {
-        self.log.lock().push(op);
+        {
+            // Bounded: a long test must not grow memory without limit.
+            let mut log = self.log.lock();
+            if log.len() < LOG_LIMIT {
+                log.push(op);
+            }
+        }
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         if is_sync && self.fail_syncs.load(Ordering::SeqCst) {
             return Err(FaultKind::Io.error());
