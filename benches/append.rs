@@ -336,7 +336,13 @@ fn run_mqstore_sync_batch(w: &Workload, bodies: &Bodies) -> Sample {
     while i < w.messages {
         let n = per.min(w.messages - i);
         let drafts: Vec<RecordDraft<'_>> = (i..i + n)
-            .map(|k| RecordDraft { topic: TOPIC, queue_id: 0, queue_offset: k as u64, body: bodies.get(k), ..Default::default() })
+            .map(|k| RecordDraft {
+                topic: TOPIC,
+                queue_id: 0,
+                queue_offset: k as u64,
+                body: bodies.get(k),
+                ..Default::default()
+            })
             .collect();
         let out = log.append_batch(&drafts).expect("append_batch");
         record_bytes = out.last().map_or(0, |a| a.size);
