@@ -1,6 +1,6 @@
 //! Commit-log record codec.
 //!
-//! Layout (all integers big-endian; FORMAT.md section 3 is the normative
+//! Layout (all integers big-endian; FORMAT.md section 3.2 is the normative
 //! table and the test `layout_constants_are_pinned` keeps the two in step):
 //!
 //! | offset | size | field |
@@ -338,9 +338,16 @@ mod tests {
 
     #[test]
     fn layout_constants_are_pinned() {
-        // FORMAT.md section 3 lists these offsets; change both together.
+        // FORMAT.md section 3.2 lists these offsets; change both together.
+        assert_eq!(MAGIC_OFFSET, 4);
         assert_eq!(CRC_OFFSET, 8);
+        assert_eq!(QUEUE_ID_OFFSET, 12);
+        assert_eq!(FLAG_OFFSET, 16);
         assert_eq!(QUEUE_OFFSET_OFFSET, 20);
+        assert_eq!(SYSFLAG_OFFSET, 36);
+        assert_eq!(BORN_TS_OFFSET, 40);
+        assert_eq!(RECONSUME_OFFSET, 56);
+        assert_eq!(PROPS_LEN_OFFSET, 62);
         assert_eq!(PHYSICAL_OFFSET_OFFSET, 28);
         assert_eq!(STORE_TS_OFFSET, 48);
         assert_eq!(TOPIC_LEN_OFFSET, 60);

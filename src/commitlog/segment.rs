@@ -207,23 +207,20 @@ impl Segment {
 
     /// Synchronously flushes file positions `[from, to)` of the mapping.
     pub(crate) fn flush(&self, from: u64, to: u64) -> std::io::Result<()> {
-        // msync wants a page-aligned start.
-        let start = (from & !4095) as usize;
-        let end = to.min(self.size) as usize;
-        if end <= start {
-            return Ok(());
-        }
-        self.region.flush_range(start, end - start)
+        self.page_range(from, to).map_or(Ok(()), |(start, len)| self.region.flush_range(start, len))
     }
 
     /// Hints the kernel to fault in `[from, to)` writable.
     pub(crate) fn prefault(&self, from: u64, to: u64) -> std::io::Result<()> {
+        self.page_range(from, to).map_or(Ok(()), |(start, len)| self.region.prefault(start, len))
+    }
+
+    /// `[from, to)` widened to a page-aligned start (as msync and madvise
+    /// want) and clipped to the segment; `None` when empty.
+    fn page_range(&self, from: u64, to: u64) -> Option<(usize, usize)> {
         let start = (from & !4095) as usize;
         let end = to.min(self.size) as usize;
-        if end <= start {
-            return Ok(());
-        }
-        self.region.prefault(start, end - start)
+        (end > start).then(|| (start, end - start))
     }
 }
 
@@ -233,7 +230,7 @@ mod tests {
 
     #[test]
     fn header_constants_are_pinned() {
-        // FORMAT.md section 2 lists these offsets; change both together.
+        // FORMAT.md section 3.1 lists these offsets; change both together.
         assert_eq!(VERSION_OFFSET, 8);
         assert_eq!(HEADER_LEN_OFFSET, 10);
         assert_eq!(BASE_OFFSET_OFFSET, 16);

@@ -69,17 +69,21 @@ pub struct DumpEntry {
     pub status: RecordStatus,
 }
 
+/// Opens the segments of the store at `root` for reading, without a lock.
+fn open_offline(root: &Path, storage: &dyn Storage) -> Result<Vec<super::scan::SegmentFile>> {
+    let logdir = root.join(COMMITLOG_DIR);
+    if !storage.exists(&logdir).map_err(|e| Error::io("stat", &logdir, e))? {
+        return Err(Error::InvalidArgument(format!("{} holds no commit log", root.display())));
+    }
+    open_segments(storage, &list_segments(storage, &logdir)?)
+}
+
 impl CommitLog {
     /// Scans every segment of the store at `dir`, verifying every record's
     /// CRC and framing. Read-only; takes no lock.
     pub fn verify(dir: impl AsRef<Path>, storage: &dyn Storage) -> Result<VerifyReport> {
         let root = dir.as_ref();
-        let logdir = root.join(COMMITLOG_DIR);
-        if !storage.exists(&logdir).map_err(|e| Error::io("stat", &logdir, e))? {
-            return Err(Error::InvalidArgument(format!("{} holds no commit log", root.display())));
-        }
-        let listing = list_segments(storage, &logdir)?;
-        let segs = open_segments(storage, &listing)?;
+        let segs = open_offline(root, storage)?;
         // Damage past the flushed offset of a store that did not shut down
         // cleanly is a torn tail, not corruption.
         let tail_from = match checkpoint::read(storage, root) {
@@ -131,12 +135,7 @@ impl CommitLog {
         mut each: impl FnMut(&DumpEntry) -> Result<()>,
     ) -> Result<u64> {
         let root = dir.as_ref();
-        let logdir = root.join(COMMITLOG_DIR);
-        if !storage.exists(&logdir).map_err(|e| Error::io("stat", &logdir, e))? {
-            return Err(Error::InvalidArgument(format!("{} holds no commit log", root.display())));
-        }
-        let listing = list_segments(storage, &logdir)?;
-        let segs = open_segments(storage, &listing)?;
+        let segs = open_offline(root, storage)?;
         let Some(first) = segs.first() else {
             return Ok(0);
         };

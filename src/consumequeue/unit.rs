@@ -83,6 +83,7 @@ mod tests {
 
     #[test]
     fn unit_layout_is_pinned() {
+        // FORMAT.md section 4 lists these offsets; change both together.
         assert_eq!(SIZE_OFFSET, 8);
         assert_eq!(TAG_HASH_OFFSET, 12);
         assert_eq!(CQ_UNIT_LEN, 20);
