@@ -140,6 +140,8 @@ pub(crate) struct Writer {
     pub(crate) last_store_ts: u64,
     /// Offset up to which prefaulting has been requested.
     pub(crate) prefault_requested: u64,
+    /// The segment after `active` has been asked for.
+    pub(crate) next_requested: bool,
     /// Records waiting to be committed ([`FlushMode::Sync`] only).
     pub(crate) staged: Staged,
 }

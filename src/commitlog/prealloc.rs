@@ -75,7 +75,10 @@ impl Prealloc {
             .spawn(move || run(&c, &rx))
             .map_err(|e| Error::io("spawn thread", &core.root, e))?;
         let mut w = core.writer.lock();
-        self.request_segment(w.active.end());
+        if w.pos >= super::writer::prepare_point(w.active.size) {
+            w.next_requested = true;
+            self.request_segment(w.active.end());
+        }
         let upto = core.written.load(Ordering::Acquire) + core.opts.prefault_window;
         if core.opts.prefault_window > 0 {
             w.prefault_requested = upto;

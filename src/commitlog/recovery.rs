@@ -302,8 +302,15 @@ fn build(
     generation: u64,
 ) -> Core {
     let pos = end - active.base;
-    let writer =
-        Writer { active, pos, last: mark, last_store_ts: 0, prefault_requested: end, staged: Default::default() };
+    let writer = Writer {
+        active,
+        pos,
+        last: mark,
+        last_store_ts: 0,
+        prefault_requested: end,
+        next_requested: false,
+        staged: Default::default(),
+    };
     Core {
         root: root.to_path_buf(),
         dir,

@@ -140,11 +140,17 @@ impl Core {
         } else {
             self.written.store(end, Ordering::Release);
         }
-        self.prealloc.request_segment(w.active.end());
+        w.next_requested = false;
         Ok(())
     }
 
+    /// Asks the preparation thread for the next segment once the active one
+    /// is past [`prepare_point`], and for prefaulting ahead of the writer.
     fn maybe_prefault(&self, w: &mut Writer, end: u64) {
+        if !w.next_requested && w.pos >= prepare_point(w.active.size) {
+            w.next_requested = true;
+            self.prealloc.request_segment(w.active.end());
+        }
         let window = self.opts.prefault_window;
         if window == 0 || end + window / 2 < w.prefault_requested {
             return;
@@ -223,6 +229,16 @@ impl Core {
             Ok(())
         }
     }
+}
+
+/// File position in a segment of `size` bytes past which the next segment
+/// is prepared: half way, but at most 64 MiB before the end. Preparing
+/// earlier would allocate (and journal) a whole new segment for a log that
+/// may never need it, right while the first appends are being synced;
+/// 64 MiB still leaves tens of milliseconds at full write speed for a
+/// creation that takes a few.
+pub(crate) fn prepare_point(size: u64) -> u64 {
+    size - (size / 2).min(64 << 20)
 }
 
 enum Slot {
