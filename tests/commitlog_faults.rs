@@ -220,3 +220,73 @@ fn sorted_segments(dir: &Path) -> Vec<std::path::PathBuf> {
 fn find_zero_run(b: &[u8]) -> usize {
     b.iter().rposition(|&x| x != 0).map_or(0, |p| p + 1)
 }
+
+#[test]
+fn sync_flush_timeout_is_a_distinct_error_and_the_record_still_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = FaultPlan::new();
+    let opts = opts_with(&plan).flush_mode(FlushMode::Sync).sync_flush_timeout(Duration::from_millis(20));
+    let log = CommitLog::open(dir.path(), opts).unwrap();
+    plan.delay_syncs(300);
+    let e = log.append(&draft("T", 1, b"slow disk")).unwrap_err();
+    let Error::Timeout { offset, .. } = e else { panic!("expected Timeout, got {e}") };
+    assert!(e.is_transient());
+    assert!(!log.is_fenced(), "a slow sync is not a failed one");
+    // The record was written: once the slow sync completes it is durable
+    // and readable, and later appends continue after it.
+    plan.delay_syncs(0);
+    let end = log.flush().unwrap();
+    assert!(end.get() >= offset);
+    let all: Vec<_> = log.iter(PhysicalOffset(0)).collect::<Result<_, _>>().unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(&all[0].body()[..], b"slow disk");
+    log.append(&draft("T", 2, b"fast again")).unwrap();
+    log.close().unwrap();
+}
+
+#[test]
+fn a_panicking_background_thread_fences_the_log() {
+    for mode in [FlushMode::Sync, FlushMode::Async] {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = FaultPlan::new();
+        let opts = opts_with(&plan).flush_mode(mode).flush_interval(Duration::from_millis(5)).flush_min_bytes(1);
+        let log = CommitLog::open(dir.path(), opts).unwrap();
+        log.append(&draft("T", 0, b"before")).unwrap();
+        plan.panic_syncs(true);
+        // Sync: the waiting appender is woken with Fenced. Async: the
+        // background flush panics and later appends are refused.
+        let first = log.append(&draft("T", 1, b"during"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !log.is_fenced() {
+            assert!(std::time::Instant::now() < deadline, "{mode:?}: panic did not fence");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if mode == FlushMode::Sync {
+            assert!(matches!(first, Err(Error::Fenced { .. })), "{mode:?}: {first:?}");
+        }
+        assert!(
+            matches!(log.append(&draft("T", 2, b"after")), Err(Error::Fenced { ref reason }) if reason.contains("panicked"))
+        );
+        plan.heal();
+        assert!(matches!(log.close(), Err(Error::Fenced { .. })));
+        // Reopening recovers what was written before the panic.
+        let log = CommitLog::open(dir.path(), deterministic_opts()).unwrap();
+        assert!(log.iter(PhysicalOffset(0)).next().is_some());
+        log.close().unwrap();
+    }
+}
+
+#[test]
+fn a_flush_that_panics_on_the_caller_thread_fences_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = FaultPlan::new();
+    let log = CommitLog::open(dir.path(), opts_with(&plan)).unwrap();
+    log.append(&draft("T", 0, b"x")).unwrap();
+    plan.panic_syncs(true);
+    let l = log.clone();
+    assert!(std::thread::spawn(move || l.flush()).join().is_err(), "the flush panicked");
+    plan.heal();
+    // The next flush neither hangs waiting for the dead leader nor succeeds.
+    assert!(matches!(log.flush(), Err(Error::Fenced { .. })));
+    assert!(matches!(log.close(), Err(Error::Fenced { .. })));
+}

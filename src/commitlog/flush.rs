@@ -74,7 +74,11 @@ impl Core {
             }
             st.leader = true;
             drop(st);
+            let leader = LeaderGuard(self);
             let result = self.msync_published();
+            // Finished without unwinding: disarm the guard (it holds only a
+            // reference, so forgetting it leaks nothing).
+            std::mem::forget(leader);
             let mut st = self.flush_state.lock();
             st.leader = false;
             if let Ok(Some(mark)) = result {
@@ -272,6 +276,20 @@ impl Core {
             FlushMode::Sync => self.commit_staged()?,
         }
         self.write_checkpoint(ShutdownState::Clean)
+    }
+}
+
+/// Held by an async-mode flush leader while it flushes. Only dropped if the
+/// flush unwinds (a panicking storage backend): then it fences the log and
+/// gives up leadership, so nobody waits forever for a leader that is gone.
+struct LeaderGuard<'a>(&'a Core);
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fence.set("a flush panicked".to_string());
+        let mut st = self.0.flush_state.lock();
+        st.leader = false;
+        self.0.flush_cv.notify_all();
     }
 }
 

@@ -40,6 +40,10 @@ pub struct FaultPlan {
     persistent: AtomicBool,
     /// Fail every sync-family call (`sync_data`, `flush_range`, `sync_dir`).
     fail_syncs: AtomicBool,
+    /// Sleep this many milliseconds in every sync-family call.
+    sync_delay_ms: AtomicU64,
+    /// Panic in every sync-family call (a bug in a storage backend).
+    panic_syncs: AtomicBool,
     kind: Mutex<Option<FaultKind>>,
     log: Mutex<Vec<&'static str>>,
 }
@@ -65,10 +69,24 @@ impl FaultPlan {
         self.fail_syncs.store(on, Ordering::SeqCst);
     }
 
+    /// Makes every sync-family call take at least `ms` milliseconds (a slow
+    /// or stalled device); 0 restores full speed.
+    pub fn delay_syncs(&self, ms: u64) {
+        self.sync_delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Makes every sync-family call panic, as a buggy backend would, so
+    /// tests can check that a dying background thread fences the store.
+    pub fn panic_syncs(&self, on: bool) {
+        self.panic_syncs.store(on, Ordering::SeqCst);
+    }
+
     /// Stops injecting faults.
     pub fn heal(&self) {
         self.fail_at.store(0, Ordering::SeqCst);
         self.fail_syncs.store(false, Ordering::SeqCst);
+        self.sync_delay_ms.store(0, Ordering::SeqCst);
+        self.panic_syncs.store(false, Ordering::SeqCst);
     }
 
     /// Number of calls seen since the last [`FaultPlan::fail_call`].
@@ -90,8 +108,19 @@ impl FaultPlan {
             }
         }
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if is_sync && self.fail_syncs.load(Ordering::SeqCst) {
-            return Err(FaultKind::Io.error());
+        if is_sync {
+            let delay = self.sync_delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(delay));
+            }
+            // NOTE: deliberate, opt-in panic: this is the fault being injected.
+            #[allow(clippy::panic)]
+            if self.panic_syncs.load(Ordering::SeqCst) {
+                panic!("injected panic in {op}");
+            }
+            if self.fail_syncs.load(Ordering::SeqCst) {
+                return Err(FaultKind::Io.error());
+            }
         }
         let at = self.fail_at.load(Ordering::SeqCst);
         let hit = at != 0 && (n == at || (n > at && self.persistent.load(Ordering::SeqCst)));
