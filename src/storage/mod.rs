@@ -7,6 +7,7 @@
 //! error. A simulated power-loss backend plugs in at the same place.
 
 mod fault;
+mod sim;
 mod std_fs;
 
 use std::fmt::Debug;
@@ -15,6 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use fault::{FaultKind, FaultPlan, FaultyStorage};
+pub use sim::{SimStorage, Snapshot};
 pub use std_fs::StdStorage;
 
 /// How [`Storage::open`] opens a file.
