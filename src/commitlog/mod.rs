@@ -107,12 +107,17 @@ pub(crate) struct Fence {
 }
 
 impl Fence {
+    #[inline]
     pub(crate) fn check(&self) -> Result<()> {
         if self.on.load(Ordering::Acquire) {
-            let reason = self.reason.lock().clone().unwrap_or_default();
-            return Err(Error::Fenced { reason });
+            return Err(self.error());
         }
         Ok(())
+    }
+
+    #[cold]
+    fn error(&self) -> Error {
+        Error::Fenced { reason: self.reason.lock().clone().unwrap_or_default() }
     }
 
     pub(crate) fn set(&self, reason: String) {
@@ -243,7 +248,7 @@ impl CommitLog {
         let mut out = None;
         let end = core.append_batch(std::slice::from_ref(draft), |a| out = Some(a))?;
         core.after_append(end)?;
-        out.ok_or(Error::Closed)
+        out.ok_or_else(|| Error::Closed)
     }
 
     /// Appends several records contiguously, in order and in one segment
@@ -438,6 +443,7 @@ impl Core {
         }
     }
 
+    #[inline]
     pub(crate) fn ensure_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);

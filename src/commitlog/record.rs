@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | 0 | 4 | total size of the record, this field included |
 //! | 4 | 4 | magic [`RECORD_MAGIC`] |
-//! | 8 | 4 | CRC-32 (IEEE) over bytes `[0, 8)` and `[12, total)` |
+//! | 8 | 4 | CRC-32 (IEEE) of the whole record with this field read as zero |
 //! | 12 | 4 | queue id |
 //! | 16 | 4 | flag (opaque to the store) |
 //! | 20 | 8 | queue offset |
@@ -138,10 +138,28 @@ pub(crate) fn get_u64(src: &[u8], at: usize) -> u64 {
 }
 
 /// CRC over a whole encoded record except the CRC field itself.
+/// A fresh CRC-32 hasher. `Hasher::new` checks CPU features every time;
+/// cloning a prototype skips that on the append path.
+fn hasher() -> crc32fast::Hasher {
+    static PROTOTYPE: std::sync::OnceLock<crc32fast::Hasher> = std::sync::OnceLock::new();
+    PROTOTYPE.get_or_init(crc32fast::Hasher::new).clone()
+}
+
 pub(crate) fn record_crc(rec: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
+    // Defined as the CRC of the record with its CRC field zeroed, so the
+    // writer, whose field is still zero, needs a single pass.
+    let mut h = hasher();
     h.update(&rec[..CRC_OFFSET]);
+    h.update(&[0u8; 4]);
     h.update(&rec[QUEUE_ID_OFFSET..]);
+    h.finalize()
+}
+
+/// [`record_crc`] of a record whose CRC field is still zero: one pass.
+fn fresh_record_crc(rec: &[u8]) -> u32 {
+    debug_assert_eq!(get_u32(rec, CRC_OFFSET), 0);
+    let mut h = hasher();
+    h.update(rec);
     h.finalize()
 }
 
@@ -177,7 +195,7 @@ pub(crate) fn encode_into(dst: &mut [u8], d: &RecordDraft<'_>, physical: u64, st
     dst[h..h + t].copy_from_slice(d.topic.as_bytes());
     dst[h + t..h + t + p].copy_from_slice(d.properties);
     dst[h + t + p..].copy_from_slice(d.body);
-    let crc = record_crc(dst);
+    let crc = fresh_record_crc(dst);
     put_u32(dst, CRC_OFFSET, crc);
     crc
 }
@@ -193,7 +211,7 @@ pub(crate) fn encode_onto(out: &mut Vec<u8>, d: &RecordDraft<'_>, physical: u64,
     out.extend_from_slice(d.properties);
     out.extend_from_slice(d.body);
     let rec = &mut out[start..];
-    let crc = record_crc(rec);
+    let crc = fresh_record_crc(rec);
     put_u32(rec, CRC_OFFSET, crc);
     crc
 }

@@ -51,30 +51,33 @@ impl Core {
                 return Err(Error::MessageTooLarge { size: total, max: w.active.size - w.pos - u64::from(BLANK_LEN) });
             }
         }
-        let seg = w.active.clone();
         let now = self.opts.clock.now_ms().max(w.last_store_ts);
         w.last_store_ts = now;
         let staging = self.opts.flush_mode == FlushMode::Sync;
+        // Split borrows of the writer state: the active segment is read
+        // while the position and staging buffer change, without cloning
+        // the segment's Arc per append.
+        let Writer { active, pos, last, staged, .. } = &mut *w;
+        let seg: &Segment = active;
         for d in drafts {
             // Lengths were validated above; recomputing is cheap and keeps
             // the loop free of a side vector.
             let len = self.record_len(d)?;
-            let pos = w.pos;
-            let offset = seg.base + pos;
+            let offset = seg.base + *pos;
             let crc = if staging {
-                encode_onto(w.staged.at(offset), d, offset, now)
+                encode_onto(staged.at(offset), d, offset, now)
             } else {
                 // SAFETY: [pos, pos + len) is past the published end (we hold
                 // the append lock and publish only below) and inside the
                 // segment (checked against the room above).
-                let dst = unsafe { seg.bytes_mut(pos as usize, len as usize) };
+                let dst = unsafe { seg.bytes_mut(*pos as usize, len as usize) };
                 encode_into(dst, d, offset, now)
             };
-            w.pos += u64::from(len);
-            w.last = Some(RecordMark { offset, crc });
+            *pos += u64::from(len);
+            *last = Some(RecordMark { offset, crc });
             each(Appended { offset: PhysicalOffset(offset), size: len, store_timestamp: now, crc });
         }
-        let end = seg.base + w.pos;
+        let end = seg.base + *pos;
         if staging {
             // Published (readable) only once committed and synced.
             self.staged_end.store(end, Ordering::Release);
