@@ -248,7 +248,12 @@ impl CommitLog {
         let mut out = None;
         let end = core.append_batch(std::slice::from_ref(draft), |a| out = Some(a))?;
         core.after_append(end)?;
-        out.ok_or_else(|| Error::Closed)
+        // A match, not `ok_or`: that builds (and drops) an Error on every
+        // successful append.
+        match out {
+            Some(a) => Ok(a),
+            None => Err(Error::Closed),
+        }
     }
 
     /// Appends several records contiguously, in order and in one segment
