@@ -163,24 +163,24 @@ fn fresh_record_crc(rec: &[u8]) -> u32 {
     h.finalize()
 }
 
-/// The fixed part of a record, with a zero CRC field.
-fn header(d: &RecordDraft<'_>, total: usize, physical: u64, store_ts: u64) -> [u8; RECORD_HEADER_LEN] {
-    let mut h = [0u8; RECORD_HEADER_LEN];
+/// Writes the fixed part of a record, with a zero CRC field, into the
+/// first [`RECORD_HEADER_LEN`] bytes of `h`.
+fn write_header(h: &mut [u8], d: &RecordDraft<'_>, total: usize, physical: u64, store_ts: u64) {
     // Lengths were bounded by `encoded_len`, so these casts are lossless.
-    put_u32(&mut h, TOTAL_SIZE_OFFSET, total as u32);
-    put_u32(&mut h, MAGIC_OFFSET, RECORD_MAGIC);
-    put_u32(&mut h, QUEUE_ID_OFFSET, d.queue_id);
-    put_u32(&mut h, FLAG_OFFSET, d.flag);
-    put_u64(&mut h, QUEUE_OFFSET_OFFSET, d.queue_offset);
-    put_u64(&mut h, PHYSICAL_OFFSET_OFFSET, physical);
-    put_u32(&mut h, SYSFLAG_OFFSET, d.sysflag);
-    put_u64(&mut h, BORN_TS_OFFSET, d.born_timestamp);
-    put_u64(&mut h, STORE_TS_OFFSET, store_ts);
-    put_u32(&mut h, RECONSUME_OFFSET, d.reconsume_times);
-    put_u16(&mut h, TOPIC_LEN_OFFSET, d.topic.len() as u16);
-    put_u16(&mut h, PROPS_LEN_OFFSET, d.properties.len() as u16);
-    put_u32(&mut h, BODY_LEN_OFFSET, d.body.len() as u32);
-    h
+    put_u32(h, TOTAL_SIZE_OFFSET, total as u32);
+    put_u32(h, MAGIC_OFFSET, RECORD_MAGIC);
+    put_u32(h, CRC_OFFSET, 0);
+    put_u32(h, QUEUE_ID_OFFSET, d.queue_id);
+    put_u32(h, FLAG_OFFSET, d.flag);
+    put_u64(h, QUEUE_OFFSET_OFFSET, d.queue_offset);
+    put_u64(h, PHYSICAL_OFFSET_OFFSET, physical);
+    put_u32(h, SYSFLAG_OFFSET, d.sysflag);
+    put_u64(h, BORN_TS_OFFSET, d.born_timestamp);
+    put_u64(h, STORE_TS_OFFSET, store_ts);
+    put_u32(h, RECONSUME_OFFSET, d.reconsume_times);
+    put_u16(h, TOPIC_LEN_OFFSET, d.topic.len() as u16);
+    put_u16(h, PROPS_LEN_OFFSET, d.properties.len() as u16);
+    put_u32(h, BODY_LEN_OFFSET, d.body.len() as u32);
 }
 
 /// Encodes `draft` into `dst`, which must be exactly `draft.encoded_len()`
@@ -190,8 +190,8 @@ pub(crate) fn encode_into(dst: &mut [u8], d: &RecordDraft<'_>, physical: u64, st
     let p = d.properties.len();
     debug_assert_eq!(dst.len(), RECORD_HEADER_LEN + t + p + d.body.len());
     let h = RECORD_HEADER_LEN;
-    let fixed = header(d, dst.len(), physical, store_ts);
-    dst[..h].copy_from_slice(&fixed);
+    let total = dst.len();
+    write_header(&mut dst[..h], d, total, physical, store_ts);
     dst[h..h + t].copy_from_slice(d.topic.as_bytes());
     dst[h + t..h + t + p].copy_from_slice(d.properties);
     dst[h + t + p..].copy_from_slice(d.body);
@@ -206,7 +206,9 @@ pub(crate) fn encode_onto(out: &mut Vec<u8>, d: &RecordDraft<'_>, physical: u64,
     let start = out.len();
     let total = RECORD_HEADER_LEN + d.topic.len() + d.properties.len() + d.body.len();
     out.reserve(total);
-    out.extend_from_slice(&header(d, total, physical, store_ts));
+    let mut fixed = [0u8; RECORD_HEADER_LEN];
+    write_header(&mut fixed, d, total, physical, store_ts);
+    out.extend_from_slice(&fixed);
     out.extend_from_slice(d.topic.as_bytes());
     out.extend_from_slice(d.properties);
     out.extend_from_slice(d.body);
