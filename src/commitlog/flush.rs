@@ -215,6 +215,10 @@ impl Core {
             (w.active.base + w.pos, w.last)
         };
         let result = self.write_and_sync(&batch);
+        // Running average of commit sizes (1/8 weight), read by the zero-fill.
+        let avg = self.commit_bytes_avg.load(Ordering::Relaxed);
+        let avg = (avg * 7 + batch.buf.len() as u64) / 8;
+        self.commit_bytes_avg.store(avg, Ordering::Relaxed);
         batch.clear();
         let mut st = self.flush_state.lock();
         st.spare = batch;

@@ -213,6 +213,8 @@ pub(crate) struct Core {
     pub(crate) sync_appenders: std::sync::atomic::AtomicUsize,
     /// [`FlushMode::Sync`]: threads waiting for their commit right now.
     pub(crate) sync_waiters: std::sync::atomic::AtomicUsize,
+    /// [`FlushMode::Sync`]: running average of bytes per commit.
+    pub(crate) commit_bytes_avg: AtomicU64,
     pub(crate) closed: AtomicBool,
     pub(crate) prealloc: prealloc::Prealloc,
     pub(crate) checkpoint_generation: AtomicU64,

@@ -36,6 +36,11 @@ const PREFAULT_LEAD: u64 = 1 << 20;
 /// Bytes of zeros written per step in Sync mode. Each step holds the
 /// commit lock for one `pwrite` into the page cache (about 0.1 ms).
 const ZERO_CHUNK: u64 = 512 << 10;
+/// Sync mode: above this average commit size zero-filling is skipped.
+/// Measured, interleaved: 200 KiB commits (1,000 x 128 B batches) ran
+/// 10-25 % faster without it (the zeros doubled the bytes written), while
+/// 3 KiB commits (16 threads of single appends) ran ~35 % faster with it.
+const ZERO_FILL_MAX_COMMIT: u64 = 64 << 10;
 
 #[derive(Debug)]
 enum Job {
@@ -219,6 +224,12 @@ impl Prealloc {
     /// commits share this file descriptor, and the kernel reports a
     /// writeback error to only one of the callers.
     fn zero_fill(&self, core: &Core, from: u64, upto: u64, zeros: &[u8]) {
+        // Large commits amortise the extent conversion themselves, and
+        // zeroing would double the bytes written: only small commits (many
+        // appenders, single messages) gain from it.
+        if core.commit_bytes_avg.load(Ordering::Relaxed) > ZERO_FILL_MAX_COMMIT {
+            return;
+        }
         let mut z = from;
         while z < upto && !core.closed.load(Ordering::Acquire) && !core.fence.is_set() {
             let Some(seg) =

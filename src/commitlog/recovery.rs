@@ -327,6 +327,7 @@ fn build(
         commit_lock: Mutex::new(()),
         sync_appenders: std::sync::atomic::AtomicUsize::new(0),
         sync_waiters: std::sync::atomic::AtomicUsize::new(0),
+        commit_bytes_avg: AtomicU64::new(0),
         closed: AtomicBool::new(false),
         prealloc: Prealloc::new(),
         checkpoint_generation: AtomicU64::new(generation),
