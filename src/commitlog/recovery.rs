@@ -8,6 +8,7 @@
 use super::checkpoint::{self, Checkpoint, RecordMark, ShutdownState};
 use super::flush::FlushState;
 use super::prealloc::Prealloc;
+use super::record::MAX_RECORD_LEN_LIMIT;
 use super::scan::{list_segments, open_segments, Scanner, SegmentFile, Step, COMMITLOG_DIR};
 use super::segment::{Segment, SEGMENT_HEADER_LEN};
 use super::{CommitLogOptions, Core, Fence, RecoveryMode, Writer, LOCK_FILE};
@@ -131,7 +132,7 @@ pub(crate) fn open(root: &Path, opts: CommitLogOptions) -> Result<(Core, Recover
     let first_record = segs[0].header.base + SEGMENT_HEADER_LEN as u64;
     let last_end = segs.last().map_or(first_record, SegmentFile::end);
     let (start, mut mark, generation) = match &cp {
-        Ok(Some(c)) => match check_checkpoint(c, &segs, opts.max_record_size) {
+        Ok(Some(c)) => match check_checkpoint(c, &segs, MAX_RECORD_LEN_LIMIT) {
             Ok(start) => {
                 report.clean_shutdown = c.state == ShutdownState::Clean;
                 report.checkpoint = CheckpointUse::Used;
@@ -161,7 +162,10 @@ pub(crate) fn open(root: &Path, opts: CommitLogOptions) -> Result<(Core, Recover
     report.scanned_from = PhysicalOffset(start);
 
     // Scan forward, verifying every record.
-    let mut scanner = Scanner::new(&segs, start, opts.max_record_size);
+    // Validate against the format's hard limit, not the configured append
+    // limit: reopening with a smaller `max_record_size` must not turn
+    // records written under a larger one into a "torn tail".
+    let mut scanner = Scanner::new(&segs, start, MAX_RECORD_LEN_LIMIT);
     let (end, end_idx) = loop {
         let idx = scanner.segment_index();
         match scanner.step()? {

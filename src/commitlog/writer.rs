@@ -205,7 +205,7 @@ impl Core {
         // SAFETY: offset < end, and every item below the published end is at
         // least BLANK_LEN bytes, so [pos, pos + 8) is published.
         let head = unsafe { seg.bytes(pos as usize, BLANK_LEN as usize) };
-        match parse_prefix(head, room, self.opts.max_record_size.max(super::record::MAX_RECORD_LEN_LIMIT)) {
+        match parse_prefix(head, room, super::record::MAX_RECORD_LEN_LIMIT) {
             Ok(Prefix::Blank { .. }) => Ok(Slot::Blank),
             Ok(Prefix::Empty) => Err(self.corrupt(&seg, pos, crate::error::CorruptionKind::Truncated)),
             Ok(Prefix::Record { len }) => {
