@@ -203,3 +203,23 @@ fn background_preparation_never_replaces_a_live_segment() {
         log.close().unwrap();
     }
 }
+
+#[test]
+fn store_timestamps_never_go_backwards_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = std::sync::Arc::new(mqstore::ManualClock::new(1_000_000));
+    let opts = tiny_opts().clock(clock.clone());
+    let log = CommitLog::open(dir.path(), opts.clone()).unwrap();
+    let a = log.append(&draft("T", 0, b"a")).unwrap();
+    assert_eq!(a.store_timestamp, 1_000_000);
+    clock.set_ms(500_000); // the clock steps back
+    let b = log.append(&draft("T", 1, b"b")).unwrap();
+    assert_eq!(b.store_timestamp, 1_000_000);
+    log.close().unwrap();
+    let log = CommitLog::open(dir.path(), opts).unwrap();
+    let c = log.append(&draft("T", 2, b"c")).unwrap();
+    assert_eq!(c.store_timestamp, 1_000_000, "restart must not reset the floor");
+    clock.set_ms(2_000_000);
+    assert_eq!(log.append(&draft("T", 3, b"d")).unwrap().store_timestamp, 2_000_000);
+    log.close().unwrap();
+}

@@ -252,6 +252,13 @@ pub(crate) fn open(root: &Path, opts: CommitLogOptions) -> Result<(Core, Recover
     // The tail segment (the last one kept) holds the end.
     let active = mapped.last().cloned().ok_or_else(|| Error::corruption(&dir, end, CorruptionKind::Truncated))?;
     let core = build(root, dir, opts, active, mapped, end, mark, lock, generation);
+    // Store timestamps never go backwards in log order, also across a
+    // restart on a clock that stepped back: continue from the last record.
+    if let Some(m) = mark {
+        if let Ok(rec) = core.read(m.offset) {
+            core.writer.lock().last_store_ts = rec.store_timestamp();
+        }
+    }
     core.write_checkpoint(ShutdownState::Running)?;
     Ok((core, report))
 }
