@@ -163,6 +163,19 @@ impl Error {
         Self::Corruption { path: path.into(), offset, kind }
     }
 
+    /// True for a failed `fsync`/`fdatasync`/`msync` (including ENOSPC from
+    /// one): after it the kernel may have dropped dirty pages, so the store
+    /// must fence rather than retry. Sync operations are the ones whose
+    /// `op` starts with "fsync", "fdatasync" or "msync".
+    pub(crate) fn is_failed_sync(&self) -> bool {
+        match self {
+            Self::Io { op, .. } | Self::DiskFull { op, .. } => {
+                op.starts_with("fsync") || op.starts_with("fdatasync") || op.starts_with("msync")
+            }
+            _ => false,
+        }
+    }
+
     /// True when retrying the same call later may succeed without reopening
     /// (timeouts and a full disk); false for everything else.
     pub fn is_transient(&self) -> bool {
@@ -188,6 +201,14 @@ mod tests {
         let e = Error::io("append", "/x", io::Error::from_raw_os_error(libc::ENOSPC));
         assert!(matches!(e, Error::DiskFull { op: "append", .. }));
         assert!(e.is_transient());
+    }
+
+    #[test]
+    fn sync_failures_are_recognised() {
+        assert!(Error::io("fdatasync segment", "/x", io::Error::other("x")).is_failed_sync());
+        assert!(Error::io("fsync directory", "/x", io::Error::from_raw_os_error(libc::ENOSPC)).is_failed_sync());
+        assert!(!Error::io("write checkpoint", "/x", io::Error::from_raw_os_error(libc::ENOSPC)).is_failed_sync());
+        assert!(!Error::Closed.is_failed_sync());
     }
 
     #[test]

@@ -290,3 +290,35 @@ fn a_flush_that_panics_on_the_caller_thread_fences_instead_of_hanging() {
     assert!(matches!(log.flush(), Err(Error::Fenced { .. })));
     assert!(matches!(log.close(), Err(Error::Fenced { .. })));
 }
+
+/// A full disk while writing the checkpoint's temporary file touches no
+/// data: the log must not fence, and appends go on. (A failed sync would
+/// fence; see `failed_sync_flush_fences_the_log`.)
+#[test]
+fn disk_full_while_writing_a_checkpoint_does_not_fence() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = FaultPlan::new();
+    // No background msync in the test window: only the checkpoint does I/O.
+    let opts = opts_with(&plan)
+        .checkpoint_interval(Duration::from_millis(5))
+        .flush_min_bytes(u64::MAX)
+        .flush_thorough_interval(Duration::from_secs(60));
+    let log = CommitLog::open(dir.path(), opts).unwrap();
+    let a = log.append(&draft("C", 0, b"before")).unwrap();
+    // In Async mode only checkpoints use write_at (segments are written
+    // through the mapping): every checkpoint write now hits ENOSPC.
+    plan.fail_op("write_at", FaultKind::NoSpace);
+    log.flush().unwrap();
+    let before = plan.log().iter().filter(|op| **op == "write_at").count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // The flushed offset moved, so the next tick tries a checkpoint.
+    while plan.log().iter().filter(|op| **op == "write_at").count() == before {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint was attempted");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    plan.heal();
+    assert!(!log.is_fenced(), "a failed checkpoint write must not fence");
+    let b = log.append(&draft("C", 2, b"after")).unwrap();
+    log.close().unwrap();
+    assert_all_present(dir.path(), &[(a.offset, b"before".to_vec()), (b.offset, b"after".to_vec())]);
+}

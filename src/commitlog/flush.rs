@@ -251,6 +251,16 @@ impl Core {
         Ok(())
     }
 
+    /// Fences the log if `e` is a failed sync (see
+    /// [`Error::is_failed_sync`]). Other failures, such as a full disk while
+    /// writing a checkpoint's temporary file, leave the data untouched and
+    /// are simply retried later.
+    pub(crate) fn fence_if_sync_failed(&self, e: &Error, what: &str) {
+        if e.is_failed_sync() {
+            self.fence.set(format!("{what}: {e}"));
+        }
+    }
+
     fn fence_with(&self, err: Error) -> Error {
         self.fence.set(err.to_string());
         err
@@ -265,7 +275,7 @@ impl Core {
         let generation = self.checkpoint_generation.fetch_add(1, Ordering::AcqRel) + 1;
         let cp = Checkpoint { state, generation, flushed, last_record: mark };
         checkpoint::write(self.opts.storage.as_ref(), &self.root, &cp)
-            .inspect_err(|e| self.fence.set(format!("checkpoint: {e}")))
+            .inspect_err(|e| self.fence_if_sync_failed(e, "checkpoint"))
     }
 
     /// Final flush and clean-shutdown checkpoint, after the flush thread

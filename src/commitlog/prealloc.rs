@@ -132,7 +132,8 @@ impl Prealloc {
                     base,
                     core.opts.segment_size,
                     core.opts.clock.as_ref(),
-                )?;
+                )
+                .inspect_err(|e| core.fence_if_sync_failed(e, "segment creation"))?;
                 Arc::new(seg)
             }
         };
@@ -147,14 +148,18 @@ impl Prealloc {
         }
         // A failure here is not reported: the writer retries on its own
         // thread when it rolls and surfaces the error (for example DiskFull).
-        if let Ok(seg) = Segment::create(
+        match Segment::create(
             core.opts.storage.as_ref(),
             &core.dir,
             base,
             core.opts.segment_size,
             core.opts.clock.as_ref(),
         ) {
-            *slot = Some(Arc::new(seg));
+            Ok(seg) => *slot = Some(Arc::new(seg)),
+            // A failed sync fences (the directory entry may be in an
+            // unknown state); anything else the writer meets again, and
+            // reports, when it rolls.
+            Err(e) => core.fence_if_sync_failed(&e, "segment creation"),
         }
     }
 

@@ -45,6 +45,8 @@ pub struct FaultPlan {
     /// Panic in every sync-family call (a bug in a storage backend).
     panic_syncs: AtomicBool,
     kind: Mutex<Option<FaultKind>>,
+    /// Fail every call of this operation (by name, as in [`FaultPlan::log`]).
+    fail_op: Mutex<Option<(&'static str, FaultKind)>>,
     log: Mutex<Vec<&'static str>>,
 }
 
@@ -62,6 +64,12 @@ impl FaultPlan {
         self.persistent.store(persistent, Ordering::SeqCst);
         self.calls.store(0, Ordering::SeqCst);
         self.fail_at.store(k, Ordering::SeqCst);
+    }
+
+    /// Fails every call of operation `op` (a name from [`FaultPlan::log`],
+    /// such as `"write_at"` or `"rename"`) with `kind`, until healed.
+    pub fn fail_op(&self, op: &'static str, kind: FaultKind) {
+        *self.fail_op.lock() = Some((op, kind));
     }
 
     /// Makes every sync-family call fail with `EIO` (or succeed again).
@@ -87,6 +95,7 @@ impl FaultPlan {
         self.fail_syncs.store(false, Ordering::SeqCst);
         self.sync_delay_ms.store(0, Ordering::SeqCst);
         self.panic_syncs.store(false, Ordering::SeqCst);
+        *self.fail_op.lock() = None;
     }
 
     /// Number of calls seen since the last [`FaultPlan::fail_call`].
@@ -120,6 +129,11 @@ impl FaultPlan {
             }
             if self.fail_syncs.load(Ordering::SeqCst) {
                 return Err(FaultKind::Io.error());
+            }
+        }
+        if let Some((name, kind)) = *self.fail_op.lock() {
+            if name == op {
+                return Err(kind.error());
             }
         }
         let at = self.fail_at.load(Ordering::SeqCst);
