@@ -163,7 +163,10 @@ impl Prealloc {
         }
     }
 
-    fn prefault(&self, core: &Core, from: u64, upto: u64) {
+    /// Async mode: prefaults `[from, upto)` and returns how far that range
+    /// was covered by existing segments (the rest is retried once the next
+    /// segment exists).
+    fn prefault(&self, core: &Core, from: u64, upto: u64) -> u64 {
         let mut segs: Vec<Arc<Segment>> =
             core.segments.read().iter().filter(|s| s.end() > from && s.base < upto).cloned().collect();
         if let Some(next) = self.next.lock().as_ref() {
@@ -171,6 +174,8 @@ impl Prealloc {
                 segs.push(next.clone());
             }
         }
+        // Segments are contiguous, so the furthest end is the covered end.
+        let covered = segs.iter().map(|s| s.end()).max().unwrap_or(from).clamp(from, upto);
         for seg in segs {
             let mut lo = from.max(seg.base) - seg.base;
             let hi = upto.min(seg.end()) - seg.base;
@@ -191,6 +196,7 @@ impl Prealloc {
                 lo = chunk_end;
             }
         }
+        covered
     }
 }
 
@@ -206,11 +212,10 @@ fn run(core: &Core, rx: &Receiver<Job>) {
             Job::Prefault(upto) => {
                 let from = ahead.max(core.written.load(Ordering::Acquire));
                 if upto > from {
-                    match core.opts.flush_mode {
+                    ahead = match core.opts.flush_mode {
                         FlushMode::Async => core.prealloc.prefault(core, from, upto),
                         FlushMode::Sync => core.prealloc.zero_fill(core, from, upto, &zeros),
-                    }
-                    ahead = upto;
+                    };
                 }
             }
         }
@@ -228,19 +233,20 @@ impl Prealloc {
     /// belongs there, never after it. A failed sync fences the log: the
     /// commits share this file descriptor, and the kernel reports a
     /// writeback error to only one of the callers.
-    fn zero_fill(&self, core: &Core, from: u64, upto: u64, zeros: &[u8]) {
+    /// Returns how far it got (the rest is retried with the next request).
+    fn zero_fill(&self, core: &Core, from: u64, upto: u64, zeros: &[u8]) -> u64 {
         // Large commits amortise the extent conversion themselves, and
         // zeroing would double the bytes written: only small commits (many
         // appenders, single messages) gain from it.
         if core.commit_bytes_avg.load(Ordering::Relaxed) > ZERO_FILL_MAX_COMMIT {
-            return;
+            return upto;
         }
         let mut z = from;
         while z < upto && !core.closed.load(Ordering::Acquire) && !core.fence.is_set() {
             let Some(seg) =
                 core.segment_for(z).or_else(|| self.next.lock().clone().filter(|s| s.base <= z && z < s.end()))
             else {
-                return;
+                return z;
             };
             let end = upto.min(seg.end()).min(z.max(seg.base + SEGMENT_HEADER_LEN as u64) + ZERO_CHUNK);
             {
@@ -251,7 +257,7 @@ impl Prealloc {
                     if write_all_at(seg.file.as_ref(), &zeros[..n], start - seg.base).is_err() {
                         // Nothing depends on these zeros; commits will just
                         // pay the extent conversion themselves.
-                        return;
+                        return upto;
                     }
                 }
             }
@@ -260,9 +266,10 @@ impl Prealloc {
                 drop(core.flush_state.lock());
                 core.flush_cv.notify_all();
                 core.wake_sync_waiters();
-                return;
+                return upto;
             }
             z = end;
         }
+        z
     }
 }
