@@ -249,6 +249,10 @@ pub(crate) fn open(root: &Path, opts: CommitLogOptions) -> Result<(Core, Recover
     for s in segs {
         mapped.push(Arc::new(Segment::map(s.file, s.path, s.header)?));
     }
+    // Every segment but the tail is only read from now on.
+    for seg in mapped.iter().rev().skip(1) {
+        seg.seal();
+    }
     // The tail segment (the last one kept) holds the end.
     let active = mapped.last().cloned().ok_or_else(|| Error::corruption(&dir, end, CorruptionKind::Truncated))?;
     let core = build(root, dir, opts, active, mapped, end, mark, lock, generation);

@@ -210,6 +210,11 @@ impl Segment {
         self.page_range(from, to).map_or(Ok(()), |(start, len)| self.region.flush_range(start, len))
     }
 
+    /// Tells the mapping that this segment will only be read from now on.
+    pub(crate) fn seal(&self) {
+        self.region.sealed();
+    }
+
     /// Hints the kernel to fault in `[from, to)` writable.
     pub(crate) fn prefault(&self, from: u64, to: u64) -> std::io::Result<()> {
         self.page_range(from, to).map_or(Ok(()), |(start, len)| self.region.prefault(start, len))

@@ -135,6 +135,7 @@ impl Core {
             // segment (every segment keeps room for the marker).
             encode_blank(unsafe { w.active.bytes_mut(w.pos as usize, BLANK_LEN as usize) }, room);
         }
+        w.active.seal();
         w.active = next;
         w.pos = SEGMENT_HEADER_LEN as u64;
         let end = next_base + SEGMENT_HEADER_LEN as u64;

@@ -260,6 +260,9 @@ unsafe impl MappedRegion for FaultyRegion {
         self.plan.check("flush_range", true)?;
         self.inner.flush_range(offset, len)
     }
+    fn sealed(&self) {
+        self.inner.sealed();
+    }
     fn prefault(&self, offset: usize, len: usize) -> io::Result<()> {
         // Prefaulting is advisory and runs on a background thread at
         // unpredictable times; counting it would make "fail the k-th call"

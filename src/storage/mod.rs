@@ -109,6 +109,10 @@ pub unsafe trait MappedRegion: Send + Sync + Debug {
     /// not pay first-touch page faults. Never changes the contents. Advisory:
     /// an implementation may do nothing.
     fn prefault(&self, offset: usize, len: usize) -> io::Result<()>;
+    /// The mapping will only be read from now on (its segment is sealed):
+    /// an implementation may re-enable readahead. Advisory; the default
+    /// does nothing.
+    fn sealed(&self) {}
 }
 
 /// Reads exactly `buf.len()` bytes at `offset`, looping over short reads.

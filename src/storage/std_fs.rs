@@ -210,6 +210,13 @@ unsafe impl MappedRegion for StdRegion {
         self.map.flush_range(offset, len)
     }
 
+    fn sealed(&self) {
+        // Writes are over, so the reason for MADV_RANDOM (small folios for
+        // cheap msync) is gone; readahead makes cold sequential reads of old
+        // segments (a consumer catching up) fast again.
+        let _ = self.map.advise(Advice::Normal);
+    }
+
     fn prefault(&self, offset: usize, len: usize) -> io::Result<()> {
         if len == 0 || !self.populate_supported.load(Ordering::Relaxed) {
             return Ok(());
