@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{body_for, deterministic_opts, draft};
+use common::{body_for, copy_dir, deterministic_opts, draft, segment_files};
 use mqstore::commitlog::{CommitLog, CommitLogOptions, FlushMode};
 use mqstore::storage::{FaultKind, FaultPlan, FaultyStorage, StdStorage};
 use mqstore::{Error, PhysicalOffset};
@@ -156,9 +156,9 @@ fn recovery_interrupted_at_every_io_call_is_idempotent() {
     }
     // Snapshot as a crash would leave it, with a torn last record.
     let snap = src.path().join("snap");
-    copy_tree(&live, &snap);
+    copy_dir(&live, &snap);
     drop(log);
-    let segs = sorted_segments(&snap);
+    let segs = segment_files(&snap);
     let tail = segs.iter().rev().find(|p| std::fs::read(p).unwrap()[64..72] != [0; 8]).unwrap().clone();
     let mut bytes = std::fs::read(&tail).unwrap();
     let end = find_zero_run(&bytes);
@@ -166,7 +166,7 @@ fn recovery_interrupted_at_every_io_call_is_idempotent() {
     std::fs::write(&tail, bytes).unwrap();
 
     let reference = src.path().join("ref");
-    copy_tree(&snap, &reference);
+    copy_dir(&snap, &reference);
     let log = CommitLog::open(&reference, deterministic_opts()).unwrap();
     let expected: Vec<_> = log.iter(PhysicalOffset(0)).map(|r| r.unwrap().encoded().to_vec()).collect();
     log.close().unwrap();
@@ -175,7 +175,7 @@ fn recovery_interrupted_at_every_io_call_is_idempotent() {
     let mut k = 1;
     loop {
         let work = src.path().join(format!("w{k}"));
-        copy_tree(&snap, &work);
+        copy_dir(&snap, &work);
         let plan = FaultPlan::new();
         plan.fail_call(k, FaultKind::Io, false);
         let first = CommitLog::open(&work, deterministic_opts().storage(faulty(&plan)));
@@ -196,24 +196,6 @@ fn recovery_interrupted_at_every_io_call_is_idempotent() {
         k += 1;
         assert!(k < 500, "recovery makes too many calls");
     }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &to.join(e.file_name()));
-        } else if e.file_name() != "LOCK" {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
-fn sorted_segments(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir.join("commitlog")).unwrap().map(|e| e.unwrap().path()).collect();
-    v.sort();
-    v
 }
 
 /// Start of the trailing run of zeros (the end of the written data).

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{body_for, deterministic_opts, draft, seed, Rng};
+use common::{body_for, copy_dir, deterministic_opts, draft, seed, Rng};
 use mqstore::commitlog::{CommitLog, COMMITLOG_DIR};
 use mqstore::{Error, PhysicalOffset};
 use std::fs;
@@ -14,18 +14,6 @@ use std::path::Path;
 
 fn random_bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
     (0..n).map(|_| rng.next() as u8).collect()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else if e.file_name() != "LOCK" {
-            fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// Builds a real log in `dir`, then damages it in one random way.

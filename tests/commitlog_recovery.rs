@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{body_for, deterministic_opts, draft};
+use common::{body_for, copy_dir, deterministic_opts, draft, segment_files};
 use mqstore::commitlog::{CheckpointUse, CommitLog, CommitLogOptions, RecoveryMode, COMMITLOG_DIR};
 use mqstore::{Error, PhysicalOffset};
 use std::fs;
@@ -16,25 +16,6 @@ use std::time::Duration;
 /// while the log is open looks like a crash right after open.
 fn crash_opts() -> CommitLogOptions {
     deterministic_opts().checkpoint_interval(Duration::from_secs(600))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else if e.file_name() != "LOCK" {
-            fs::copy(e.path(), &dst).unwrap();
-        }
-    }
-}
-
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<_> = fs::read_dir(dir.join(COMMITLOG_DIR)).unwrap().map(|e| e.unwrap().path()).collect();
-    v.sort();
-    v
 }
 
 struct Fixture {

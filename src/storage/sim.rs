@@ -154,6 +154,11 @@ fn next(rng: &mut u64) -> u64 {
     *rng
 }
 
+/// A file position or length as an in-memory index.
+fn to_usize(v: u64) -> io::Result<usize> {
+    usize::try_from(v).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
 fn not_found() -> io::Error {
     io::Error::from(io::ErrorKind::NotFound)
 }
@@ -393,7 +398,7 @@ impl StorageFile for SimHandle {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let st = self.file.state.lock();
-        let off = usize::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let off = to_usize(offset)?;
         if off >= st.len {
             return Ok(0);
         }
@@ -408,7 +413,7 @@ impl StorageFile for SimHandle {
             return Err(io::Error::from(io::ErrorKind::PermissionDenied));
         }
         let mut st = self.file.state.lock();
-        let off = usize::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let off = to_usize(offset)?;
         st.ensure(off + buf.len())?;
         // SAFETY: ensure() made [off, off + len) part of the buffer.
         unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), st.ptr.add(off), buf.len()) };
@@ -416,14 +421,14 @@ impl StorageFile for SimHandle {
     }
 
     fn allocate(&self, len: u64) -> io::Result<()> {
-        let len = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let len = to_usize(len)?;
         self.file.state.lock().ensure(len)
     }
 
     fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
         let st = self.file.state.lock();
-        let off = usize::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let end = (off + usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?).min(st.len);
+        let off = to_usize(offset)?;
+        let end = (off + to_usize(len)?).min(st.len);
         if off < end {
             // SAFETY: [off, end) is inside the buffer.
             unsafe { std::ptr::write_bytes(st.ptr.add(off), 0, end - off) };
@@ -432,7 +437,7 @@ impl StorageFile for SimHandle {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        let len = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let len = to_usize(len)?;
         let mut st = self.file.state.lock();
         if len < st.len {
             if st.mapped > 0 {
