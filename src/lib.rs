@@ -28,6 +28,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod clock;
+mod codec;
 pub mod commitlog;
 pub mod consumequeue;
 pub mod dlq;

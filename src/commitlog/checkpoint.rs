@@ -7,7 +7,7 @@
 //! It is derived data: if it is missing or damaged, recovery scans the whole
 //! log instead, which is slower but loses nothing.
 
-use super::record::{get_u32, get_u64};
+use crate::codec::{get_u16, get_u32, get_u64, put_u16, put_u32, put_u64};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::storage::{read_full_at, write_all_at, OpenMode, Storage};
 use std::path::Path;
@@ -69,19 +69,19 @@ impl Checkpoint {
     pub(crate) fn encode(&self) -> [u8; CHECKPOINT_LEN] {
         let mut b = [0u8; CHECKPOINT_LEN];
         b[..8].copy_from_slice(&CHECKPOINT_MAGIC);
-        b[VERSION_OFFSET..VERSION_OFFSET + 2].copy_from_slice(&CHECKPOINT_VERSION.to_be_bytes());
+        put_u16(&mut b, VERSION_OFFSET, CHECKPOINT_VERSION);
         let state: u16 = match self.state {
             ShutdownState::Running => 1,
             ShutdownState::Clean => 2,
         };
-        b[STATE_OFFSET..STATE_OFFSET + 2].copy_from_slice(&state.to_be_bytes());
-        b[GENERATION_OFFSET..GENERATION_OFFSET + 8].copy_from_slice(&self.generation.to_be_bytes());
-        b[FLUSHED_OFFSET..FLUSHED_OFFSET + 8].copy_from_slice(&self.flushed.to_be_bytes());
+        put_u16(&mut b, STATE_OFFSET, state);
+        put_u64(&mut b, GENERATION_OFFSET, self.generation);
+        put_u64(&mut b, FLUSHED_OFFSET, self.flushed);
         let (off, crc) = self.last_record.map_or((u64::MAX, 0), |m| (m.offset, m.crc));
-        b[LAST_RECORD_OFFSET..LAST_RECORD_OFFSET + 8].copy_from_slice(&off.to_be_bytes());
-        b[LAST_CRC_OFFSET..LAST_CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        put_u64(&mut b, LAST_RECORD_OFFSET, off);
+        put_u32(&mut b, LAST_CRC_OFFSET, crc);
         let sum = crc32fast::hash(&b[..CRC_OFFSET]);
-        b[CRC_OFFSET..].copy_from_slice(&sum.to_be_bytes());
+        put_u32(&mut b, CRC_OFFSET, sum);
         b
     }
 
@@ -97,11 +97,11 @@ impl Checkpoint {
         if stored != computed {
             return Err((CRC_OFFSET as u64, CorruptionKind::ChecksumMismatch { stored, computed }));
         }
-        let version = u16::from_be_bytes([b[VERSION_OFFSET], b[VERSION_OFFSET + 1]]);
+        let version = get_u16(b, VERSION_OFFSET);
         if version != CHECKPOINT_VERSION {
             return Err((VERSION_OFFSET as u64, CorruptionKind::UnsupportedVersion { found: u32::from(version) }));
         }
-        let state = match u16::from_be_bytes([b[STATE_OFFSET], b[STATE_OFFSET + 1]]) {
+        let state = match get_u16(b, STATE_OFFSET) {
             1 => ShutdownState::Running,
             2 => ShutdownState::Clean,
             _ => return Err((STATE_OFFSET as u64, CorruptionKind::InvalidField { field: "state" })),

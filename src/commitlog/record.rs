@@ -26,6 +26,7 @@
 //! The end-of-segment marker ("blank") is 8 bytes: the number of bytes left in
 //! the segment from its own start, then [`BLANK_MAGIC`].
 
+use crate::codec::{get_u16, get_u32, get_u64, put_u16, put_u32, put_u64};
 use crate::error::CorruptionKind;
 
 /// Magic of a message record: ASCII "MQR" then format version 1.
@@ -110,31 +111,6 @@ pub(crate) enum DraftError {
     Topic(usize),
     Properties(usize),
     TooLarge(u64),
-}
-
-fn put_u16(dst: &mut [u8], at: usize, v: u16) {
-    dst[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-fn put_u32(dst: &mut [u8], at: usize, v: u32) {
-    dst[at..at + 4].copy_from_slice(&v.to_be_bytes());
-}
-fn put_u64(dst: &mut [u8], at: usize, v: u64) {
-    dst[at..at + 8].copy_from_slice(&v.to_be_bytes());
-}
-fn get_u16(src: &[u8], at: usize) -> u16 {
-    let mut b = [0u8; 2];
-    b.copy_from_slice(&src[at..at + 2]);
-    u16::from_be_bytes(b)
-}
-pub(crate) fn get_u32(src: &[u8], at: usize) -> u32 {
-    let mut b = [0u8; 4];
-    b.copy_from_slice(&src[at..at + 4]);
-    u32::from_be_bytes(b)
-}
-pub(crate) fn get_u64(src: &[u8], at: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&src[at..at + 8]);
-    u64::from_be_bytes(b)
 }
 
 /// CRC over a whole encoded record except the CRC field itself.

@@ -171,7 +171,7 @@ pub(crate) fn open(root: &Path, opts: CommitLogOptions) -> Result<(Core, Recover
         match scanner.step()? {
             Step::Record { offset, bytes, .. } => {
                 report.records_scanned += 1;
-                mark = Some(RecordMark { offset, crc: super::record::get_u32(bytes, 8) });
+                mark = Some(RecordMark { offset, crc: super::record::RecordView { bytes }.crc() });
             }
             Step::Blank { next_missing: true, .. } => {
                 // The next segment is created before the marker is written,

@@ -16,7 +16,7 @@ use crate::storage::{read_exact_at, write_all_at, MappedRegion, OpenMode, Storag
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::record::{get_u32, get_u64};
+use crate::codec::{get_u16, get_u32, get_u64, put_u16, put_u32, put_u64};
 
 /// Segment file magic: PNG-style, a high byte then "MQS" then CR LF SUB LF,
 /// so text-mode mangling and truncated copies are caught.
@@ -65,13 +65,13 @@ impl SegmentHeader {
     pub(crate) fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
         let mut b = [0u8; SEGMENT_HEADER_LEN];
         b[MAGIC_OFFSET..MAGIC_OFFSET + 8].copy_from_slice(&SEGMENT_MAGIC);
-        b[VERSION_OFFSET..VERSION_OFFSET + 2].copy_from_slice(&SEGMENT_VERSION.to_be_bytes());
-        b[HEADER_LEN_OFFSET..HEADER_LEN_OFFSET + 2].copy_from_slice(&(SEGMENT_HEADER_LEN as u16).to_be_bytes());
-        b[BASE_OFFSET_OFFSET..BASE_OFFSET_OFFSET + 8].copy_from_slice(&self.base.to_be_bytes());
-        b[SIZE_OFFSET..SIZE_OFFSET + 8].copy_from_slice(&self.size.to_be_bytes());
-        b[CREATED_OFFSET..CREATED_OFFSET + 8].copy_from_slice(&self.created_ms.to_be_bytes());
+        put_u16(&mut b, VERSION_OFFSET, SEGMENT_VERSION);
+        put_u16(&mut b, HEADER_LEN_OFFSET, SEGMENT_HEADER_LEN as u16);
+        put_u64(&mut b, BASE_OFFSET_OFFSET, self.base);
+        put_u64(&mut b, SIZE_OFFSET, self.size);
+        put_u64(&mut b, CREATED_OFFSET, self.created_ms);
         let crc = crc32fast::hash(&b[..HEADER_CRC_OFFSET]);
-        b[HEADER_CRC_OFFSET..].copy_from_slice(&crc.to_be_bytes());
+        put_u32(&mut b, HEADER_CRC_OFFSET, crc);
         b
     }
 
@@ -88,11 +88,11 @@ impl SegmentHeader {
         if stored != computed {
             return Err((HEADER_CRC_OFFSET as u64, CorruptionKind::ChecksumMismatch { stored, computed }));
         }
-        let version = u16::from_be_bytes([b[VERSION_OFFSET], b[VERSION_OFFSET + 1]]);
+        let version = get_u16(b, VERSION_OFFSET);
         if version != SEGMENT_VERSION {
             return Err((VERSION_OFFSET as u64, CorruptionKind::UnsupportedVersion { found: u32::from(version) }));
         }
-        let hlen = u16::from_be_bytes([b[HEADER_LEN_OFFSET], b[HEADER_LEN_OFFSET + 1]]);
+        let hlen = get_u16(b, HEADER_LEN_OFFSET);
         if usize::from(hlen) != SEGMENT_HEADER_LEN {
             return Err((HEADER_LEN_OFFSET as u64, CorruptionKind::BadLength { length: u64::from(hlen) }));
         }

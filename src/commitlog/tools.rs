@@ -3,7 +3,7 @@
 //! change nothing, so they can run beside a live writer.
 
 use super::checkpoint::{self, ShutdownState};
-use super::record::{get_u32, RecordView};
+use super::record::RecordView;
 use super::scan::{list_segments, open_segments, Scanner, Step, COMMITLOG_DIR};
 use super::segment::SEGMENT_HEADER_LEN;
 use super::CommitLog;
@@ -154,7 +154,7 @@ impl CommitLog {
                         queue_id: view.queue_id(),
                         queue_offset: view.queue_offset(),
                         store_timestamp: view.store_timestamp(),
-                        crc: get_u32(bytes, 8),
+                        crc: view.crc(),
                         status: RecordStatus::Ok,
                     }
                 }

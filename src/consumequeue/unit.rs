@@ -6,6 +6,7 @@
 //! | 8 | 4 | encoded record size |
 //! | 12 | 8 | tag hash (for filtering without reading the log) |
 
+use crate::codec::{get_u32, get_u64, java_string_hash, put_u32, put_u64};
 use crate::offset::PhysicalOffset;
 
 const PHYSICAL_OFFSET_OFFSET: usize = 0;
@@ -39,9 +40,9 @@ impl CqUnit {
     #[must_use]
     pub fn encode(&self) -> [u8; CQ_UNIT_LEN] {
         let mut b = [0u8; CQ_UNIT_LEN];
-        b[..SIZE_OFFSET].copy_from_slice(&self.physical_offset.0.to_be_bytes());
-        b[SIZE_OFFSET..TAG_HASH_OFFSET].copy_from_slice(&self.size.to_be_bytes());
-        b[TAG_HASH_OFFSET..].copy_from_slice(&self.tag_hash.to_be_bytes());
+        put_u64(&mut b, PHYSICAL_OFFSET_OFFSET, self.physical_offset.0);
+        put_u32(&mut b, SIZE_OFFSET, self.size);
+        put_u64(&mut b, TAG_HASH_OFFSET, self.tag_hash);
         b
     }
 
@@ -49,18 +50,14 @@ impl CqUnit {
     /// (all-zero size) unit, which marks the end of a queue file.
     #[must_use]
     pub fn decode(b: &[u8]) -> Option<Self> {
-        let b: &[u8; CQ_UNIT_LEN] = b.try_into().ok()?;
-        let mut off = [0u8; 8];
-        off.copy_from_slice(&b[..SIZE_OFFSET]);
-        let mut size = [0u8; 4];
-        size.copy_from_slice(&b[SIZE_OFFSET..TAG_HASH_OFFSET]);
-        let mut tag = [0u8; 8];
-        tag.copy_from_slice(&b[TAG_HASH_OFFSET..]);
-        let size = u32::from_be_bytes(size);
+        if b.len() != CQ_UNIT_LEN {
+            return None;
+        }
+        let size = get_u32(b, SIZE_OFFSET);
         (size != 0).then(|| Self {
-            physical_offset: PhysicalOffset(u64::from_be_bytes(off)),
+            physical_offset: PhysicalOffset(get_u64(b, PHYSICAL_OFFSET_OFFSET)),
             size,
-            tag_hash: u64::from_be_bytes(tag),
+            tag_hash: get_u64(b, TAG_HASH_OFFSET),
         })
     }
 }
@@ -73,8 +70,7 @@ impl CqUnit {
 /// ```
 #[must_use]
 pub fn tag_hash(tag: &str) -> u64 {
-    let h = tag.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
-    i64::from(h) as u64
+    i64::from(java_string_hash(tag)) as u64
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub fn index_key(topic: &str, key: &str) -> String {
 /// ```
 #[must_use]
 pub fn key_hash(key: &str) -> u32 {
-    let h = key.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+    let h = crate::codec::java_string_hash(key);
     // Java's Math.abs(Integer.MIN_VALUE) stays negative; RocketMQ then maps
     // it to 0. unsigned_abs of MIN is 2^31, so mirror that explicitly.
     if h == i32::MIN {
@@ -42,7 +42,7 @@ mod tests {
         assert_eq!(key_hash("hello"), 99_162_322);
         assert_eq!(key_hash("polygenelubricants"), 0);
         // "TopicTest#key" has a negative Java hash.
-        let java = "TopicTest#key".encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+        let java = crate::codec::java_string_hash("TopicTest#key");
         assert_eq!(key_hash("TopicTest#key"), java.unsigned_abs());
     }
 }
