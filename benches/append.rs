@@ -47,6 +47,10 @@
 //! once with the starting variant rotated (A B C, B C A, C A B, ...), and
 //! prints a markdown table per workload: median msgs/s, min-max, and the
 //! ratio mqstore / baseline computed per round and then medianed.
+//! `MQSTORE_BENCH_ONLY=128B_async,sync_flush` restricts it to the workloads
+//! whose names contain one of the given substrings (`append_128B_async`,
+//! `append_1KiB_async`, `append_128B_durable`, `sync_flush_16_threads`,
+//! `sync_latency`).
 
 use criterion::{Criterion, SamplingMode, Throughput};
 use mqstore::commitlog::{CommitLog, CommitLogOptions, FlushMode, RecordDraft};
@@ -739,10 +743,26 @@ fn run_interleaved(rounds: usize) {
         "Ratios are mqstore throughput / baseline throughput, computed per round then medianed (>1 = mqstore faster)."
     );
     for w in [scaled(W_128B_ASYNC), scaled(W_1KIB_ASYNC), scaled(W_128B_DURABLE)] {
-        interleaved_workload(&w, rounds);
+        if selected(w.name) {
+            interleaved_workload(&w, rounds);
+        }
     }
-    interleaved_sync(rounds);
-    interleaved_latency(rounds);
+    if selected("sync_flush_16_threads") {
+        interleaved_sync(rounds);
+    }
+    if selected("sync_latency") {
+        interleaved_latency(rounds);
+    }
+}
+
+/// Whether the interleaved mode runs the workload `name`:
+/// `MQSTORE_BENCH_ONLY` holds a comma-separated list of substrings (all
+/// workloads when unset).
+fn selected(name: &str) -> bool {
+    match std::env::var("MQSTORE_BENCH_ONLY") {
+        Ok(list) => list.split(',').map(str::trim).any(|pat| !pat.is_empty() && name.contains(pat)),
+        Err(_) => true,
+    }
 }
 
 // ---------------------------------------------------------------------------

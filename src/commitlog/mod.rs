@@ -36,6 +36,7 @@ mod recovery;
 mod scan;
 mod segment;
 mod tools;
+mod wake;
 mod writer;
 
 pub use checkpoint::{
@@ -213,6 +214,12 @@ pub(crate) struct Core {
     pub(crate) sync_appenders: std::sync::atomic::AtomicUsize,
     /// [`FlushMode::Sync`]: threads waiting for their commit right now.
     pub(crate) sync_waiters: std::sync::atomic::AtomicUsize,
+    /// [`FlushMode::Sync`]: where waiting appenders sleep; bumped by every
+    /// commit and by fencing.
+    pub(crate) committed: wake::Broadcast,
+    /// [`FlushMode::Sync`]: appenders the last commit released that have
+    /// not entered a new append yet (see `Core::gather`).
+    pub(crate) returning: std::sync::atomic::AtomicUsize,
     /// [`FlushMode::Sync`]: running average of bytes per commit.
     pub(crate) commit_bytes_avg: AtomicU64,
     pub(crate) closed: AtomicBool,
@@ -444,6 +451,9 @@ impl Core {
     pub(crate) fn enter_append(&self) -> InFlight<'_> {
         if self.opts.flush_mode == FlushMode::Sync {
             self.sync_appenders.fetch_add(1, Ordering::AcqRel);
+            // One of the appenders the last commit released is back (or a
+            // new one arrived: either way one fewer to wait for).
+            let _ = self.returning.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
             InFlight(Some(&self.sync_appenders))
         } else {
             InFlight(None)

@@ -168,9 +168,11 @@ impl CommitLogOptions {
     }
 
     /// Sync mode: how long the flush thread may wait for appenders that are
-    /// inside an append call but have not staged their record yet, so one
-    /// `fdatasync` covers them too. A lone appender never waits. Default
-    /// 200 us; at most 100 ms; zero disables it.
+    /// inside an append call but have not staged their record yet, or that
+    /// the previous commit released and that have not called again yet, so
+    /// one `fdatasync` covers them too. A lone appender never waits; a
+    /// thread that stops appending costs the next commit this wait once.
+    /// Default 200 us; at most 100 ms; zero disables it.
     #[must_use]
     pub fn group_commit_wait(mut self, d: Duration) -> Self {
         self.group_commit_wait = d;

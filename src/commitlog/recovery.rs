@@ -342,6 +342,8 @@ fn build(
         commit_lock: Mutex::new(()),
         sync_appenders: std::sync::atomic::AtomicUsize::new(0),
         sync_waiters: std::sync::atomic::AtomicUsize::new(0),
+        committed: super::wake::Broadcast::default(),
+        returning: std::sync::atomic::AtomicUsize::new(0),
         commit_bytes_avg: AtomicU64::new(0),
         closed: AtomicBool::new(false),
         prealloc: Prealloc::new(),
