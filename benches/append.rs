@@ -669,18 +669,14 @@ fn interleaved_workload(w: &Workload, rounds: usize) {
         );
     }
     // The durable target compares the Sync-mode batch path with raw-mmap.
-    if let (Some(sb), Some(rm)) = (
-        vars.iter().position(|v| *v == Variant::MqstoreSyncBatch),
-        vars.iter().position(|v| *v == Variant::RawMmap),
-    ) {
+    if let (Some(sb), Some(rm)) =
+        (vars.iter().position(|v| *v == Variant::MqstoreSyncBatch), vars.iter().position(|v| *v == Variant::RawMmap))
+    {
         let ratios: Vec<f64> =
             (0..rounds).map(|r| get(r, rm).total.as_secs_f64() / get(r, sb).total.as_secs_f64()).collect();
         let (lo, hi) = min_max(&ratios);
         println!();
-        println!(
-            "mqstore-sync-batch / raw-mmap: {:.2}x (per-round {lo:.2}-{hi:.2}; target >= 1.6x)",
-            median(&ratios)
-        );
+        println!("mqstore-sync-batch / raw-mmap: {:.2}x (per-round {lo:.2}-{hi:.2}; target >= 1.6x)", median(&ratios));
     }
     println!();
 }

@@ -36,7 +36,7 @@ mod recovery;
 mod scan;
 mod segment;
 mod tools;
-mod wake;
+pub(crate) mod wake;
 mod writer;
 
 pub use checkpoint::{
@@ -255,7 +255,7 @@ impl CommitLog {
         let core = &self.handle.core;
         let _in_flight = core.enter_append();
         let mut out = None;
-        let end = core.append_batch(std::slice::from_ref(draft), |a| out = Some(a))?;
+        let end = core.append_batch(std::slice::from_ref(draft), |_, d| d.queue_offset, |a| out = Some(a))?;
         core.after_append(end)?;
         // A match, not `ok_or`: that builds (and drops) an Error on every
         // successful append.
@@ -275,9 +275,30 @@ impl CommitLog {
         let core = &self.handle.core;
         let _in_flight = core.enter_append();
         let mut out = Vec::with_capacity(drafts.len());
-        let end = core.append_batch(drafts, |a| out.push(a))?;
+        let end = core.append_batch(drafts, |_, d| d.queue_offset, |a| out.push(a))?;
         core.after_append(end)?;
         Ok(out)
+    }
+
+    /// Like [`CommitLog::append_batch`], with each record's queue offset
+    /// chosen by `assign` under the append lock, in log order, only once
+    /// the write can no longer fail (see `Core::append_batch`). The store
+    /// numbers consume-queue positions this way.
+    ///
+    /// The outer error means nothing was written. Otherwise the records
+    /// were written and the inner result is the durability wait's:
+    /// [`Error::Timeout`] (written, not yet confirmed durable) or
+    /// [`Error::Fenced`] (written, will never be confirmed).
+    pub(crate) fn append_batch_assigned(
+        &self,
+        drafts: &[RecordDraft<'_>],
+        assign: impl FnMut(usize, &RecordDraft<'_>) -> u64,
+    ) -> Result<(Vec<Appended>, Result<()>)> {
+        let core = &self.handle.core;
+        let _in_flight = core.enter_append();
+        let mut out = Vec::with_capacity(drafts.len());
+        let end = core.append_batch(drafts, assign, |a| out.push(a))?;
+        Ok((out, core.after_append(end)))
     }
 
     /// Flushes everything appended so far and returns the durable end.

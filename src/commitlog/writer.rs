@@ -25,7 +25,17 @@ use std::time::Instant;
 impl Core {
     /// Writes `drafts` as one atomic unit and publishes them; calls `each`
     /// for every record written. Returns the new end offset.
-    pub(crate) fn append_batch(&self, drafts: &[RecordDraft<'_>], mut each: impl FnMut(Appended)) -> Result<u64> {
+    ///
+    /// `assign` gives each record its queue offset, called under the append
+    /// lock in log order once the write can no longer fail, so a caller
+    /// that numbers queue positions there numbers them in log order and
+    /// never hands out a number for a record that was not written.
+    pub(crate) fn append_batch(
+        &self,
+        drafts: &[RecordDraft<'_>],
+        mut assign: impl FnMut(usize, &RecordDraft<'_>) -> u64,
+        mut each: impl FnMut(Appended),
+    ) -> Result<u64> {
         if drafts.is_empty() {
             return Ok(self.written.load(Ordering::Acquire));
         }
@@ -59,10 +69,11 @@ impl Core {
         // the segment's Arc per append.
         let Writer { active, pos, last, staged, .. } = &mut *w;
         let seg: &Segment = active;
-        for d in drafts {
+        for (i, d) in drafts.iter().enumerate() {
             // Lengths were validated above; recomputing is cheap and keeps
             // the loop free of a side vector.
             let len = self.record_len(d)?;
+            let d = &RecordDraft { queue_offset: assign(i, d), ..*d };
             let offset = seg.base + *pos;
             let crc = if staging {
                 encode_onto(staged.at(offset), d, offset, now)
