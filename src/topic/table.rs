@@ -1,0 +1,398 @@
+//! [`TopicTable`]: the topic configurations, kept in memory and persisted
+//! as one metadata file, `<root>/config/topics`.
+//!
+//! Payload (version 1, big-endian): `count u32`, then per topic in strictly
+//! ascending name order: `name length u16`, `name` (UTF-8), `read queues
+//! u32`, `write queues u32`, `permission u8` (RocketMQ bits).
+
+use super::{validate_topic_name, Permission, TopicConfig};
+use crate::error::{CorruptionKind, Error, Result};
+use crate::metafile::{self, PayloadReader};
+use crate::storage::Storage;
+use parking_lot::{Mutex, RwLock};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// File name of the topic table inside `<root>/config`.
+pub(crate) const TOPICS_FILE: &str = "topics";
+/// Topic table magic: a high byte, "MQT", CR LF SUB LF.
+pub(crate) const TOPICS_MAGIC: [u8; 8] = [0x8D, b'M', b'Q', b'T', b'\r', b'\n', 0x1A, b'\n'];
+/// Topic table payload version written by this build.
+pub(crate) const TOPICS_VERSION: u16 = 1;
+/// Largest topic-table payload accepted (16 MiB, over 100,000 topics with
+/// the longest names): bounds what a damaged length field can allocate.
+pub(crate) const MAX_TOPICS_PAYLOAD: u32 = 16 << 20;
+/// Smallest encoded topic: 1-byte name.
+const MIN_ENTRY_LEN: usize = 2 + 1 + 4 + 4 + 1;
+
+type Map = BTreeMap<String, TopicConfig>;
+
+/// Every topic's configuration, in memory and on disk.
+///
+/// Reads take a shared lock and never touch the disk. Changes are
+/// serialized by a writer mutex, and each one writes the whole new table
+/// atomically *before* publishing it in memory, so a failed write changes
+/// nothing and memory never shows a table that is not on disk.
+#[derive(Debug)]
+pub struct TopicTable {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    topics: RwLock<Map>,
+    writer: Mutex<()>,
+}
+
+impl TopicTable {
+    /// Loads `<root>/config/topics`; a missing file is an empty table.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corruption`] for a damaged file or an unknown version,
+    /// [`Error::Io`] if it cannot be read.
+    pub(crate) fn open(storage: Arc<dyn Storage>, root: &Path) -> Result<Self> {
+        let dir = root.join(metafile::CONFIG_DIR);
+        let topics = match metafile::read(storage.as_ref(), &dir, TOPICS_FILE, TOPICS_MAGIC, MAX_TOPICS_PAYLOAD)? {
+            None => Map::new(),
+            Some((version, payload)) => decode(&dir.join(TOPICS_FILE), version, &payload)?,
+        };
+        Ok(Self { storage, dir, topics: RwLock::new(topics), writer: Mutex::new(()) })
+    }
+
+    /// The configuration of topic `name`, if it exists.
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<TopicConfig> {
+        self.topics.read().get(name).cloned()
+    }
+
+    /// Every topic, sorted by name.
+    #[must_use]
+    pub fn list(&self) -> Vec<TopicConfig> {
+        self.topics.read().values().cloned().collect()
+    }
+
+    /// Creates or replaces a topic; returns the previous configuration.
+    /// Nothing is written if `cfg` equals the current one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if `cfg` is invalid or the table would
+    /// outgrow its file limit; an I/O error if the write failed, in which
+    /// case the table is unchanged in memory (see [`metafile::write_atomic`]
+    /// for what a failed directory fsync means on disk).
+    pub(crate) fn upsert(&self, cfg: TopicConfig) -> Result<Option<TopicConfig>> {
+        cfg.validate()?;
+        let _writer = self.writer.lock();
+        let mut next = self.topics.read().clone();
+        let previous = next.insert(cfg.name.clone(), cfg.clone());
+        if previous.as_ref() == Some(&cfg) {
+            return Ok(previous);
+        }
+        self.publish(next)?;
+        Ok(previous)
+    }
+
+    /// Deletes a topic; returns its configuration, or `None` (and writes
+    /// nothing) if there was none.
+    ///
+    /// # Errors
+    ///
+    /// An I/O error if the write failed; the topic is then still present.
+    pub(crate) fn remove(&self, name: &str) -> Result<Option<TopicConfig>> {
+        let _writer = self.writer.lock();
+        let mut next = self.topics.read().clone();
+        let Some(previous) = next.remove(name) else {
+            return Ok(None);
+        };
+        self.publish(next)?;
+        Ok(Some(previous))
+    }
+
+    /// Persists `next`, then makes it the in-memory table. The caller holds
+    /// the writer mutex, so nobody changed the table since `next` was built.
+    fn publish(&self, next: Map) -> Result<()> {
+        let payload = encode(&next)?;
+        metafile::write_atomic(self.storage.as_ref(), &self.dir, TOPICS_FILE, TOPICS_MAGIC, TOPICS_VERSION, &payload)?;
+        *self.topics.write() = next;
+        Ok(())
+    }
+}
+
+/// Encodes the payload; refuses a table larger than [`MAX_TOPICS_PAYLOAD`]
+/// so nothing is written that [`TopicTable::open`] would refuse.
+fn encode(topics: &Map) -> Result<Vec<u8>> {
+    let count = u32::try_from(topics.len())
+        .map_err(|_| Error::InvalidArgument(format!("{} topics exceed the topic table's limit", topics.len())))?;
+    let mut out = Vec::new();
+    out.extend_from_slice(&count.to_be_bytes());
+    for cfg in topics.values() {
+        metafile::put_str16(&mut out, &cfg.name)?;
+        out.extend_from_slice(&cfg.read_queues.to_be_bytes());
+        out.extend_from_slice(&cfg.write_queues.to_be_bytes());
+        out.push(cfg.permission.to_bits());
+    }
+    if out.len() > MAX_TOPICS_PAYLOAD as usize {
+        return Err(Error::InvalidArgument(format!(
+            "the topic table would take {} bytes, over its limit of {MAX_TOPICS_PAYLOAD}; remove topics first",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// Decodes a payload read from `path`. Every field is range-checked and
+/// names must be valid and strictly ascending (so duplicates are refused).
+fn decode(path: &Path, version: u16, payload: &[u8]) -> Result<Map> {
+    let mut r = PayloadReader::new(path, payload);
+    if version != TOPICS_VERSION {
+        let kind = CorruptionKind::UnsupportedVersion { found: u32::from(version) };
+        return Err(r.corruption(metafile::VERSION_OFFSET as u64, kind));
+    }
+    let count_at = r.file_offset();
+    let count = r.u32()?;
+    // Checked before looping so a damaged count fails fast.
+    let need = u64::from(count).checked_mul(MIN_ENTRY_LEN as u64);
+    if need.is_none_or(|n| n > r.remaining() as u64) {
+        return Err(r.corruption(count_at, CorruptionKind::BadLength { length: u64::from(count) }));
+    }
+    let mut topics = Map::new();
+    let mut last: Option<&str> = None;
+    for _ in 0..count {
+        let at = r.file_offset();
+        let name = r.str16("topic name")?;
+        let invalid = |field| r.corruption(at, CorruptionKind::InvalidField { field });
+        if validate_topic_name(name).is_err() {
+            return Err(invalid("topic name"));
+        }
+        if last.is_some_and(|prev| prev >= name) {
+            return Err(invalid("topic order"));
+        }
+        last = Some(name);
+        let queues_at = r.file_offset();
+        let read_queues = r.u32()?;
+        let write_queues = r.u32()?;
+        let perm_at = r.file_offset();
+        let bits = r.u8()?;
+        let permission = Permission::from_bits(bits)
+            .ok_or_else(|| r.corruption(perm_at, CorruptionKind::InvalidField { field: "permission" }))?;
+        let cfg = TopicConfig { name: name.to_owned(), read_queues, write_queues, permission };
+        if cfg.validate().is_err() {
+            return Err(r.corruption(queues_at, CorruptionKind::InvalidField { field: "queue counts" }));
+        }
+        topics.insert(cfg.name.clone(), cfg);
+    }
+    r.finish()?;
+    Ok(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{FaultKind, FaultPlan, FaultyStorage, StdStorage};
+    use crate::topic::MAX_QUEUES;
+
+    fn open(root: &Path) -> Result<TopicTable> {
+        TopicTable::open(Arc::new(StdStorage), root)
+    }
+
+    fn sample() -> Vec<TopicConfig> {
+        let mut ro = TopicConfig::new("b-ro", 8);
+        ro.write_queues = 2;
+        ro.permission = Permission::ReadOnly;
+        let mut deny = TopicConfig::new("%DLQ%g", 1);
+        deny.permission = Permission::Deny;
+        vec![TopicConfig::new("a", 4), ro, deny]
+    }
+
+    #[test]
+    fn constants_are_pinned() {
+        // FORMAT.md "Topic table" lists these; change both together.
+        assert_eq!(TOPICS_MAGIC, *b"\x8DMQT\r\n\x1A\n");
+        assert_eq!(TOPICS_VERSION, 1);
+        assert_eq!(MAX_TOPICS_PAYLOAD, 16 * 1024 * 1024);
+        assert_eq!(MIN_ENTRY_LEN, 12);
+        assert_eq!((metafile::CONFIG_DIR, TOPICS_FILE), ("config", "topics"));
+    }
+
+    #[test]
+    fn encoding_is_pinned() {
+        let mut m = Map::new();
+        let mut cfg = TopicConfig::new("ab", 3);
+        cfg.write_queues = 2;
+        m.insert("ab".into(), cfg);
+        assert_eq!(encode(&m).unwrap(), [0, 0, 0, 1, 0, 2, b'a', b'b', 0, 0, 0, 3, 0, 0, 0, 2, 6]);
+    }
+
+    #[test]
+    fn upsert_list_remove_and_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = open(tmp.path()).unwrap();
+        assert!(t.list().is_empty());
+        for cfg in sample() {
+            assert_eq!(t.upsert(cfg).unwrap(), None);
+        }
+        let names: Vec<_> = t.list().into_iter().map(|c| c.name).collect();
+        assert_eq!(names, ["%DLQ%g", "a", "b-ro"]);
+        assert_eq!(t.get("b-ro"), Some(sample()[1].clone()));
+        assert_eq!(t.get("missing"), None);
+        drop(t);
+
+        let t = open(tmp.path()).unwrap();
+        assert_eq!(t.list().len(), 3);
+        assert_eq!(t.get("b-ro"), Some(sample()[1].clone()));
+        let previous = t.upsert(TopicConfig::new("a", 16)).unwrap();
+        assert_eq!(previous, Some(TopicConfig::new("a", 4)));
+        assert_eq!(t.remove("%DLQ%g").unwrap(), Some(sample()[2].clone()));
+        assert_eq!(t.remove("%DLQ%g").unwrap(), None);
+        drop(t);
+
+        let t = open(tmp.path()).unwrap();
+        assert_eq!(t.list(), vec![TopicConfig::new("a", 16), sample()[1].clone()]);
+    }
+
+    #[test]
+    fn invalid_configs_are_refused_and_change_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = open(tmp.path()).unwrap();
+        let mut c = TopicConfig::new("t", 2);
+        c.write_queues = 3;
+        assert!(matches!(t.upsert(c), Err(Error::InvalidArgument(m)) if m.contains("strand")));
+        assert!(matches!(t.upsert(TopicConfig::new("a b", 1)), Err(Error::InvalidArgument(_))));
+        assert!(matches!(t.upsert(TopicConfig::new("t", MAX_QUEUES + 1)), Err(Error::InvalidArgument(_))));
+        assert!(t.list().is_empty());
+        assert!(!tmp.path().join("config/topics").exists());
+    }
+
+    #[test]
+    fn failed_write_changes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = FaultPlan::new();
+        let storage = Arc::new(FaultyStorage::new(Arc::new(StdStorage), plan.clone()));
+        let t = TopicTable::open(storage, tmp.path()).unwrap();
+        t.upsert(TopicConfig::new("keep", 4)).unwrap();
+
+        for op in ["rename", "sync_data", "write_at", "open"] {
+            plan.fail_op(op, FaultKind::Io);
+            assert!(t.upsert(TopicConfig::new("keep", 8)).is_err(), "{op}");
+            assert!(t.upsert(TopicConfig::new("new", 1)).is_err(), "{op}");
+            assert!(t.remove("keep").is_err(), "{op}");
+            plan.heal();
+            assert_eq!(t.list(), vec![TopicConfig::new("keep", 4)], "{op}");
+            assert_eq!(open(tmp.path()).unwrap().list(), vec![TopicConfig::new("keep", 4)], "{op}");
+        }
+        // A failed directory fsync is reported as a failed sync (the store
+        // fences); memory still holds the old table.
+        plan.fail_op("sync_dir", FaultKind::Io);
+        let e = t.upsert(TopicConfig::new("keep", 8)).unwrap_err();
+        assert!(e.is_failed_sync(), "{e:?}");
+        assert_eq!(t.get("keep"), Some(TopicConfig::new("keep", 4)));
+        plan.heal();
+        // Unchanged upserts and removals of absent topics write nothing.
+        plan.fail_op("open", FaultKind::Io);
+        assert_eq!(t.upsert(TopicConfig::new("keep", 4)).unwrap(), Some(TopicConfig::new("keep", 4)));
+        assert_eq!(t.remove("absent").unwrap(), None);
+    }
+
+    #[test]
+    fn every_truncation_and_bit_flip_is_corruption() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = open(tmp.path()).unwrap();
+        for cfg in sample() {
+            t.upsert(cfg).unwrap();
+        }
+        let path = tmp.path().join("config/topics");
+        let full = std::fs::read(&path).unwrap();
+        for len in 0..full.len() {
+            std::fs::write(&path, &full[..len]).unwrap();
+            assert!(matches!(open(tmp.path()), Err(Error::Corruption { .. })), "length {len}");
+        }
+        for bit in 0..full.len() * 8 {
+            let mut c = full.clone();
+            c[bit / 8] ^= 1 << (bit % 8);
+            std::fs::write(&path, &c).unwrap();
+            assert!(matches!(open(tmp.path()), Err(Error::Corruption { .. })), "bit {bit}");
+        }
+    }
+
+    /// Decodes a hand-made payload and returns the corruption's offset
+    /// within the file and its kind.
+    fn decode_err(payload: &[u8]) -> (u64, CorruptionKind) {
+        match decode(Path::new("/t"), TOPICS_VERSION, payload) {
+            Err(Error::Corruption { offset, kind, .. }) => (offset, kind),
+            other => panic!("expected corruption, got {other:?}"),
+        }
+    }
+
+    fn entry(name: &str, read: u32, write: u32, perm: u8) -> Vec<u8> {
+        let mut out = Vec::new();
+        metafile::put_str16(&mut out, name).unwrap();
+        out.extend_from_slice(&read.to_be_bytes());
+        out.extend_from_slice(&write.to_be_bytes());
+        out.push(perm);
+        out
+    }
+
+    fn payload(count: u32, entries: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = count.to_be_bytes().to_vec();
+        for e in entries {
+            out.extend_from_slice(e);
+        }
+        out
+    }
+
+    #[test]
+    fn nonsense_payloads_are_refused() {
+        let field = |field| CorruptionKind::InvalidField { field };
+        // Payload offsets are reported as file offsets (header is 20 bytes).
+        assert_eq!(
+            decode_err(&payload(u32::MAX, &[])),
+            (20, CorruptionKind::BadLength { length: u64::from(u32::MAX) })
+        );
+        assert_eq!(decode_err(&payload(2, &[entry("a", 1, 1, 6)])).1, CorruptionKind::BadLength { length: 2 });
+        assert_eq!(decode_err(&payload(0, &[entry("a", 1, 1, 6)])).1, CorruptionKind::BadLength { length: 16 });
+        assert_eq!(decode_err(&payload(1, &[entry("a.b", 1, 1, 6)])), (24, field("topic name")));
+        // An empty name makes the entry shorter than the minimum the count
+        // check assumes; pad it so the name check is what fires.
+        assert_eq!(decode_err(&payload(1, &[entry("", 1, 1, 6)])).1, CorruptionKind::BadLength { length: 1 });
+        assert_eq!(decode_err(&payload(1, &[entry("", 1, 1, 6), vec![0]])), (24, field("topic name")));
+        assert_eq!(decode_err(&payload(1, &[entry("a", 2, 3, 6)])), (27, field("queue counts")));
+        assert_eq!(decode_err(&payload(1, &[entry("a", 0, 0, 6)])), (27, field("queue counts")));
+        assert_eq!(decode_err(&payload(1, &[entry("a", 9999, 1, 6)])), (27, field("queue counts")));
+        assert_eq!(decode_err(&payload(1, &[entry("a", 1, 1, 8)])), (35, field("permission")));
+        assert_eq!(decode_err(&payload(2, &[entry("b", 1, 1, 6), entry("a", 1, 1, 6)])), (36, field("topic order")));
+        assert_eq!(decode_err(&payload(2, &[entry("a", 1, 1, 6), entry("a", 1, 1, 6)])), (36, field("topic order")));
+        let mut bad_utf8 = payload(1, &[entry("ab", 1, 1, 6)]);
+        bad_utf8[6] = 0xFF;
+        assert_eq!(decode_err(&bad_utf8), (26, field("topic name")));
+        assert_eq!(decode_err(&[0, 0]).1, CorruptionKind::Truncated);
+        // The inherit bit is accepted and dropped.
+        let m = decode(Path::new("/t"), TOPICS_VERSION, &payload(1, &[entry("a", 1, 1, 7)])).unwrap();
+        assert_eq!(m["a"].permission, Permission::ReadWrite);
+        // An unknown version is refused, pointing at the version field.
+        let e = decode(Path::new("/t"), 2, &payload(0, &[])).unwrap_err();
+        assert!(matches!(
+            e,
+            Error::Corruption { offset: 8, kind: CorruptionKind::UnsupportedVersion { found: 2 }, .. }
+        ));
+    }
+
+    #[test]
+    fn concurrent_upserts_all_land() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = Arc::new(open(tmp.path()).unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    for j in 0..5 {
+                        t.upsert(TopicConfig::new(format!("t{i}-{j}"), 1)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().unwrap();
+        }
+        assert_eq!(t.list().len(), 20);
+        assert_eq!(open(tmp.path()).unwrap().list(), t.list());
+    }
+}
