@@ -1,0 +1,259 @@
+//! [`MessageExt`]: a stored message decoded from its commit-log record.
+
+use super::id::encode_offset_msg_id;
+use super::properties::{decode_properties, is_reserved, DELAY, KEYS, KEY_SEPARATOR, TAGS, UNIQ_KEY};
+use crate::commitlog::{Record, COMMITLOG_DIR};
+use crate::error::{Error, Result};
+use crate::offset::{PhysicalOffset, QueueOffset};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+
+/// Store host used in offset ids until [`MessageExt::with_store_host`] sets
+/// another: an embedded store has no network address of its own.
+pub const DEFAULT_STORE_HOST: [u8; 4] = [127, 0, 0, 1];
+/// Store port used in offset ids by default (no listener, so 0).
+pub const DEFAULT_STORE_PORT: u32 = 0;
+
+/// A stored message: the record's header fields, its body (sharing the
+/// log's mapping, no copy) and its decoded properties (RocketMQ `MessageExt`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageExt {
+    topic: String,
+    queue_id: u32,
+    queue_offset: QueueOffset,
+    physical_offset: PhysicalOffset,
+    store_size: u32,
+    body: Bytes,
+    properties: BTreeMap<String, String>,
+    born_timestamp: u64,
+    store_timestamp: u64,
+    reconsume_times: u32,
+    flag: u32,
+    sysflag: u32,
+    crc: u32,
+    store_host: [u8; 4],
+    store_port: u32,
+}
+
+impl MessageExt {
+    /// Decodes a record read from the commit log.
+    ///
+    /// Properties that do not decode give [`Error::Corruption`] whose path is
+    /// the commit-log directory name ([`COMMITLOG_DIR`]) and whose offset is
+    /// the record's physical offset: a `Record` does not know its segment
+    /// file, and the physical offset locates it uniquely.
+    pub fn from_record(record: &Record) -> Result<Self> {
+        let offset = record.offset();
+        let properties =
+            decode_properties(&record.properties()).map_err(|kind| Error::corruption(COMMITLOG_DIR, offset.0, kind))?;
+        Ok(Self {
+            topic: record.topic().to_owned(),
+            queue_id: record.queue_id(),
+            queue_offset: QueueOffset(record.queue_offset()),
+            physical_offset: offset,
+            store_size: record.size(),
+            body: record.body(),
+            properties,
+            born_timestamp: record.born_timestamp(),
+            store_timestamp: record.store_timestamp(),
+            reconsume_times: record.reconsume_times(),
+            flag: record.flag(),
+            sysflag: record.sysflag(),
+            crc: record.crc(),
+            store_host: DEFAULT_STORE_HOST,
+            store_port: DEFAULT_STORE_PORT,
+        })
+    }
+
+    /// Sets the host and port [`MessageExt::offset_msg_id`] encodes.
+    #[must_use]
+    pub fn with_store_host(mut self, host: [u8; 4], port: u32) -> Self {
+        self.store_host = host;
+        self.store_port = port;
+        self
+    }
+
+    /// Topic the message is stored under.
+    #[must_use]
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+    /// Queue id within the topic.
+    #[must_use]
+    pub fn queue_id(&self) -> u32 {
+        self.queue_id
+    }
+    /// Position in its consume queue.
+    #[must_use]
+    pub fn queue_offset(&self) -> QueueOffset {
+        self.queue_offset
+    }
+    /// Physical offset of the record in the commit log.
+    #[must_use]
+    pub fn physical_offset(&self) -> PhysicalOffset {
+        self.physical_offset
+    }
+    /// Encoded record size in bytes.
+    #[must_use]
+    pub fn store_size(&self) -> u32 {
+        self.store_size
+    }
+    /// Message body (a slice of the log's mapping).
+    #[must_use]
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+    /// All properties, the store's included.
+    #[must_use]
+    pub fn properties(&self) -> &BTreeMap<String, String> {
+        &self.properties
+    }
+    /// One property by name.
+    #[must_use]
+    pub fn property(&self, name: &str) -> Option<&str> {
+        self.properties.get(name).map(String::as_str)
+    }
+    /// Properties whose names are not reserved for the store.
+    pub fn user_properties(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.properties.iter().filter(|(k, _)| !is_reserved(k)).map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+    /// Tag, if the message has one.
+    #[must_use]
+    pub fn tags(&self) -> Option<&str> {
+        self.property(TAGS)
+    }
+    /// Keys (the `KEYS` property split on spaces).
+    pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
+        self.property(KEYS).into_iter().flat_map(|k| k.split(KEY_SEPARATOR)).filter(|k| !k.is_empty())
+    }
+    /// Delay level requested by the producer; `None` when absent or not a number.
+    #[must_use]
+    pub fn delay_level(&self) -> Option<u8> {
+        self.property(DELAY).and_then(|d| d.parse().ok())
+    }
+    /// The unique message id (`UNIQ_KEY`); `None` for a record appended
+    /// without one.
+    #[must_use]
+    pub fn msg_id(&self) -> Option<&str> {
+        self.property(UNIQ_KEY)
+    }
+    /// The offset id: store host, port and physical offset, in hex.
+    #[must_use]
+    pub fn offset_msg_id(&self) -> String {
+        encode_offset_msg_id(self.store_host, self.store_port, self.physical_offset)
+    }
+    /// When the producer created the message (ms since the epoch).
+    #[must_use]
+    pub fn born_timestamp(&self) -> u64 {
+        self.born_timestamp
+    }
+    /// When the store wrote the message (ms since the epoch).
+    #[must_use]
+    pub fn store_timestamp(&self) -> u64 {
+        self.store_timestamp
+    }
+    /// How many times the message was consumed and sent back.
+    #[must_use]
+    pub fn reconsume_times(&self) -> u32 {
+        self.reconsume_times
+    }
+    /// Opaque user flag.
+    #[must_use]
+    pub fn flag(&self) -> u32 {
+        self.flag
+    }
+    /// System flags.
+    #[must_use]
+    pub fn sysflag(&self) -> u32 {
+        self.sysflag
+    }
+    /// The record's stored (and verified) CRC.
+    #[must_use]
+    pub fn crc(&self) -> u32 {
+        self.crc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commitlog::{CommitLog, CommitLogOptions, RecordDraft};
+    use crate::error::CorruptionKind;
+    use crate::message::id::decode_offset_msg_id;
+    use crate::message::{Message, MessageIdGenerator};
+
+    fn open() -> (tempfile::TempDir, CommitLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let log =
+            CommitLog::open(dir.path(), CommitLogOptions::default().segment_size(1 << 20).max_record_size(64 << 10))
+                .unwrap();
+        (dir, log)
+    }
+
+    #[test]
+    fn decodes_every_field_of_a_stored_message() {
+        let (_dir, log) = open();
+        let msg = Message::new("TopicTest", "hello").with_tags("TagA").with_keys(["k1", "k2"]).with_property("p", "v");
+        let id = MessageIdGenerator::new().next(1_700_000_000_000);
+        let props = msg.encode_properties_for_store(&id).unwrap();
+        // A first record so the message under test is not at offset 0.
+        log.append(&RecordDraft { topic: "Other", body: b"x", ..Default::default() }).unwrap();
+        let draft = RecordDraft {
+            topic: msg.topic(),
+            queue_id: 3,
+            queue_offset: 41,
+            flag: 9,
+            sysflag: 2,
+            born_timestamp: 1_700_000_000_000,
+            reconsume_times: 1,
+            properties: &props,
+            body: msg.body(),
+        };
+        let at = log.append(&draft).unwrap();
+        let ext = MessageExt::from_record(&log.read(at.offset).unwrap()).unwrap();
+        assert_eq!((ext.topic(), ext.queue_id(), ext.queue_offset()), ("TopicTest", 3, QueueOffset(41)));
+        assert_eq!((ext.physical_offset(), ext.store_size(), ext.crc()), (at.offset, at.size, at.crc));
+        assert_eq!(&ext.body()[..], b"hello");
+        assert_eq!((ext.born_timestamp(), ext.store_timestamp()), (1_700_000_000_000, at.store_timestamp));
+        assert_eq!((ext.reconsume_times(), ext.flag(), ext.sysflag()), (1, 9, 2));
+        assert_eq!(ext.tags(), Some("TagA"));
+        assert_eq!(ext.keys().collect::<Vec<_>>(), ["k1", "k2"]);
+        assert_eq!(ext.msg_id(), Some(id.as_str()));
+        assert_eq!(ext.delay_level(), None);
+        assert_eq!(ext.user_properties().collect::<Vec<_>>(), [("p", "v")]);
+        assert_eq!(ext.properties().len(), 4);
+        let (host, port, off) = decode_offset_msg_id(&ext.offset_msg_id()).unwrap();
+        assert_eq!((host, port, off), (DEFAULT_STORE_HOST, DEFAULT_STORE_PORT, at.offset));
+        let moved = ext.with_store_host([10, 0, 0, 1], 10_911);
+        assert_eq!(decode_offset_msg_id(&moved.offset_msg_id()).unwrap(), ([10, 0, 0, 1], 10_911, at.offset));
+        log.close().unwrap();
+    }
+
+    #[test]
+    fn bare_record_has_no_tags_keys_or_id() {
+        let (_dir, log) = open();
+        let at = log.append(&RecordDraft { topic: "T", body: b"b", ..Default::default() }).unwrap();
+        let ext = MessageExt::from_record(&log.read(at.offset).unwrap()).unwrap();
+        assert_eq!((ext.tags(), ext.msg_id(), ext.keys().count()), (None, None, 0));
+        assert!(ext.properties().is_empty());
+        log.close().unwrap();
+    }
+
+    #[test]
+    fn damaged_properties_are_a_typed_corruption() {
+        let (_dir, log) = open();
+        let at = log
+            .append(&RecordDraft { topic: "T", properties: b"no separator here", body: b"b", ..Default::default() })
+            .unwrap();
+        let err = MessageExt::from_record(&log.read(at.offset).unwrap()).unwrap_err();
+        match err {
+            Error::Corruption { path, offset, kind } => {
+                assert_eq!(path, std::path::PathBuf::from(COMMITLOG_DIR));
+                assert_eq!(offset, at.offset.0);
+                assert_eq!(kind, CorruptionKind::InvalidField { field: "properties" });
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        log.close().unwrap();
+    }
+}

@@ -1,0 +1,267 @@
+//! RocketMQ's properties encoding and the reserved property names.
+//!
+//! A properties blob is a sequence of `name 0x01 value 0x02` pairs, the
+//! format RocketMQ's `MessageDecoder.messageProperties2String` writes into
+//! every commit-log record. Names and values are UTF-8 and may not contain
+//! either separator byte; names may not be empty. The encoder writes pairs in
+//! name order (a `BTreeMap`), so equal maps give equal bytes.
+//!
+//! ```
+//! use mqstore::message::properties::{decode_properties, encode_properties, TAGS};
+//! use std::collections::BTreeMap;
+//! let mut map = BTreeMap::new();
+//! map.insert(TAGS.to_string(), "TagA".to_string());
+//! let blob = encode_properties(&map)?;
+//! assert_eq!(blob, b"TAGS\x01TagA\x02");
+//! assert_eq!(decode_properties(&blob).ok(), Some(map));
+//! # Ok::<(), mqstore::Error>(())
+//! ```
+
+use crate::error::{CorruptionKind, Error, Result};
+use std::collections::BTreeMap;
+
+/// Byte between a property's name and its value (RocketMQ
+/// `MessageDecoder.NAME_VALUE_SEPARATOR`, char 1).
+pub const NAME_VALUE_SEPARATOR: u8 = 0x01;
+/// Byte after each property's value (RocketMQ
+/// `MessageDecoder.PROPERTY_SEPARATOR`, char 2).
+pub const PROPERTY_SEPARATOR: u8 = 0x02;
+/// Separator between the keys inside the [`KEYS`] property (RocketMQ
+/// `MessageConst.KEY_SEPARATOR`).
+pub const KEY_SEPARATOR: &str = " ";
+
+/// The message's tag, used for consume-queue tag hashes and filtering.
+pub const TAGS: &str = "TAGS";
+/// The message's business keys, joined by [`KEY_SEPARATOR`]; each is indexed.
+pub const KEYS: &str = "KEYS";
+/// Delay level (decimal, 1-based) requested by the producer.
+pub const DELAY: &str = "DELAY";
+/// Whether the producer waits for the store to confirm (RocketMQ
+/// `PROPERTY_WAIT_STORE_MSG_OK`).
+pub const WAIT: &str = "WAIT";
+/// The producer-side unique message id (RocketMQ
+/// `PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX`); what a send returns as `msgId`.
+pub const UNIQ_KEY: &str = "UNIQ_KEY";
+/// Original topic of a message sent back for retry (set on the first hop only).
+pub const RETRY_TOPIC: &str = "RETRY_TOPIC";
+/// Topic a delayed message is delivered to once due.
+pub const REAL_TOPIC: &str = "REAL_TOPIC";
+/// Queue id a delayed message is delivered to once due.
+pub const REAL_QID: &str = "REAL_QID";
+/// Id of the first message of a retry chain, kept across hops.
+pub const ORIGIN_MESSAGE_ID: &str = "ORIGIN_MESSAGE_ID";
+/// Reconsume count carried by a message sent back for retry.
+pub const RECONSUME_TIME: &str = "RECONSUME_TIME";
+/// Most reconsume attempts before the message goes to the dead-letter queue.
+pub const MAX_RECONSUME_TIMES: &str = "MAX_RECONSUME_TIMES";
+/// When a consumer started processing the message (ms since the epoch).
+pub const CONSUME_START_TIME: &str = "CONSUME_START_TIME";
+/// Original topic of a dead-lettered message.
+pub const DLQ_ORIGIN_TOPIC: &str = "DLQ_ORIGIN_TOPIC";
+/// Original message id of a dead-lettered message.
+pub const DLQ_ORIGIN_MESSAGE_ID: &str = "DLQ_ORIGIN_MESSAGE_ID";
+
+/// Every name the store sets itself; user properties may not use them
+/// (RocketMQ `MessageConst.STRING_HASH_SET`, restricted to what this store uses).
+pub const RESERVED_PROPERTIES: &[&str] = &[
+    TAGS,
+    KEYS,
+    DELAY,
+    WAIT,
+    UNIQ_KEY,
+    RETRY_TOPIC,
+    REAL_TOPIC,
+    REAL_QID,
+    ORIGIN_MESSAGE_ID,
+    RECONSUME_TIME,
+    MAX_RECONSUME_TIMES,
+    CONSUME_START_TIME,
+    DLQ_ORIGIN_TOPIC,
+    DLQ_ORIGIN_MESSAGE_ID,
+];
+
+/// True when `name` is one of [`RESERVED_PROPERTIES`].
+#[must_use]
+pub fn is_reserved(name: &str) -> bool {
+    RESERVED_PROPERTIES.contains(&name)
+}
+
+/// Encodes `map` as `name 0x01 value 0x02` pairs, in name order.
+///
+/// Fails with [`Error::InvalidArgument`] for an empty name or a name or value
+/// containing a separator byte: such a pair could not be decoded back.
+/// Reserved names are accepted here (the store encodes its own properties
+/// with this function); [`Message::check`](super::Message::check) is where
+/// user properties are kept off them.
+pub fn encode_properties(map: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+    let len = map.iter().map(|(k, v)| pair_len(k, v)).sum();
+    let mut out = Vec::with_capacity(len);
+    for (k, v) in map {
+        push_pair(&mut out, k, v)?;
+    }
+    Ok(out)
+}
+
+/// Decodes a properties blob.
+///
+/// Like RocketMQ, a missing separator after the last pair is tolerated and a
+/// repeated name keeps its last value. Anything else that the encoder could
+/// not have produced is an error rather than silently skipped (RocketMQ
+/// drops such pairs): a piece without a name/value separator, an empty name,
+/// a value containing `0x01`, or non-UTF-8 text. Never panics.
+pub fn decode_properties(bytes: &[u8]) -> Result<BTreeMap<String, String>, CorruptionKind> {
+    let mut map = BTreeMap::new();
+    if bytes.is_empty() {
+        return Ok(map);
+    }
+    let body = bytes.strip_suffix(&[PROPERTY_SEPARATOR]).unwrap_or(bytes);
+    for piece in body.split(|&b| b == PROPERTY_SEPARATOR) {
+        let bad = CorruptionKind::InvalidField { field: "properties" };
+        let Some(sep) = piece.iter().position(|&b| b == NAME_VALUE_SEPARATOR) else { return Err(bad) };
+        let (name, value) = (&piece[..sep], &piece[sep + 1..]);
+        if name.is_empty() || value.contains(&NAME_VALUE_SEPARATOR) {
+            return Err(bad);
+        }
+        let name = std::str::from_utf8(name).map_err(|_| CorruptionKind::InvalidField { field: "property name" })?;
+        let value = std::str::from_utf8(value).map_err(|_| CorruptionKind::InvalidField { field: "property value" })?;
+        map.insert(name.to_owned(), value.to_owned());
+    }
+    Ok(map)
+}
+
+/// Encoded size of one pair, separators included.
+pub(crate) fn pair_len(name: &str, value: &str) -> usize {
+    name.len() + value.len() + 2
+}
+
+/// Checks that a pair can be encoded (see [`encode_properties`]).
+pub(crate) fn validate_pair(name: &str, value: &str) -> Result<()> {
+    let has_sep = |s: &str| s.bytes().any(|b| b == NAME_VALUE_SEPARATOR || b == PROPERTY_SEPARATOR);
+    if name.is_empty() {
+        return Err(Error::InvalidArgument("property name is empty".to_string()));
+    }
+    if has_sep(name) {
+        return Err(Error::InvalidArgument(format!("property name {name:?} contains a separator byte 0x01/0x02")));
+    }
+    if has_sep(value) {
+        return Err(Error::InvalidArgument(format!("value of property {name:?} contains a separator byte 0x01/0x02")));
+    }
+    Ok(())
+}
+
+/// Validates and appends one pair to `out`.
+pub(crate) fn push_pair(out: &mut Vec<u8>, name: &str, value: &str) -> Result<()> {
+    validate_pair(name, value)?;
+    out.reserve(pair_len(name, value));
+    out.extend_from_slice(name.as_bytes());
+    out.push(NAME_VALUE_SEPARATOR);
+    out.extend_from_slice(value.as_bytes());
+    out.push(PROPERTY_SEPARATOR);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fixed-seed xorshift; failures print the seed and iteration.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n.max(1)
+        }
+    }
+
+    /// A random string without separators: ASCII, some multi-byte chars.
+    fn random_text(rng: &mut Rng, min: u64) -> String {
+        const ALPHABET: &[char] = &['a', 'Z', '0', ' ', '%', '#', '|', '\u{3}', 'é', '中', '😀', '\u{7f}'];
+        let len = min + rng.below(12);
+        (0..len).map(|_| ALPHABET[rng.below(ALPHABET.len() as u64) as usize]).collect()
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect()
+    }
+
+    #[test]
+    fn encodes_in_name_order_with_trailing_separator() {
+        let m = map(&[("b", "2"), ("a", "1"), ("KEYS", "k1 k2")]);
+        assert_eq!(encode_properties(&m).unwrap(), b"KEYS\x01k1 k2\x02a\x011\x02b\x012\x02");
+        assert_eq!(encode_properties(&BTreeMap::new()).unwrap(), b"");
+    }
+
+    #[test]
+    fn random_maps_round_trip() {
+        let seed = 0x5EED_0001_u64;
+        let mut rng = Rng(seed);
+        for i in 0..2_000 {
+            let m: BTreeMap<String, String> =
+                (0..rng.below(8)).map(|_| (random_text(&mut rng, 1), random_text(&mut rng, 0))).collect();
+            let blob = encode_properties(&m).unwrap();
+            assert_eq!(blob.len(), m.iter().map(|(k, v)| pair_len(k, v)).sum::<usize>());
+            assert_eq!(decode_properties(&blob), Ok(m.clone()), "seed {seed:#x} iteration {i}");
+            // RocketMQ readers accept a blob whose last separator is missing.
+            if let Some(short) = blob.strip_suffix(&[PROPERTY_SEPARATOR]) {
+                assert_eq!(decode_properties(short), Ok(m), "seed {seed:#x} iteration {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn decode_never_panics_on_random_bytes() {
+        let seed = 0x5EED_0002_u64;
+        let mut rng = Rng(seed);
+        // Bias towards the separator bytes so the structural paths are hit.
+        const BYTES: &[u8] = &[0x01, 0x02, b'a', b'b', 0xff, 0xc3, 0xa9, 0x00];
+        for _ in 0..20_000 {
+            let len = rng.below(24) as usize;
+            let bytes: Vec<u8> = (0..len).map(|_| BYTES[rng.below(BYTES.len() as u64) as usize]).collect();
+            if let Ok(m) = decode_properties(&bytes) {
+                // Whatever decodes must re-encode to something that decodes the same.
+                let again = encode_properties(&m).unwrap();
+                assert_eq!(decode_properties(&again), Ok(m), "seed {seed:#x} input {bytes:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn decode_rejects_what_the_encoder_never_writes() {
+        let structure = Err(CorruptionKind::InvalidField { field: "properties" });
+        assert_eq!(decode_properties(b"novalue\x02"), structure);
+        assert_eq!(decode_properties(b"\x01v\x02"), structure);
+        assert_eq!(decode_properties(b"a\x011\x02\x02"), structure);
+        assert_eq!(decode_properties(b"\x02"), structure);
+        assert_eq!(decode_properties(b"a\x01x\x01y\x02"), structure);
+        assert_eq!(decode_properties(b"\xff\x01v\x02"), Err(CorruptionKind::InvalidField { field: "property name" }));
+        assert_eq!(decode_properties(b"k\x01\xc3\x02"), Err(CorruptionKind::InvalidField { field: "property value" }));
+    }
+
+    #[test]
+    fn decode_edge_cases_match_rocketmq() {
+        assert_eq!(decode_properties(b""), Ok(BTreeMap::new()));
+        assert_eq!(decode_properties(b"a\x01"), Ok(map(&[("a", "")])));
+        assert_eq!(decode_properties(b"a\x011\x02a\x012\x02"), Ok(map(&[("a", "2")])));
+        assert_eq!(decode_properties(b"a\x011\x02b\x012"), Ok(map(&[("a", "1"), ("b", "2")])));
+    }
+
+    #[test]
+    fn encode_rejects_unencodable_pairs() {
+        for (k, v) in [("", "v"), ("a\x01", "v"), ("a\x02b", "v"), ("k", "x\x01"), ("k", "\x02")] {
+            let err = encode_properties(&map(&[(k, v)])).unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{k:?}={v:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn reserved_names_use_rocketmq_spellings() {
+        assert!(is_reserved("UNIQ_KEY") && is_reserved("REAL_QID") && is_reserved("CONSUME_START_TIME"));
+        assert!(!is_reserved("tags") && !is_reserved("my-prop"));
+        assert_eq!(RESERVED_PROPERTIES.len(), 14);
+    }
+}
