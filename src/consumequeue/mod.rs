@@ -2,10 +2,23 @@
 //! point into the commit log. They are derived data, rebuilt from the commit
 //! log on recovery.
 //!
-//! This module currently provides the unit codec ([`CqUnit`]) and the tag
-//! hash used to prefilter by tag; the queue files and the dispatcher that
-//! feeds them build on these.
+//! * [`CqUnit`] is the unit codec, [`tag_hash`] the tag hash used to
+//!   prefilter by tag without reading the log.
+//! * [`ConsumeQueue`] is one queue: fixed-size, preallocated, mapped files
+//!   under `<root>/consumequeue/<topic>/<queue id>/`, named by the queue
+//!   offset of their first unit. One writer (the store's dispatcher) appends
+//!   in queue-offset order while readers run concurrently.
+//! * [`ConsumeQueueSet`] holds every queue of a store, discovered on open.
+//!
+//! On recovery each queue keeps its valid prefix ([`CqRecovery`] says what
+//! was cut); the store then truncates the queues to the commit log's end and
+//! re-dispatches from there.
 
+mod queue;
+mod recover;
+mod set;
 mod unit;
 
+pub use queue::{ConsumeQueue, CqRecovery, DEFAULT_UNITS_PER_FILE, MAX_TOPIC_LEN, MAX_UNITS_PER_FILE};
+pub use set::ConsumeQueueSet;
 pub use unit::{tag_hash, CqUnit, CQ_UNIT_LEN};

@@ -1,0 +1,218 @@
+//! [`ConsumeQueueSet`]: every consume queue of a store, keyed by topic and
+//! queue id, discovered from `<root>/consumequeue/<topic>/<queue id>/` on
+//! open.
+
+use super::queue::{file_len_for, validate_topic, ConsumeQueue, CONSUME_QUEUE_DIR};
+use crate::error::{CorruptionKind, Error, Result};
+use crate::offset::PhysicalOffset;
+use crate::storage::Storage;
+use parking_lot::RwLock;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+type Queues = BTreeMap<String, BTreeMap<u32, Arc<ConsumeQueue>>>;
+
+/// Every consume queue of a store.
+///
+/// Lookups take a shared lock and hand out `Arc`s, so a reader keeps using
+/// a queue without holding the set's lock.
+#[derive(Debug)]
+pub struct ConsumeQueueSet {
+    storage: Arc<dyn Storage>,
+    root: PathBuf,
+    units_per_file: u64,
+    queues: RwLock<Queues>,
+}
+
+/// The queue id a queue directory name stands for: canonical decimal only,
+/// so two directories can never claim the same queue.
+fn parse_queue_id(name: &str) -> Option<u32> {
+    name.parse::<u32>().ok().filter(|id| id.to_string() == name)
+}
+
+impl ConsumeQueueSet {
+    /// Opens every queue found under `<root>/consumequeue/`, recovering each
+    /// (see [`ConsumeQueue::recovered`]). Queue directories without files
+    /// (left by [`ConsumeQueueSet::remove_topic`], which cannot remove
+    /// directories) are skipped.
+    ///
+    /// Errors: `InvalidArgument` for a bad `units_per_file`; `Corruption`
+    /// naming the path for a topic directory outside `[%|a-zA-Z0-9_-]` or a
+    /// queue directory that is not a canonical `u32`, or from a queue; `Io`.
+    pub(crate) fn open(storage: Arc<dyn Storage>, root: &Path, units_per_file: u64) -> Result<Self> {
+        file_len_for(units_per_file)?;
+        let cq_dir = root.join(CONSUME_QUEUE_DIR);
+        let mut queues = Queues::new();
+        if storage.exists(&cq_dir).map_err(|e| Error::io("stat directory", &cq_dir, e))? {
+            let list = |dir: &Path| storage.list_dir(dir).map_err(|e| Error::io("list directory", dir, e));
+            for topic in list(&cq_dir)? {
+                let topic_dir = cq_dir.join(&topic);
+                if validate_topic(&topic).is_err() {
+                    let kind = CorruptionKind::InvalidField { field: "consume queue topic directory" };
+                    return Err(Error::corruption(topic_dir, 0, kind));
+                }
+                for name in list(&topic_dir)? {
+                    let Some(id) = parse_queue_id(&name) else {
+                        let kind = CorruptionKind::InvalidField { field: "consume queue id directory" };
+                        return Err(Error::corruption(topic_dir.join(name), 0, kind));
+                    };
+                    let q = ConsumeQueue::open(storage.clone(), root, &topic, id, units_per_file)?;
+                    if !q.has_no_files() {
+                        queues.entry(topic.clone()).or_default().insert(id, Arc::new(q));
+                    }
+                }
+            }
+        }
+        Ok(Self { storage, root: root.to_path_buf(), units_per_file, queues: RwLock::new(queues) })
+    }
+
+    /// The queue `(topic, queue_id)`, if it exists.
+    #[must_use]
+    pub fn queue(&self, topic: &str, queue_id: u32) -> Option<Arc<ConsumeQueue>> {
+        self.queues.read().get(topic)?.get(&queue_id).cloned()
+    }
+
+    /// The queue `(topic, queue_id)`, opened (empty, no file yet) if it does
+    /// not exist. `InvalidArgument` for a topic outside `[%|a-zA-Z0-9_-]`.
+    pub(crate) fn get_or_create(&self, topic: &str, queue_id: u32) -> Result<Arc<ConsumeQueue>> {
+        if let Some(q) = self.queue(topic, queue_id) {
+            return Ok(q);
+        }
+        validate_topic(topic)?;
+        let mut queues = self.queues.write();
+        if let Some(q) = queues.get(topic).and_then(|m| m.get(&queue_id)) {
+            return Ok(q.clone());
+        }
+        // Opening a queue with no directory does no writes; a directory left
+        // empty by `remove_topic` opens as an empty queue. The topic is
+        // listed only once a queue opened.
+        let q = Arc::new(ConsumeQueue::open(self.storage.clone(), &self.root, topic, queue_id, self.units_per_file)?);
+        queues.entry(topic.to_string()).or_default().insert(queue_id, q.clone());
+        Ok(q)
+    }
+
+    /// Names of every topic with at least one queue, sorted.
+    #[must_use]
+    pub fn topics(&self) -> Vec<String> {
+        self.queues.read().keys().cloned().collect()
+    }
+
+    /// Every queue of `topic`, by ascending queue id.
+    #[must_use]
+    pub fn queues_of(&self, topic: &str) -> Vec<(u32, Arc<ConsumeQueue>)> {
+        self.queues.read().get(topic).map_or_else(Vec::new, |m| m.iter().map(|(id, q)| (*id, q.clone())).collect())
+    }
+
+    /// Every queue, for whole-store passes.
+    fn all(&self) -> Vec<Arc<ConsumeQueue>> {
+        self.queues.read().values().flat_map(|m| m.values().cloned()).collect()
+    }
+
+    /// Deletes every file of `topic`'s queues and forgets them. Handles
+    /// still held elsewhere see empty queues. On an error the topic stays
+    /// listed, its queues possibly emptied.
+    pub(crate) fn remove_topic(&self, topic: &str) -> Result<()> {
+        for (_, q) in self.queues_of(topic) {
+            q.destroy()?;
+        }
+        self.queues.write().remove(topic);
+        Ok(())
+    }
+
+    /// Deletes one queue's files (the store rebuilds a queue that no longer
+    /// matches the commit log this way). Handles still held see it empty.
+    pub(crate) fn remove_queue(&self, topic: &str, queue_id: u32) -> Result<()> {
+        if let Some(q) = self.queue(topic, queue_id) {
+            q.destroy()?;
+        }
+        if let Some(per_topic) = self.queues.write().get_mut(topic) {
+            per_topic.remove(&queue_id);
+        }
+        Ok(())
+    }
+
+    /// Flushes every queue; stops at the first failure (after which the
+    /// store fences, so the rest need not be attempted).
+    pub(crate) fn flush_all(&self) -> Result<()> {
+        self.all().iter().try_for_each(|q| q.flush())
+    }
+
+    /// Discards, in every queue, the units whose record does not end at or
+    /// before `end` (the commit log's recovered end).
+    pub(crate) fn truncate_physical_all(&self, end: PhysicalOffset) -> Result<()> {
+        self.all().iter().try_for_each(|q| q.truncate_physical(end))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::queue::tests::unit;
+    use super::*;
+    use crate::offset::QueueOffset;
+    use crate::storage::StdStorage;
+
+    fn open(root: &Path) -> ConsumeQueueSet {
+        ConsumeQueueSet::open(Arc::new(StdStorage), root, 4).unwrap()
+    }
+
+    #[test]
+    fn discovers_queues_on_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let set = open(tmp.path());
+        assert!(set.topics().is_empty());
+        for (topic, id, n) in [("A", 0, 5), ("A", 7, 1), ("%RETRY%g", 1, 9)] {
+            let q = set.get_or_create(topic, id).unwrap();
+            for i in 0..n {
+                q.put(QueueOffset(i), unit(i)).unwrap();
+            }
+        }
+        // Created but never written: no file, so not found on reopen.
+        set.get_or_create("Empty", 2).unwrap();
+        assert!(Arc::ptr_eq(&set.get_or_create("A", 0).unwrap(), &set.queue("A", 0).unwrap()));
+        assert_eq!(set.topics(), vec!["%RETRY%g", "A", "Empty"]);
+        set.flush_all().unwrap();
+        drop(set);
+
+        let set = open(tmp.path());
+        assert_eq!(set.topics(), vec!["%RETRY%g", "A"]);
+        let ids: Vec<(u32, u64)> = set.queues_of("A").iter().map(|(id, q)| (*id, q.max_offset().0)).collect();
+        assert_eq!(ids, vec![(0, 5), (7, 1)]);
+        assert_eq!(set.queue("%RETRY%g", 1).unwrap().last(), Some((QueueOffset(8), unit(8))));
+        assert!(set.queue("A", 1).is_none());
+        assert!(set.queues_of("nope").is_empty());
+
+        set.truncate_physical_all(PhysicalOffset(1250)).unwrap();
+        assert_eq!(set.queue("A", 0).unwrap().max_offset(), QueueOffset(2));
+        assert_eq!(set.queue("%RETRY%g", 1).unwrap().max_offset(), QueueOffset(2));
+
+        let held = set.queue("A", 0).unwrap();
+        set.remove_topic("A").unwrap();
+        assert_eq!(held.max_offset(), QueueOffset(0));
+        assert_eq!(set.topics(), vec!["%RETRY%g"]);
+        drop((set, held));
+        assert_eq!(open(tmp.path()).topics(), vec!["%RETRY%g"]);
+    }
+
+    #[test]
+    fn bad_names_are_rejected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let set = open(tmp.path());
+        for bad in ["", "a/b", "..", "a b"] {
+            assert!(matches!(set.get_or_create(bad, 0), Err(Error::InvalidArgument(_))), "{bad:?}");
+        }
+        assert!(matches!(ConsumeQueueSet::open(Arc::new(StdStorage), tmp.path(), 0), Err(Error::InvalidArgument(_))));
+        let cq = tmp.path().join(CONSUME_QUEUE_DIR);
+        std::fs::create_dir_all(cq.join("T").join("01")).unwrap();
+        match ConsumeQueueSet::open(Arc::new(StdStorage), tmp.path(), 4) {
+            Err(Error::Corruption { path, .. }) => assert_eq!(path, cq.join("T").join("01")),
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_dir(cq.join("T").join("01")).unwrap();
+        std::fs::create_dir_all(cq.join("bad.topic")).unwrap();
+        match ConsumeQueueSet::open(Arc::new(StdStorage), tmp.path(), 4) {
+            Err(Error::Corruption { path, .. }) => assert_eq!(path, cq.join("bad.topic")),
+            other => panic!("{other:?}"),
+        }
+    }
+}
