@@ -34,9 +34,14 @@ pub mod consumequeue;
 pub mod dlq;
 mod error;
 pub mod index;
+pub mod message;
+mod metafile;
 mod offset;
+pub mod offsetstore;
 pub mod retry;
 pub mod storage;
+pub mod store;
+pub mod topic;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{CorruptionKind, Error, Result};

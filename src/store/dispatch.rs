@@ -1,0 +1,401 @@
+//! Feeding the consume queues from the commit log, at runtime and on
+//! recovery, and the `mqstore:dispatch` thread.
+//!
+//! Invariant: every record below `Dispatch::dispatched` has its unit in its
+//! consume queue. The dispatch checkpoint (`config/dispatch`) records that
+//! offset together with every queue's end, written only after the queues
+//! were flushed, so on reopen everything below it is known to be on disk
+//! and a queue shorter than its checkpointed end has lost units.
+
+use super::Inner;
+use crate::commitlog::wake::Broadcast;
+use crate::commitlog::Record;
+use crate::consumequeue::{tag_hash, CqUnit};
+use crate::error::{CorruptionKind, Error, Result};
+use crate::message::decode_properties;
+use crate::offset::{PhysicalOffset, QueueOffset};
+use parking_lot::{Condvar, Mutex};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const CHECKPOINT_NAME: &str = "dispatch";
+const CHECKPOINT_MAGIC: [u8; 8] = [0x8D, b'M', b'Q', b'D', b'\r', b'\n', 0x1A, b'\n'];
+const CHECKPOINT_VERSION: u16 = 1;
+/// Bound on the checkpoint payload read from disk (about 1.5 M queues).
+const CHECKPOINT_MAX_PAYLOAD: u32 = 64 << 20;
+/// The dispatch thread wakes at least this often even without a nudge, so
+/// a missed wake-up delays dispatch by at most this much.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+
+/// Dispatch progress and the wake-ups around it.
+#[derive(Debug, Default)]
+pub(crate) struct Dispatch {
+    /// Commit-log offset below which every record is dispatched.
+    pub(crate) dispatched: AtomicU64,
+    /// Serialises dispatch rounds (the thread, recovery and close).
+    round: Mutex<()>,
+    state: Mutex<State>,
+    cv: Condvar,
+    /// Bumped after each round that added units; long-polling readers
+    /// sleep on it.
+    pub(crate) arrivals: Broadcast,
+    /// Set when dispatch failed (the queues can no longer follow the log).
+    pub(crate) failed: Mutex<Option<String>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pending: bool,
+    stop: bool,
+}
+
+impl Dispatch {
+    /// Tells the dispatch thread that new records are readable.
+    pub(crate) fn nudge(&self) {
+        let mut st = self.state.lock();
+        if !st.pending {
+            st.pending = true;
+            self.cv.notify_one();
+        }
+    }
+
+    pub(crate) fn check(&self) -> Result<()> {
+        match self.failed.lock().as_ref() {
+            Some(reason) => Err(Error::Fenced { reason: reason.clone() }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Dispatches every readable record not dispatched yet; returns how many.
+pub(crate) fn dispatch_available(inner: &Inner) -> Result<u64> {
+    let _round = inner.dispatch.round.lock();
+    let from = inner.dispatch.dispatched.load(Ordering::Acquire);
+    let mut n = 0;
+    let mut it = inner.log.iter(PhysicalOffset(from));
+    for rec in &mut it {
+        let rec = rec?;
+        match apply(inner, &rec)? {
+            Applied::Ok | Applied::Skipped => {}
+            Applied::Gap { topic, queue_id } => {
+                return Err(Error::InvalidArgument(format!(
+                    "dispatch found a gap in consume queue {topic}/{queue_id} at record {}",
+                    rec.offset().get()
+                )));
+            }
+        }
+        inner.dispatch.dispatched.store(rec.end().get(), Ordering::Release);
+        n += 1;
+    }
+    // Blank ends of segments are skipped by the iterator: move past them.
+    let pos = it.position().get();
+    if pos > inner.dispatch.dispatched.load(Ordering::Acquire) {
+        inner.dispatch.dispatched.store(pos, Ordering::Release);
+    }
+    if n > 0 {
+        inner.dispatch.arrivals.wake_all();
+    }
+    Ok(n)
+}
+
+enum Applied {
+    Ok,
+    /// The record's topic no longer exists.
+    Skipped,
+    /// The queue lacks units before this record's position.
+    Gap {
+        topic: String,
+        queue_id: u32,
+    },
+}
+
+fn apply(inner: &Inner, rec: &Record) -> Result<Applied> {
+    let topic = rec.topic();
+    if inner.topics.get(topic).is_none() {
+        return Ok(Applied::Skipped);
+    }
+    let props = decode_properties(&rec.properties()).map_err(|_| corrupt_record(inner, rec, "properties"))?;
+    let tag = props.get(crate::message::properties::TAGS).map_or(0, |t| tag_hash(t));
+    let unit = CqUnit { physical_offset: rec.offset(), size: rec.size(), tag_hash: tag };
+    let q = inner.queues.get_or_create(topic, rec.queue_id())?;
+    let at = QueueOffset(rec.queue_offset());
+    if at.0 > q.max_offset().0 {
+        return Ok(Applied::Gap { topic: topic.to_string(), queue_id: rec.queue_id() });
+    }
+    if at.0 < q.min_offset().0 {
+        // Below the queue's start (cleaned up, or an older incarnation of
+        // the topic): nothing to add.
+        return Ok(Applied::Skipped);
+    }
+    match q.put(at, unit) {
+        Ok(()) => Ok(Applied::Ok),
+        // A different unit at this position: the queue does not match the
+        // log, so it must be rebuilt.
+        Err(Error::InvalidArgument(_)) => Ok(Applied::Gap { topic: topic.to_string(), queue_id: rec.queue_id() }),
+        Err(e) => Err(e),
+    }
+}
+
+fn corrupt_record(inner: &Inner, rec: &Record, field: &'static str) -> Error {
+    Error::Corruption {
+        path: inner.root.join(crate::commitlog::COMMITLOG_DIR),
+        offset: rec.offset().get(),
+        kind: CorruptionKind::InvalidField { field },
+    }
+}
+
+/// Brings the consume queues in line with the recovered commit log and
+/// dispatches everything readable. Runs at open, before any write.
+pub(crate) fn recover(inner: &Inner) -> Result<()> {
+    let end = inner.log.max_offset();
+    inner.queues.truncate_physical_all(end)?;
+    let checkpoint = read_checkpoint(inner)?;
+    let mut from = inner.log.min_offset().get();
+    if let Some((dispatched, ends)) = &checkpoint {
+        from = (*dispatched).clamp(from, end.get());
+        // A queue shorter than its checkpointed end lost units: rebuild it.
+        for ((topic, queue_id), qend) in ends {
+            let have = inner.queues.queue(topic, *queue_id).map_or(0, |q| q.max_offset().0);
+            if have < *qend && inner.topics.get(topic).is_some() {
+                inner.queues.remove_queue(topic, *queue_id)?;
+                from = inner.log.min_offset().get();
+            }
+        }
+    }
+    // The last unit of every queue must point at its record.
+    for topic in inner.queues.topics() {
+        for (queue_id, q) in inner.queues.queues_of(&topic) {
+            if let Some((at, unit)) = q.last() {
+                let ok = inner.log.read(unit.physical_offset).is_ok_and(|r| {
+                    r.topic() == topic && r.queue_id() == queue_id && r.queue_offset() == at.0 && r.size() == unit.size
+                });
+                if !ok {
+                    inner.queues.remove_queue(&topic, queue_id)?;
+                    from = inner.log.min_offset().get();
+                }
+            }
+        }
+    }
+    // Re-dispatch; each gap found rebuilds that queue from the start of the
+    // log. Each queue is rebuilt at most once, so this ends.
+    let mut rebuilt: Vec<(String, u32)> = Vec::new();
+    loop {
+        inner.dispatch.dispatched.store(from, Ordering::Release);
+        match dispatch_recovering(inner)? {
+            None => break,
+            Some(key) => {
+                if rebuilt.contains(&key) {
+                    return Err(Error::Corruption {
+                        path: inner.root.join("consumequeue").join(&key.0).join(key.1.to_string()),
+                        offset: 0,
+                        kind: CorruptionKind::MidLog,
+                    });
+                }
+                inner.queues.remove_queue(&key.0, key.1)?;
+                rebuilt.push(key);
+                from = inner.log.min_offset().get();
+            }
+        }
+    }
+    // Numbering resumes after each queue's last unit.
+    let mut next = inner.next_queue_offset.lock();
+    for topic in inner.queues.topics() {
+        for (queue_id, q) in inner.queues.queues_of(&topic) {
+            next.insert((topic.clone(), queue_id), q.max_offset().0);
+        }
+    }
+    drop(next);
+    inner.queues.flush_all()?;
+    write_checkpoint(inner)
+}
+
+/// Like [`dispatch_available`], but reports the first gap instead of
+/// failing on it.
+fn dispatch_recovering(inner: &Inner) -> Result<Option<(String, u32)>> {
+    let from = inner.dispatch.dispatched.load(Ordering::Acquire);
+    let mut it = inner.log.iter(PhysicalOffset(from));
+    for rec in &mut it {
+        let rec = rec?;
+        if let Applied::Gap { topic, queue_id } = apply(inner, &rec)? {
+            return Ok(Some((topic, queue_id)));
+        }
+        inner.dispatch.dispatched.store(rec.end().get(), Ordering::Release);
+    }
+    inner.dispatch.dispatched.fetch_max(it.position().get(), Ordering::AcqRel);
+    Ok(None)
+}
+
+/// Writes the dispatch checkpoint. Callers flush the queues first.
+pub(crate) fn write_checkpoint(inner: &Inner) -> Result<()> {
+    let dispatched = inner.dispatch.dispatched.load(Ordering::Acquire);
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&dispatched.to_be_bytes());
+    let mut entries = Vec::new();
+    for topic in inner.queues.topics() {
+        for (queue_id, q) in inner.queues.queues_of(&topic) {
+            entries.push((topic.clone(), queue_id, q.max_offset().0));
+        }
+    }
+    let count = u32::try_from(entries.len()).map_err(|_| Error::InvalidArgument("too many queues".into()))?;
+    payload.extend_from_slice(&count.to_be_bytes());
+    for (topic, queue_id, end) in entries {
+        let len = u16::try_from(topic.len()).map_err(|_| Error::InvalidArgument("topic name too long".into()))?;
+        payload.extend_from_slice(&len.to_be_bytes());
+        payload.extend_from_slice(topic.as_bytes());
+        payload.extend_from_slice(&queue_id.to_be_bytes());
+        payload.extend_from_slice(&end.to_be_bytes());
+    }
+    let storage = inner.opts.commit_log.storage.as_ref();
+    crate::metafile::write_atomic(
+        storage,
+        &inner.root.join("config"),
+        CHECKPOINT_NAME,
+        CHECKPOINT_MAGIC,
+        CHECKPOINT_VERSION,
+        &payload,
+    )
+}
+
+type QueueEnds = HashMap<(String, u32), u64>;
+
+fn read_checkpoint(inner: &Inner) -> Result<Option<(u64, QueueEnds)>> {
+    let dir = inner.root.join("config");
+    let storage = inner.opts.commit_log.storage.as_ref();
+    let Some((version, payload)) =
+        crate::metafile::read(storage, &dir, CHECKPOINT_NAME, CHECKPOINT_MAGIC, CHECKPOINT_MAX_PAYLOAD)?
+    else {
+        return Ok(None);
+    };
+    let path = dir.join(CHECKPOINT_NAME);
+    if version != CHECKPOINT_VERSION {
+        return Err(Error::Corruption {
+            path,
+            offset: 8,
+            kind: CorruptionKind::UnsupportedVersion { found: u32::from(version) },
+        });
+    }
+    let bad = |at: usize| Error::Corruption { path: path.clone(), offset: at as u64, kind: CorruptionKind::Truncated };
+    let mut r = Reader { b: &payload, at: 0 };
+    let dispatched = r.u64().ok_or_else(|| bad(r.at))?;
+    let count = r.u32().ok_or_else(|| bad(r.at))?;
+    let mut ends = HashMap::new();
+    for _ in 0..count {
+        let len = r.u16().ok_or_else(|| bad(r.at))?;
+        let name = r.take(usize::from(len)).ok_or_else(|| bad(r.at))?;
+        let topic = std::str::from_utf8(name).map_err(|_| Error::Corruption {
+            path: path.clone(),
+            offset: r.at as u64,
+            kind: CorruptionKind::InvalidField { field: "topic" },
+        })?;
+        let queue_id = r.u32().ok_or_else(|| bad(r.at))?;
+        let end = r.u64().ok_or_else(|| bad(r.at))?;
+        ends.insert((topic.to_string(), queue_id), end);
+    }
+    Ok(Some((dispatched, ends)))
+}
+
+/// Bounds-checked big-endian reader over a payload.
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(n)?;
+        let s = self.b.get(self.at..end)?;
+        self.at = end;
+        Some(s)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).and_then(|s| s.try_into().ok()).map(u16::from_be_bytes)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4).and_then(|s| s.try_into().ok()).map(u32::from_be_bytes)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8).and_then(|s| s.try_into().ok()).map(u64::from_be_bytes)
+    }
+}
+
+/// The `mqstore:dispatch` thread: follows the log, and on the offset
+/// persist interval flushes the queues, writes the dispatch checkpoint and
+/// the consumer offsets.
+#[derive(Debug)]
+pub(crate) struct Threads {
+    dispatcher: JoinHandle<()>,
+}
+
+/// Marks dispatch failed if the thread unwinds, and wakes readers.
+struct PanicGuard<'a>(&'a Inner);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            *self.0.dispatch.failed.lock() = Some("the dispatch thread panicked".into());
+            self.0.dispatch.arrivals.wake_all();
+        }
+    }
+}
+
+impl Threads {
+    pub(crate) fn start(inner: &Arc<Inner>) -> Result<Self> {
+        let i = inner.clone();
+        let dispatcher = std::thread::Builder::new()
+            .name("mqstore:dispatch".into())
+            .spawn(move || {
+                let _guard = PanicGuard(&i);
+                run(&i);
+            })
+            .map_err(|e| Error::io("spawn thread", &inner.root, e))?;
+        Ok(Self { dispatcher })
+    }
+
+    /// Stops and joins the thread.
+    pub(crate) fn stop(self, inner: &Inner) -> Result<()> {
+        {
+            let mut st = inner.dispatch.state.lock();
+            st.stop = true;
+            inner.dispatch.cv.notify_all();
+        }
+        if self.dispatcher.join().is_err() {
+            return Err(Error::Fenced { reason: "the dispatch thread panicked".into() });
+        }
+        Ok(())
+    }
+}
+
+fn run(inner: &Inner) {
+    let interval = inner.opts.offset_persist_interval;
+    let mut last_persist = Instant::now();
+    loop {
+        {
+            let mut st = inner.dispatch.state.lock();
+            if !st.pending && !st.stop {
+                let wait = IDLE_WAIT.min(interval.saturating_sub(last_persist.elapsed()));
+                inner.dispatch.cv.wait_for(&mut st, wait.max(Duration::from_millis(1)));
+            }
+            if st.stop {
+                return;
+            }
+            st.pending = false;
+        }
+        if inner.dispatch.failed.lock().is_some() {
+            continue;
+        }
+        if let Err(e) = dispatch_available(inner) {
+            *inner.dispatch.failed.lock() = Some(format!("dispatch failed: {e}"));
+            inner.dispatch.arrivals.wake_all();
+            continue;
+        }
+        if last_persist.elapsed() >= interval {
+            last_persist = Instant::now();
+            // Failures are retried next interval; close reports them.
+            let _ = inner.queues.flush_all().and_then(|()| write_checkpoint(inner));
+            let _ = inner.offsets.persist();
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The store: topics, consume queues, sending and pulling, consumer offsets,
+//! over one commit log.
+//!
+//! [`Store::open`] takes the directory lock (through the commit log),
+//! recovers the commit log, then brings the consume queues in line with it
+//! before any write is accepted: units pointing past the recovered end are
+//! dropped, and every record after the dispatch checkpoint is dispatched
+//! again (re-dispatch is idempotent). A queue found missing units (a lost or
+//! damaged file) is rebuilt from the commit log.
+//!
+//! Writes number each message's queue position under the commit log's
+//! append lock (so queue order is log order), and a `mqstore:dispatch`
+//! thread follows the readable end of the log, appending consume-queue
+//! units and waking long-polling readers. Under [`FlushMode::Sync`] the
+//! readable end is the flushed end, so no reader ever sees a message that is
+//! not yet durable.
+//!
+//! [`FlushMode::Sync`]: crate::commitlog::FlushMode::Sync
+
+mod dispatch;
+mod options;
+mod pull;
+mod send;
+
+pub use options::StoreOptions;
+pub use pull::{PullResult, PullStatus, TagFilter};
+pub use send::{
+    HashByKeySelector, MessageQueue, MessageQueueSelector, RandomSelector, RoundRobinSelector, SendCallback,
+    SendResult, SendStatus,
+};
+
+use crate::commitlog::CommitLog;
+use crate::consumequeue::ConsumeQueueSet;
+use crate::error::{Error, Result};
+use crate::message::MessageIdGenerator;
+use crate::offsetstore::OffsetTable;
+use crate::topic::{TopicConfig, TopicTable};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// A handle to an open store. Cheap to clone; every clone refers to the
+/// same store, and all of them may be used from any thread.
+///
+/// ```
+/// use mqstore::message::Message;
+/// use mqstore::store::{Store, StoreOptions};
+/// use mqstore::topic::TopicConfig;
+/// # fn main() -> mqstore::Result<()> {
+/// let dir = tempfile::tempdir().map_err(|e| mqstore::Error::InvalidArgument(e.to_string()))?;
+/// let store = Store::open(dir.path(), StoreOptions::default())?;
+/// store.create_topic(TopicConfig::new("orders", 2))?;
+/// let sent = store.send(Message::new("orders", "hello"))?;
+/// // Consume queues are filled in the background: wait for the message.
+/// let all = mqstore::store::TagFilter::All;
+/// let wait = std::time::Duration::from_secs(5);
+/// let got = store.pull_wait("orders", sent.queue_id, sent.queue_offset, 10, &all, wait)?;
+/// assert_eq!(got.messages[0].body().as_ref(), b"hello");
+/// store.close()?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) root: PathBuf,
+    pub(crate) opts: StoreOptions,
+    pub(crate) log: CommitLog,
+    pub(crate) topics: TopicTable,
+    pub(crate) queues: ConsumeQueueSet,
+    pub(crate) offsets: OffsetTable,
+    /// Next queue offset per (topic, queue id). Only changed inside the
+    /// commit log's append lock (see `send`), so positions follow log order.
+    pub(crate) next_queue_offset: Mutex<HashMap<(String, u32), u64>>,
+    pub(crate) ids: MessageIdGenerator,
+    pub(crate) dispatch: dispatch::Dispatch,
+    pub(crate) round_robin: RoundRobinSelector,
+    pub(crate) closed: AtomicBool,
+    threads: Mutex<Option<dispatch::Threads>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`, taking its lock
+    /// first ([`Error::Locked`] at once if another handle has it) and
+    /// recovering after a crash.
+    pub fn open(dir: impl AsRef<Path>, opts: StoreOptions) -> Result<Self> {
+        opts.validate()?;
+        let root = dir.as_ref().to_path_buf();
+        let log = CommitLog::open(&root, opts.commit_log.clone())?;
+        let storage = opts.commit_log.storage.clone();
+        let topics = TopicTable::open(storage.clone(), &root)?;
+        let offsets = OffsetTable::open(storage.clone(), &root)?;
+        let queues = ConsumeQueueSet::open(storage, &root, opts.cq_units_per_file)?;
+        let inner = Arc::new(Inner {
+            root,
+            opts,
+            log,
+            topics,
+            queues,
+            offsets,
+            next_queue_offset: Mutex::new(HashMap::new()),
+            ids: MessageIdGenerator::new(),
+            dispatch: dispatch::Dispatch::default(),
+            round_robin: RoundRobinSelector::default(),
+            closed: AtomicBool::new(false),
+            threads: Mutex::new(None),
+        });
+        dispatch::recover(&inner)?;
+        // Offsets committed past what survived (or for queues that are
+        // gone) are pulled back into the recovered range.
+        inner.offsets.clamp(|t, q| inner.queues.queue(t, q).map(|q| (q.min_offset().0, q.max_offset().0)));
+        let threads = dispatch::Threads::start(&inner)?;
+        *inner.threads.lock() = Some(threads);
+        Ok(Self { inner })
+    }
+
+    /// Creates a topic, or updates it if it exists. The name must be a
+    /// valid user topic (1-127 characters of `[%|a-zA-Z0-9_-]`, not starting
+    /// with `%RETRY%` or `%DLQ%`), and a configuration with more write
+    /// queues than read queues is rejected: messages written to the extra
+    /// queues would never be read. Shrinking the read queues of a topic
+    /// below a queue that holds messages is rejected for the same reason.
+    pub fn create_topic(&self, cfg: TopicConfig) -> Result<()> {
+        self.ensure_open()?;
+        crate::topic::validate_user_topic(&cfg.name)?;
+        self.put_topic(cfg)
+    }
+
+    /// Creates or updates an internal topic (retry and dead-letter topics
+    /// use reserved names that [`Store::create_topic`] refuses).
+    pub(crate) fn put_topic(&self, cfg: TopicConfig) -> Result<()> {
+        cfg.validate()?;
+        for (queue_id, q) in self.inner.queues.queues_of(&cfg.name) {
+            if queue_id >= cfg.read_queues && q.max_offset().0 > q.min_offset().0 {
+                return Err(Error::InvalidArgument(format!(
+                    "topic {}: queue {queue_id} holds messages, so read_queues must stay above it",
+                    cfg.name
+                )));
+            }
+        }
+        self.inner.topics.upsert(cfg).map(|_| ())
+    }
+
+    /// Deletes a topic, its consume queues and its consumer offsets. Its
+    /// records stay in the commit log until log cleanup removes them.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        self.ensure_open()?;
+        if self.inner.topics.get(name).is_none() {
+            return Err(Error::InvalidArgument(format!("topic {name} does not exist")));
+        }
+        self.inner.topics.remove(name)?;
+        // Hold the numbering lock so no send to this topic is numbered
+        // while its queues go away.
+        let mut next = self.inner.next_queue_offset.lock();
+        next.retain(|(t, _), _| t != name);
+        self.inner.queues.remove_topic(name)?;
+        drop(next);
+        self.inner.offsets.remove_topic(name);
+        self.inner.offsets.persist()
+    }
+
+    /// The configuration of `name`, if the topic exists.
+    #[must_use]
+    pub fn topic(&self, name: &str) -> Option<TopicConfig> {
+        self.inner.topics.get(name)
+    }
+
+    /// Every topic, sorted by name.
+    #[must_use]
+    pub fn topics(&self) -> Vec<TopicConfig> {
+        self.inner.topics.list()
+    }
+
+    /// The message whose store-level id ([`SendResult::offset_msg_id`]) is
+    /// `id`.
+    pub fn message_by_offset_id(&self, id: &str) -> Result<crate::message::MessageExt> {
+        self.ensure_open()?;
+        let (_, _, offset) = crate::message::decode_offset_msg_id(id)?;
+        let rec = self.inner.log.read(offset)?;
+        crate::message::MessageExt::from_record(&rec)
+    }
+
+    /// The store directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The commit log underneath (for statistics and tools).
+    #[must_use]
+    pub fn commit_log(&self) -> &CommitLog {
+        &self.inner.log
+    }
+
+    /// Flushes everything, writes consumer offsets, stops the background
+    /// threads and closes the commit log. Later calls on any clone fail
+    /// with [`Error::Closed`]; closing twice is a no-op.
+    pub fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let threads = self.inner.threads.lock().take();
+        let mut result = match threads {
+            Some(t) => t.stop(&self.inner),
+            None => Ok(()),
+        };
+        // Dispatch whatever is readable so the consume queues and their
+        // checkpoint are complete at a clean shutdown.
+        let step = dispatch::dispatch_available(&self.inner)
+            .and_then(|_| self.inner.queues.flush_all())
+            .and_then(|()| dispatch::write_checkpoint(&self.inner));
+        result = result.and(step);
+        result = result.and(self.inner.offsets.persist());
+        result.and(self.inner.log.close())
+    }
+
+    pub(crate) fn ensure_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! [`StoreOptions`]: every knob of a [`Store`](super::Store) with its
+//! default, validated when the store opens (the error names the field).
+
+use crate::commitlog::{CommitLogOptions, FlushMode};
+use crate::consumequeue::DEFAULT_UNITS_PER_FILE;
+use crate::error::{Error, Result};
+use crate::message::MessageLimits;
+use std::time::Duration;
+
+/// Options for [`Store::open`](super::Store::open).
+///
+/// ```
+/// use mqstore::commitlog::FlushMode;
+/// use mqstore::store::StoreOptions;
+/// let opts = StoreOptions::default().flush_mode(FlushMode::Sync).max_body_size(1 << 20);
+/// assert_eq!(opts.commit_log().get_flush_mode(), FlushMode::Sync);
+/// ```
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub(crate) commit_log: CommitLogOptions,
+    pub(crate) limits: MessageLimits,
+    pub(crate) cq_units_per_file: u64,
+    pub(crate) offset_persist_interval: Duration,
+    pub(crate) default_queues: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            commit_log: CommitLogOptions::default(),
+            limits: MessageLimits::default(),
+            cq_units_per_file: DEFAULT_UNITS_PER_FILE,
+            offset_persist_interval: Duration::from_secs(5),
+            default_queues: crate::topic::DEFAULT_QUEUES,
+        }
+    }
+}
+
+impl StoreOptions {
+    /// Options of the underlying commit log (segment size, flush timing,
+    /// storage, clock). Default: [`CommitLogOptions::default`].
+    #[must_use]
+    pub fn commit_log_options(mut self, opts: CommitLogOptions) -> Self {
+        self.commit_log = opts;
+        self
+    }
+
+    /// Shorthand for the commit log's flush mode. Default
+    /// [`FlushMode::Async`].
+    #[must_use]
+    pub fn flush_mode(mut self, mode: FlushMode) -> Self {
+        self.commit_log = self.commit_log.flush_mode(mode);
+        self
+    }
+
+    /// Largest accepted message body in bytes. Default 4 MiB (RocketMQ's
+    /// `maxMessageSize`); 1 byte to 64 MiB.
+    #[must_use]
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.limits.max_body = bytes;
+        self
+    }
+
+    /// Largest accepted encoded properties (tags, keys and user
+    /// properties) in bytes. Default 32 KiB; at most 65,535 (the record
+    /// format's limit).
+    #[must_use]
+    pub fn max_properties_size(mut self, bytes: usize) -> Self {
+        self.limits.max_properties = bytes;
+        self
+    }
+
+    /// Units per consume-queue file. Default 300,000 (6,000,000 bytes, as
+    /// RocketMQ); 1 to 16,777,216. Tests use tiny values so files roll.
+    #[must_use]
+    pub fn consume_queue_units_per_file(mut self, units: u64) -> Self {
+        self.cq_units_per_file = units;
+        self
+    }
+
+    /// How often committed consumer offsets are written to disk (they are
+    /// also written on close). Default 5 s (RocketMQ's
+    /// `flushConsumerOffsetInterval`); 1 ms to 1 hour.
+    #[must_use]
+    pub fn offset_persist_interval(mut self, d: Duration) -> Self {
+        self.offset_persist_interval = d;
+        self
+    }
+
+    /// Queues of a topic created implicitly (by the CLI's `produce`).
+    /// Default 4; 1 to 1,024.
+    #[must_use]
+    pub fn default_queues(mut self, queues: u32) -> Self {
+        self.default_queues = queues;
+        self
+    }
+
+    /// The commit-log options in effect.
+    #[must_use]
+    pub fn commit_log(&self) -> &CommitLogOptions {
+        &self.commit_log
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        self.commit_log.validate()?;
+        let bad = |field: &str, why: String| Err(Error::InvalidArgument(format!("StoreOptions::{field}: {why}")));
+        if self.limits.max_body == 0 || self.limits.max_body > 64 << 20 {
+            return bad("max_body_size", format!("{} is outside 1..=64 MiB", self.limits.max_body));
+        }
+        if self.limits.max_properties > u16::MAX as usize {
+            return bad("max_properties_size", format!("{} exceeds 65,535", self.limits.max_properties));
+        }
+        if self.cq_units_per_file == 0 || self.cq_units_per_file > 1 << 24 {
+            return bad(
+                "consume_queue_units_per_file",
+                format!("{} is outside 1..=16,777,216", self.cq_units_per_file),
+            );
+        }
+        if self.offset_persist_interval < Duration::from_millis(1)
+            || self.offset_persist_interval > Duration::from_secs(3600)
+        {
+            return bad("offset_persist_interval", format!("{:?} is outside 1 ms..=1 h", self.offset_persist_interval));
+        }
+        if self.default_queues == 0 || self.default_queues > crate::topic::MAX_QUEUES {
+            return bad(
+                "default_queues",
+                format!("{} is outside 1..={}", self.default_queues, crate::topic::MAX_QUEUES),
+            );
+        }
+        // A record holds topic + properties + body: the largest message
+        // must fit the commit log's record limit.
+        let largest = self.limits.max_body as u64 + self.limits.max_properties as u64 + 127 + 68;
+        let max_record = u64::from(self.commit_log.max_record_size);
+        if largest > max_record {
+            return bad(
+                "max_body_size",
+                format!("a message of {largest} bytes would exceed the commit log's max_record_size {max_record}"),
+            );
+        }
+        Ok(())
+    }
+}

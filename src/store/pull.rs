@@ -1,0 +1,269 @@
+//! Pull consumption: reading a queue by offset with a tag filter, long
+//! polling, queue bounds, seeking by store time, and consumer offsets.
+
+use super::Store;
+use crate::consumequeue::tag_hash;
+use crate::error::{Error, Result};
+use crate::message::MessageExt;
+use crate::offset::QueueOffset;
+use std::time::{Duration, Instant};
+
+/// Most consume-queue units one pull examines, so a filter that matches
+/// nothing in a long queue still returns promptly (with the offset to
+/// continue from).
+const MAX_SCAN: usize = 4096;
+
+/// Which messages a pull returns, by tag (RocketMQ's subscription
+/// expression).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagFilter {
+    /// Every message (`*`).
+    All,
+    /// Messages whose tag is one of these (`TagA || TagB`).
+    Tags(Vec<String>),
+}
+
+impl TagFilter {
+    /// Parses RocketMQ's tag expression: `*` (or empty) for everything,
+    /// otherwise tags separated by `||`, surrounding spaces ignored.
+    ///
+    /// ```
+    /// use mqstore::store::TagFilter;
+    /// assert_eq!(TagFilter::parse("*").unwrap(), TagFilter::All);
+    /// assert_eq!(TagFilter::parse("A || B").unwrap(), TagFilter::Tags(vec!["A".into(), "B".into()]));
+    /// assert!(TagFilter::parse("A || ").is_err());
+    /// ```
+    pub fn parse(expr: &str) -> Result<Self> {
+        let expr = expr.trim();
+        if expr.is_empty() || expr == "*" {
+            return Ok(Self::All);
+        }
+        let mut tags = Vec::new();
+        for t in expr.split("||") {
+            let t = t.trim();
+            if t.is_empty() {
+                return Err(Error::InvalidArgument(format!("empty tag in expression {expr:?}")));
+            }
+            if !tags.iter().any(|x: &String| x == t) {
+                tags.push(t.to_string());
+            }
+        }
+        Ok(Self::Tags(tags))
+    }
+
+    fn hashes(&self) -> Option<Vec<u64>> {
+        match self {
+            Self::All => None,
+            Self::Tags(t) => Some(t.iter().map(|t| tag_hash(t)).collect()),
+        }
+    }
+
+    fn matches(&self, msg: &MessageExt) -> bool {
+        match self {
+            Self::All => true,
+            Self::Tags(t) => msg.tags().is_some_and(|tag| t.iter().any(|x| x == tag)),
+        }
+    }
+}
+
+/// What a pull found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullStatus {
+    /// At least one message matched.
+    Found,
+    /// The queue has nothing at or after the offset (yet).
+    NoNewMessage,
+    /// Messages were examined but none matched the filter; continue from
+    /// `next_offset`.
+    NoMatchedMessage,
+    /// The offset is outside `[min_offset, max_offset]`; `next_offset` is
+    /// the nearest valid one.
+    OffsetIllegal,
+}
+
+/// The result of [`Store::pull`].
+#[derive(Debug, Clone)]
+pub struct PullResult {
+    /// What was found.
+    pub status: PullStatus,
+    /// Matching messages, in queue order.
+    pub messages: Vec<MessageExt>,
+    /// Where the next pull should start.
+    pub next_offset: u64,
+    /// The queue's first offset.
+    pub min_offset: u64,
+    /// The queue's end (one past its last message).
+    pub max_offset: u64,
+}
+
+impl Store {
+    /// Reads up to `max` messages of queue `queue_id` of `topic` from
+    /// queue offset `offset` that pass `filter`. Bodies are slices of the
+    /// mapped commit log (no copy).
+    pub fn pull(&self, topic: &str, queue_id: u32, offset: u64, max: usize, filter: &TagFilter) -> Result<PullResult> {
+        self.ensure_open()?;
+        self.inner.dispatch.check()?;
+        let cfg = self
+            .inner
+            .topics
+            .get(topic)
+            .ok_or_else(|| Error::InvalidArgument(format!("topic {topic} does not exist")))?;
+        if queue_id >= cfg.read_queues {
+            return Err(Error::InvalidArgument(format!(
+                "topic {topic} has no read queue {queue_id} ({} read queues)",
+                cfg.read_queues
+            )));
+        }
+        if !cfg.permission.readable() {
+            return Err(Error::InvalidArgument(format!("topic {topic} is not readable")));
+        }
+        let Some(q) = self.inner.queues.queue(topic, queue_id) else {
+            let status = if offset == 0 { PullStatus::NoNewMessage } else { PullStatus::OffsetIllegal };
+            return Ok(PullResult { status, messages: Vec::new(), next_offset: 0, min_offset: 0, max_offset: 0 });
+        };
+        let (min, end) = (q.min_offset().0, q.max_offset().0);
+        let empty = |status, next_offset| PullResult {
+            status,
+            messages: Vec::new(),
+            next_offset,
+            min_offset: min,
+            max_offset: end,
+        };
+        if offset < min {
+            return Ok(empty(PullStatus::OffsetIllegal, min));
+        }
+        if offset > end {
+            return Ok(empty(PullStatus::OffsetIllegal, end));
+        }
+        if offset == end || max == 0 {
+            return Ok(empty(PullStatus::NoNewMessage, offset));
+        }
+        let hashes = filter.hashes();
+        let mut units = Vec::new();
+        q.read(QueueOffset(offset), max.clamp(1, MAX_SCAN).saturating_mul(4).min(MAX_SCAN), &mut units);
+        let mut messages = Vec::new();
+        let mut next = offset;
+        for (at, unit) in units {
+            if messages.len() >= max {
+                break;
+            }
+            next = at.0 + 1;
+            if let Some(h) = &hashes {
+                if !h.contains(&unit.tag_hash) {
+                    continue;
+                }
+            }
+            let rec = self.inner.log.read(unit.physical_offset)?;
+            let msg = MessageExt::from_record(&rec)?;
+            if filter.matches(&msg) {
+                messages.push(msg);
+            }
+        }
+        let status = if messages.is_empty() { PullStatus::NoMatchedMessage } else { PullStatus::Found };
+        Ok(PullResult { status, messages, next_offset: next, min_offset: min, max_offset: end })
+    }
+
+    /// Like [`Store::pull`], but when nothing is there yet waits up to
+    /// `timeout` for new messages (long polling: woken by dispatch, no busy
+    /// polling).
+    pub fn pull_wait(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        max: usize,
+        filter: &TagFilter,
+        timeout: Duration,
+    ) -> Result<PullResult> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // Read the generation before looking, so an arrival in between
+            // makes the wait return at once.
+            let seen = self.inner.dispatch.arrivals.generation();
+            let r = self.pull(topic, queue_id, offset, max, filter)?;
+            let again = matches!(r.status, PullStatus::NoNewMessage)
+                || (r.status == PullStatus::NoMatchedMessage && r.next_offset >= r.max_offset);
+            if !again || Instant::now() >= deadline {
+                return Ok(r);
+            }
+            let offset_now = r.next_offset;
+            self.inner.dispatch.arrivals.wait(seen, Some(deadline));
+            if offset_now != offset {
+                return self.pull(topic, queue_id, offset_now, max, filter);
+            }
+        }
+    }
+
+    /// The first offset of a queue (0 for a queue that never held a
+    /// message).
+    pub fn min_offset(&self, topic: &str, queue_id: u32) -> Result<u64> {
+        self.ensure_open()?;
+        Ok(self.inner.queues.queue(topic, queue_id).map_or(0, |q| q.min_offset().0))
+    }
+
+    /// One past the last dispatched message of a queue.
+    pub fn max_offset(&self, topic: &str, queue_id: u32) -> Result<u64> {
+        self.ensure_open()?;
+        Ok(self.inner.queues.queue(topic, queue_id).map_or(0, |q| q.max_offset().0))
+    }
+
+    /// The first queue offset whose message was stored at or after
+    /// `timestamp_ms` (the queue's end if none), by binary search: store
+    /// timestamps never decrease along the log.
+    pub fn offset_for_timestamp(&self, topic: &str, queue_id: u32, timestamp_ms: u64) -> Result<u64> {
+        self.ensure_open()?;
+        let Some(q) = self.inner.queues.queue(topic, queue_id) else {
+            return Ok(0);
+        };
+        let (mut lo, mut hi) = (q.min_offset().0, q.max_offset().0);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let Some(unit) = q.get(QueueOffset(mid)) else {
+                break;
+            };
+            let ts = self.inner.log.read(unit.physical_offset)?.store_timestamp();
+            if ts < timestamp_ms {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// Records that `group` consumed queue `queue_id` of `topic` up to
+    /// (not including) `offset`. Kept in memory, written on the persist
+    /// interval and on close; never moves backwards (see
+    /// [`Store::reset_offset`]).
+    pub fn commit_offset(&self, group: &str, topic: &str, queue_id: u32, offset: u64) -> Result<()> {
+        self.ensure_open()?;
+        crate::topic::validate_group_name(group)?;
+        let end = self.max_offset(topic, queue_id)?;
+        if offset > end {
+            return Err(Error::InvalidArgument(format!("offset {offset} is past the end {end} of {topic}/{queue_id}")));
+        }
+        self.inner.offsets.commit(group, topic, queue_id, offset);
+        Ok(())
+    }
+
+    /// Sets `group`'s offset exactly, backwards too (a seek).
+    pub fn reset_offset(&self, group: &str, topic: &str, queue_id: u32, offset: u64) -> Result<()> {
+        self.ensure_open()?;
+        crate::topic::validate_group_name(group)?;
+        let (min, end) = (self.min_offset(topic, queue_id)?, self.max_offset(topic, queue_id)?);
+        self.inner.offsets.reset(group, topic, queue_id, offset.clamp(min, end));
+        Ok(())
+    }
+
+    /// `group`'s committed offset for a queue, if it committed one.
+    #[must_use]
+    pub fn committed_offset(&self, group: &str, topic: &str, queue_id: u32) -> Option<u64> {
+        self.inner.offsets.get(group, topic, queue_id)
+    }
+
+    /// Writes the committed offsets to disk now.
+    pub fn persist_offsets(&self) -> Result<()> {
+        self.ensure_open()?;
+        self.inner.offsets.persist()
+    }
+}

@@ -1,0 +1,279 @@
+//! Sending: [`Store::send`], batches, ordered sends through a
+//! [`MessageQueueSelector`], and the built-in selectors.
+
+use super::Store;
+use crate::commitlog::RecordDraft;
+use crate::error::{Error, Result};
+use crate::message::Message;
+use crate::offset::PhysicalOffset;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Outcome of a send that wrote the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendStatus {
+    /// Stored, and durable as the flush mode promises.
+    SendOk,
+    /// Stored, but under [`FlushMode::Sync`](crate::commitlog::FlushMode::Sync)
+    /// the flush did not finish within `sync_flush_timeout` (RocketMQ's
+    /// `FLUSH_DISK_TIMEOUT`): the message will become durable and visible
+    /// unless the store is fenced first. Never plain success.
+    FlushDiskTimeout,
+}
+
+/// What [`Store::send`] reports for one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendResult {
+    /// Whether the message is durable yet.
+    pub status: SendStatus,
+    /// The message's unique id (RocketMQ's `UNIQ_KEY` / client `msgId`).
+    pub msg_id: String,
+    /// The store-level id: it encodes the record's commit-log offset
+    /// (RocketMQ's `offsetMsgId`); [`Store::message_by_offset_id`]
+    /// resolves it.
+    pub offset_msg_id: String,
+    /// The queue the message went to.
+    pub queue_id: u32,
+    /// Its position in that queue.
+    pub queue_offset: u64,
+    /// Where its record starts in the commit log.
+    pub physical_offset: PhysicalOffset,
+}
+
+/// One queue of a topic, as selectors see it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MessageQueue {
+    /// Topic name.
+    pub topic: String,
+    /// Queue id within the topic.
+    pub queue_id: u32,
+}
+
+/// Chooses the queue a message goes to (RocketMQ's
+/// `MessageQueueSelector`). Messages sent to one queue are consumed in the
+/// order they were stored, so a selector that maps an order key to a queue
+/// gives per-key ordering.
+pub trait MessageQueueSelector: Send + Sync {
+    /// Returns an index into `queues` (the topic's write queues, never
+    /// empty). An index out of range fails the send with
+    /// [`Error::InvalidArgument`].
+    fn select(&self, queues: &[MessageQueue], msg: &Message) -> usize;
+}
+
+/// Rotates over the write queues (the default for [`Store::send`]).
+#[derive(Debug, Default)]
+pub struct RoundRobinSelector {
+    next: AtomicU64,
+}
+
+impl MessageQueueSelector for RoundRobinSelector {
+    fn select(&self, queues: &[MessageQueue], _msg: &Message) -> usize {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        // queues is never empty; `max(1)` keeps the modulo defined anyway.
+        (n % queues.len().max(1) as u64) as usize
+    }
+}
+
+/// Sends every message with the same first key to the same queue
+/// (RocketMQ's `SelectMessageQueueByHash`, keyed by the message's first
+/// key). Messages without keys go to queue 0.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HashByKeySelector;
+
+impl MessageQueueSelector for HashByKeySelector {
+    fn select(&self, queues: &[MessageQueue], msg: &Message) -> usize {
+        let Some(key) = msg.keys().first() else {
+            return 0;
+        };
+        let h = crate::codec::java_string_hash(key).unsigned_abs();
+        (u64::from(h) % queues.len().max(1) as u64) as usize
+    }
+}
+
+/// Picks a queue at random (RocketMQ's `SelectMessageQueueByRandom`).
+#[derive(Debug, Default)]
+pub struct RandomSelector {
+    state: AtomicU64,
+}
+
+impl MessageQueueSelector for RandomSelector {
+    fn select(&self, queues: &[MessageQueue], _msg: &Message) -> usize {
+        // splitmix64 over a shared counter: cheap, thread-safe, and good
+        // enough to spread load.
+        let mut z = self.state.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z % queues.len().max(1) as u64) as usize
+    }
+}
+
+/// Told the outcome of [`Store::send_async`] (RocketMQ's `SendCallback`).
+pub trait SendCallback: Send + 'static {
+    /// The message was stored.
+    fn on_success(self: Box<Self>, result: SendResult);
+    /// The send failed; nothing was acknowledged.
+    fn on_exception(self: Box<Self>, error: Error);
+}
+
+impl Store {
+    /// Sends `msg` to one of its topic's write queues, rotating over them,
+    /// and returns once it is stored (and, under
+    /// [`FlushMode::Sync`](crate::commitlog::FlushMode::Sync), durable).
+    pub fn send(&self, msg: Message) -> Result<SendResult> {
+        self.send_with_selector(msg, &self.inner.round_robin)
+    }
+
+    /// Sends `msg` to the queue `selector` picks (ordered sending).
+    pub fn send_with_selector(&self, msg: Message, selector: &dyn MessageQueueSelector) -> Result<SendResult> {
+        let queues = self.write_queues(msg.topic())?;
+        let i = selector.select(&queues, &msg);
+        let queue = queues.get(i).ok_or_else(|| {
+            Error::InvalidArgument(format!("selector chose queue index {i} of {} write queues", queues.len()))
+        })?;
+        let queue_id = queue.queue_id;
+        let mut out = self.send_to_queues(std::slice::from_ref(&msg), &[queue_id])?;
+        out.pop().ok_or(Error::Closed)
+    }
+
+    /// Sends `msg` to queue `queue_id` of its topic.
+    pub fn send_to_queue(&self, msg: Message, queue_id: u32) -> Result<SendResult> {
+        let queues = self.write_queues(msg.topic())?;
+        if !queues.iter().any(|q| q.queue_id == queue_id) {
+            return Err(Error::InvalidArgument(format!(
+                "topic {} has no write queue {queue_id} ({} write queues)",
+                msg.topic(),
+                queues.len()
+            )));
+        }
+        let mut out = self.send_to_queues(std::slice::from_ref(&msg), &[queue_id])?;
+        out.pop().ok_or(Error::Closed)
+    }
+
+    /// Sends several messages of one topic to one queue (chosen by
+    /// rotation) as one contiguous, all-or-nothing write with one
+    /// durability wait (RocketMQ's batch send: same topic, no delay level).
+    pub fn send_batch(&self, msgs: Vec<Message>) -> Result<Vec<SendResult>> {
+        let Some(first) = msgs.first() else {
+            return Err(Error::InvalidArgument("empty batch".into()));
+        };
+        let topic = first.topic().to_string();
+        if let Some(m) = msgs.iter().find(|m| m.topic() != topic) {
+            return Err(Error::InvalidArgument(format!(
+                "a batch goes to one topic: found {} and {}",
+                topic,
+                m.topic()
+            )));
+        }
+        if msgs.iter().any(|m| m.delay_level().is_some()) {
+            return Err(Error::InvalidArgument("batch messages cannot carry a delay level".into()));
+        }
+        let queues = self.write_queues(&topic)?;
+        let i = self.inner.round_robin.select(&queues, first);
+        let queue_id = queues.get(i).map_or(0, |q| q.queue_id);
+        self.send_to_queues(&msgs, &vec![queue_id; msgs.len()])
+    }
+
+    /// Sends without waiting for the outcome: `callback` is told on a
+    /// short-lived thread. (An embedded store has no network to overlap,
+    /// so this only frees the caller from waiting for the flush.)
+    pub fn send_async(&self, msg: Message, callback: Box<dyn SendCallback>) -> Result<()> {
+        self.ensure_open()?;
+        let store = self.clone();
+        std::thread::Builder::new()
+            .name("mqstore:send-async".into())
+            .spawn(move || match store.send(msg) {
+                Ok(r) => callback.on_success(r),
+                Err(e) => callback.on_exception(e),
+            })
+            .map(|_| ())
+            .map_err(|e| Error::io("spawn thread", &self.inner.root, e))
+    }
+
+    /// Sends and ignores the outcome (RocketMQ's `sendOneway`): bad input
+    /// is still reported, but a failure to store is not.
+    pub fn send_oneway(&self, msg: Message) -> Result<()> {
+        msg.check(&self.inner.opts.limits)?;
+        match self.send(msg) {
+            Ok(_) | Err(Error::Timeout { .. }) => Ok(()),
+            Err(e @ (Error::InvalidArgument(_) | Error::MessageTooLarge { .. })) => Err(e),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// The writable queues of `topic`.
+    fn write_queues(&self, topic: &str) -> Result<Vec<MessageQueue>> {
+        self.ensure_open()?;
+        let cfg = self.inner.topics.get(topic).ok_or_else(|| {
+            Error::InvalidArgument(format!("topic {topic} does not exist (create it with Store::create_topic)"))
+        })?;
+        if !cfg.permission.writable() {
+            return Err(Error::InvalidArgument(format!("topic {topic} is not writable")));
+        }
+        if cfg.write_queues == 0 {
+            return Err(Error::InvalidArgument(format!("topic {topic} has no write queues")));
+        }
+        Ok((0..cfg.write_queues).map(|queue_id| MessageQueue { topic: topic.to_string(), queue_id }).collect())
+    }
+
+    /// Stores `msgs[i]` in queue `queue_ids[i]`, all in one commit-log write.
+    fn send_to_queues(&self, msgs: &[Message], queue_ids: &[u32]) -> Result<Vec<SendResult>> {
+        let inner = &self.inner;
+        inner.dispatch.check()?;
+        let now = inner.opts.commit_log.clock.now_ms();
+        let mut ids = Vec::with_capacity(msgs.len());
+        let mut props = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            m.check(&inner.opts.limits)?;
+            let id = inner.ids.next(now);
+            props.push(m.encode_properties_for_store(&id)?);
+            ids.push(id);
+        }
+        let drafts: Vec<RecordDraft<'_>> = msgs
+            .iter()
+            .zip(&props)
+            .zip(queue_ids)
+            .map(|((m, p), &queue_id)| RecordDraft {
+                topic: m.topic(),
+                queue_id,
+                flag: m.flag(),
+                born_timestamp: now,
+                properties: p,
+                body: m.body(),
+                ..RecordDraft::default()
+            })
+            .collect();
+        // Numbered under the append lock: queue order is log order.
+        let mut positions = Vec::with_capacity(drafts.len());
+        let (appended, durable) = inner.log.append_batch_assigned(&drafts, |_, d| {
+            let mut next = inner.next_queue_offset.lock();
+            let slot = next.entry((d.topic.to_string(), d.queue_id)).or_insert(0);
+            let at = *slot;
+            *slot += 1;
+            positions.push(at);
+            at
+        })?;
+        let status = match durable {
+            Ok(()) => SendStatus::SendOk,
+            Err(Error::Timeout { .. }) => SendStatus::FlushDiskTimeout,
+            Err(e) => return Err(e),
+        };
+        inner.dispatch.nudge();
+        Ok(appended
+            .into_iter()
+            .zip(ids)
+            .zip(queue_ids.iter().zip(positions))
+            .map(|((a, msg_id), (&queue_id, queue_offset))| SendResult {
+                status,
+                msg_id,
+                offset_msg_id: crate::message::encode_offset_msg_id(
+                    crate::message::DEFAULT_STORE_HOST,
+                    crate::message::DEFAULT_STORE_PORT,
+                    a.offset,
+                ),
+                queue_id,
+                queue_offset,
+                physical_offset: a.offset,
+            })
+            .collect())
+    }
+}

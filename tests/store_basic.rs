@@ -1,0 +1,198 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Store-level behaviour: topics, sending, pulling, offsets, recovery of
+//! the consume queues.
+
+use mqstore::commitlog::{CommitLogOptions, FlushMode};
+use mqstore::message::Message;
+use mqstore::store::{HashByKeySelector, PullStatus, Store, StoreOptions, TagFilter};
+use mqstore::topic::{Permission, TopicConfig};
+use mqstore::Error;
+use std::time::Duration;
+
+fn opts() -> StoreOptions {
+    StoreOptions::default()
+        .commit_log_options(CommitLogOptions::default().segment_size(64 << 10).max_record_size(16 << 10))
+        .max_body_size(4 << 10)
+        .max_properties_size(1 << 10)
+        .consume_queue_units_per_file(8)
+}
+
+/// Dispatch is asynchronous: waits (long polling) until queue `q` holds
+/// `n` messages.
+fn wait_dispatched(store: &Store, topic: &str, q: u32, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let end = store.max_offset(topic, q).unwrap();
+        if end >= n {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "queue {topic}/{q} stuck at {end} of {n}");
+        store.pull_wait(topic, q, end, 1, &TagFilter::All, Duration::from_secs(1)).unwrap();
+    }
+}
+
+fn body(i: usize) -> Vec<u8> {
+    format!("message-{i}-{}", "x".repeat(i % 50)).into_bytes()
+}
+
+#[test]
+fn send_then_pull_in_queue_order_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    store.create_topic(TopicConfig::new("orders", 3)).unwrap();
+    let mut sent = Vec::new();
+    for i in 0..300 {
+        sent.push((i, store.send(Message::new("orders", body(i))).unwrap()));
+    }
+    let check = |store: &Store| {
+        for q in 0..3u32 {
+            let mine: Vec<_> = sent.iter().filter(|(_, r)| r.queue_id == q).collect();
+            let mut offset = 0;
+            let mut got = Vec::new();
+            loop {
+                let r = store.pull("orders", q, offset, 7, &TagFilter::All).unwrap();
+                if r.status == PullStatus::NoNewMessage {
+                    break;
+                }
+                got.extend(r.messages);
+                offset = r.next_offset;
+            }
+            assert_eq!(got.len(), mine.len());
+            for (m, (i, r)) in got.iter().zip(&mine) {
+                assert_eq!(m.body().as_ref(), body(*i).as_slice());
+                assert_eq!(m.queue_offset().0, r.queue_offset);
+                assert_eq!(m.msg_id(), Some(r.msg_id.as_str()));
+            }
+        }
+    };
+    for q in 0..3 {
+        wait_dispatched(&store, "orders", q, sent.iter().filter(|(_, r)| r.queue_id == q).count() as u64);
+    }
+    check(&store);
+    store.close().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    check(&store);
+    // Numbering continues after reopen.
+    let r = store.send_to_queue(Message::new("orders", "more"), 1).unwrap();
+    assert_eq!(r.queue_offset, sent.iter().filter(|(_, r)| r.queue_id == 1).count() as u64);
+    store.close().unwrap();
+}
+
+#[test]
+fn selector_routes_by_key_and_tags_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts().flush_mode(FlushMode::Sync)).unwrap();
+    store.create_topic(TopicConfig::new("t", 4)).unwrap();
+    let mut queue_of = std::collections::HashMap::new();
+    for i in 0..40 {
+        let key = format!("order-{}", i % 5);
+        let tag = if i % 2 == 0 { "A" } else { "B" };
+        let r = store
+            .send_with_selector(Message::new("t", body(i)).with_key(&key).with_tags(tag), &HashByKeySelector)
+            .unwrap();
+        let q = *queue_of.entry(key).or_insert(r.queue_id);
+        assert_eq!(q, r.queue_id, "one key, one queue");
+    }
+    for (q, n) in queue_of.values().fold(std::collections::HashMap::new(), |mut m, q| {
+        *m.entry(*q).or_insert(0u64) += 8;
+        m
+    }) {
+        wait_dispatched(&store, "t", q, n);
+    }
+    let filter = TagFilter::parse("A").unwrap();
+    let mut n = 0;
+    for q in 0..4 {
+        let mut offset = 0;
+        loop {
+            let r = store.pull("t", q, offset, 100, &filter).unwrap();
+            if matches!(r.status, PullStatus::NoNewMessage) {
+                break;
+            }
+            for m in &r.messages {
+                assert_eq!(m.tags(), Some("A"));
+            }
+            n += r.messages.len();
+            offset = r.next_offset;
+        }
+    }
+    assert_eq!(n, 20);
+    store.close().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let mut n = 0;
+    for q in 0..4 {
+        let r = store.pull("t", q, 0, 100, &filter).unwrap();
+        n += r.messages.len();
+    }
+    assert_eq!(n, 20);
+    store.close().unwrap();
+}
+
+#[test]
+fn offsets_survive_reopen_and_are_clamped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    store.create_topic(TopicConfig::new("t", 1)).unwrap();
+    for i in 0..10 {
+        store.send(Message::new("t", body(i))).unwrap();
+    }
+    wait_dispatched(&store, "t", 0, 10);
+    store.commit_offset("g1", "t", 0, 7).unwrap();
+    store.commit_offset("g1", "t", 0, 3).unwrap(); // never backwards
+    assert_eq!(store.committed_offset("g1", "t", 0), Some(7));
+    assert!(matches!(store.commit_offset("g1", "t", 0, 11), Err(Error::InvalidArgument(_))));
+    assert!(matches!(store.commit_offset("bad group!", "t", 0, 1), Err(Error::InvalidArgument(_))));
+    store.close().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(store.committed_offset("g1", "t", 0), Some(7));
+    store.close().unwrap();
+}
+
+#[test]
+fn deleted_consume_queue_is_rebuilt_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    store.create_topic(TopicConfig::new("t", 2)).unwrap();
+    for i in 0..100 {
+        store.send(Message::new("t", body(i))).unwrap();
+    }
+    store.close().unwrap();
+    std::fs::remove_dir_all(dir.path().join("consumequeue").join("t").join("1")).unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    for q in 0..2 {
+        let r = store.pull("t", q, 0, 1000, &TagFilter::All).unwrap();
+        assert_eq!(r.messages.len(), 50, "queue {q}");
+        for (k, m) in r.messages.iter().enumerate() {
+            assert_eq!(m.queue_offset().0, k as u64);
+        }
+    }
+    store.close().unwrap();
+}
+
+#[test]
+fn rejections_are_typed_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    for bad in ["", "has space", "%RETRY%g", "%DLQ%g", &"x".repeat(128)] {
+        assert!(matches!(store.create_topic(TopicConfig::new(bad, 1)), Err(Error::InvalidArgument(_))), "{bad:?}");
+    }
+    let mut cfg = TopicConfig::new("t", 2);
+    cfg.write_queues = 3;
+    assert!(matches!(store.create_topic(cfg), Err(Error::InvalidArgument(_))));
+    assert!(store.topics().is_empty());
+    assert!(matches!(store.send(Message::new("nope", "x")), Err(Error::InvalidArgument(_))));
+    store.create_topic(TopicConfig::new("t", 2)).unwrap();
+    assert!(matches!(store.send(Message::new("t", "")), Err(Error::InvalidArgument(_))));
+    assert!(matches!(store.send(Message::new("t", vec![0u8; 5000])), Err(Error::MessageTooLarge { .. })));
+    let mut ro = TopicConfig::new("t", 2);
+    ro.permission = Permission::ReadOnly;
+    store.create_topic(ro).unwrap();
+    assert!(matches!(store.send(Message::new("t", "x")), Err(Error::InvalidArgument(_))));
+    assert_eq!(store.commit_log().max_offset(), store.commit_log().min_offset().max(store.commit_log().max_offset()));
+    assert!(matches!(Store::open(dir.path(), opts()), Err(Error::Locked { .. })));
+    assert!(matches!(
+        Store::open(dir.path(), opts().max_body_size(0)),
+        Err(Error::InvalidArgument(m)) if m.contains("max_body_size")
+    ));
+    store.close().unwrap();
+    assert!(matches!(store.send(Message::new("t", "x")), Err(Error::Closed)));
+}
