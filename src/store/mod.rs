@@ -20,10 +20,12 @@
 mod dispatch;
 mod options;
 mod pull;
+mod readonly;
 mod send;
 
 pub use options::StoreOptions;
 pub use pull::{PullResult, PullStatus, TagFilter};
+pub use readonly::StoreView;
 pub use send::{
     HashByKeySelector, MessageQueue, MessageQueueSelector, RandomSelector, RoundRobinSelector, SendCallback,
     SendResult, SendStatus,

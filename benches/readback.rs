@@ -1,0 +1,2 @@
+//! Read-back benchmark (being written).
+fn main() {}
