@@ -196,3 +196,20 @@ fn rejections_are_typed_and_change_nothing() {
     store.close().unwrap();
     assert!(matches!(store.send(Message::new("t", "x")), Err(Error::Closed)));
 }
+
+#[test]
+fn dropping_the_last_handle_closes_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    store.create_topic(TopicConfig::new("t", 1)).unwrap();
+    let clone = store.clone();
+    clone.send(Message::new("t", "kept")).unwrap();
+    drop(store);
+    // One handle left: still open and locked.
+    assert!(matches!(Store::open(dir.path(), opts()), Err(Error::Locked { .. })));
+    drop(clone);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let r = store.pull("t", 0, 0, 10, &TagFilter::All).unwrap();
+    assert_eq!(r.messages.len(), 1);
+    store.close().unwrap();
+}

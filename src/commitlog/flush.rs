@@ -159,6 +159,15 @@ impl Core {
         }
     }
 
+    /// Sync mode: asks the flush thread to commit what is staged, without
+    /// waiting for it (an append that does not wait for durability).
+    pub(crate) fn request_commit(&self) {
+        let st = self.flush_state.lock();
+        if !st.gathering {
+            self.work_cv.notify_one();
+        }
+    }
+
     /// Wakes every Sync-mode appender sleeping in [`Core::wait_committed`].
     pub(crate) fn wake_sync_waiters(&self) {
         self.committed.wake_all();

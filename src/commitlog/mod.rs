@@ -289,16 +289,29 @@ impl CommitLog {
     /// were written and the inner result is the durability wait's:
     /// [`Error::Timeout`] (written, not yet confirmed durable) or
     /// [`Error::Fenced`] (written, will never be confirmed).
+    ///
+    /// With [`Durability::NoWait`] the call returns as soon as the records
+    /// are written (staged, under [`FlushMode::Sync`]; the flush thread
+    /// commits them, and they become readable only then).
     pub(crate) fn append_batch_assigned(
         &self,
         drafts: &[RecordDraft<'_>],
+        wait: Durability,
         assign: impl FnMut(usize, &RecordDraft<'_>) -> u64,
     ) -> Result<(Vec<Appended>, Result<()>)> {
         let core = &self.handle.core;
         let _in_flight = core.enter_append();
         let mut out = Vec::with_capacity(drafts.len());
         let end = core.append_batch(drafts, assign, |a| out.push(a))?;
-        Ok((out, core.after_append(end)))
+        match wait {
+            Durability::Wait => Ok((out, core.after_append(end))),
+            Durability::NoWait => {
+                if core.opts.flush_mode == FlushMode::Sync {
+                    core.request_commit();
+                }
+                Ok((out, Ok(())))
+            }
+        }
     }
 
     /// Flushes everything appended so far and returns the durable end.
@@ -456,6 +469,15 @@ mod read_iter {
 }
 
 pub use read_iter::Iter;
+
+/// Whether an append waits for the durability its flush mode promises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Return once durable (Sync) or written (Async).
+    Wait,
+    /// Return once written; under Sync the flush thread commits later.
+    NoWait,
+}
 
 /// Counts a thread inside a [`FlushMode::Sync`] append for its lifetime.
 pub(crate) struct InFlight<'a>(Option<&'a std::sync::atomic::AtomicUsize>);

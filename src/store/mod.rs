@@ -64,9 +64,26 @@ use std::sync::Arc;
 /// # Ok(())
 /// # }
 /// ```
+///
+/// Dropping the last handle closes the store (best effort, errors
+/// ignored); call [`Store::close`] to see them.
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// Shared by every user handle; its drop closes the store. Background
+    /// threads hold `inner` (or a weak guard), never a strong guard, so they
+    /// do not keep a forgotten store open.
+    guard: Arc<CloseGuard>,
+}
+
+/// Closes the store when the last [`Store`] handle goes away.
+#[derive(Debug)]
+pub(crate) struct CloseGuard(Arc<Inner>);
+
+impl Drop for CloseGuard {
+    fn drop(&mut self) {
+        let _ = close(&self.0);
+    }
 }
 
 #[derive(Debug)]
@@ -83,6 +100,7 @@ pub(crate) struct Inner {
     pub(crate) ids: MessageIdGenerator,
     pub(crate) dispatch: dispatch::Dispatch,
     pub(crate) round_robin: RoundRobinSelector,
+    pub(crate) async_sends: send::AsyncSends,
     pub(crate) closed: AtomicBool,
     threads: Mutex<Option<dispatch::Threads>>,
 }
@@ -110,6 +128,7 @@ impl Store {
             ids: MessageIdGenerator::new(),
             dispatch: dispatch::Dispatch::default(),
             round_robin: RoundRobinSelector::default(),
+            async_sends: send::AsyncSends::default(),
             closed: AtomicBool::new(false),
             threads: Mutex::new(None),
         });
@@ -119,7 +138,8 @@ impl Store {
         inner.offsets.clamp(|t, q| inner.queues.queue(t, q).map(|q| (q.min_offset().0, q.max_offset().0)));
         let threads = dispatch::Threads::start(&inner)?;
         *inner.threads.lock() = Some(threads);
-        Ok(Self { inner })
+        let guard = Arc::new(CloseGuard(inner.clone()));
+        Ok(Self { inner, guard })
     }
 
     /// Creates a topic, or updates it if it exists. The name must be a
@@ -204,22 +224,16 @@ impl Store {
     /// threads and closes the commit log. Later calls on any clone fail
     /// with [`Error::Closed`]; closing twice is a no-op.
     pub fn close(&self) -> Result<()> {
-        if self.inner.closed.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
-        let threads = self.inner.threads.lock().take();
-        let mut result = match threads {
-            Some(t) => t.stop(&self.inner),
-            None => Ok(()),
-        };
-        // Dispatch whatever is readable so the consume queues and their
-        // checkpoint are complete at a clean shutdown.
-        let step = dispatch::dispatch_available(&self.inner)
-            .and_then(|_| self.inner.queues.flush_all())
-            .and_then(|()| dispatch::write_checkpoint(&self.inner));
-        result = result.and(step);
-        result = result.and(self.inner.offsets.persist());
-        result.and(self.inner.log.close())
+        close(&self.inner)
+    }
+
+    /// A handle from the guard a background worker holds weakly.
+    pub(crate) fn from_guard(guard: Arc<CloseGuard>) -> Self {
+        Self { inner: guard.0.clone(), guard }
+    }
+
+    pub(crate) fn guard(&self) -> &Arc<CloseGuard> {
+        &self.guard
     }
 
     pub(crate) fn ensure_open(&self) -> Result<()> {
@@ -229,4 +243,24 @@ impl Store {
             Ok(())
         }
     }
+}
+
+/// [`Store::close`], shared with the drop of the last handle.
+fn close(inner: &Inner) -> Result<()> {
+    // Queued async sends finish first (their callbacks are told).
+    let drained = inner.async_sends.stop();
+    if inner.closed.swap(true, Ordering::AcqRel) {
+        return drained;
+    }
+    let threads = inner.threads.lock().take();
+    let result = match threads {
+        Some(t) => t.stop(inner),
+        None => Ok(()),
+    };
+    // Dispatch whatever is readable so the consume queues and their
+    // checkpoint are complete at a clean shutdown.
+    let step = dispatch::dispatch_available(inner)
+        .and_then(|_| inner.queues.flush_all())
+        .and_then(|()| dispatch::write_checkpoint(inner));
+    drained.and(result).and(step).and(inner.offsets.persist()).and(inner.log.close())
 }

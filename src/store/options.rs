@@ -22,6 +22,8 @@ pub struct StoreOptions {
     pub(crate) cq_units_per_file: u64,
     pub(crate) offset_persist_interval: Duration,
     pub(crate) default_queues: u32,
+    pub(crate) async_send_threads: usize,
+    pub(crate) async_send_backlog: usize,
 }
 
 impl Default for StoreOptions {
@@ -32,6 +34,8 @@ impl Default for StoreOptions {
             cq_units_per_file: DEFAULT_UNITS_PER_FILE,
             offset_persist_interval: Duration::from_secs(5),
             default_queues: crate::topic::DEFAULT_QUEUES,
+            async_send_threads: 4,
+            async_send_backlog: 10_000,
         }
     }
 }
@@ -95,6 +99,24 @@ impl StoreOptions {
         self
     }
 
+    /// Worker threads behind [`Store::send_async`](super::Store::send_async),
+    /// started on first use. Several let Sync-mode sends share one flush.
+    /// Default 4; 1 to 64.
+    #[must_use]
+    pub fn async_send_threads(mut self, n: usize) -> Self {
+        self.async_send_threads = n;
+        self
+    }
+
+    /// Async sends that may wait for a worker before
+    /// [`Store::send_async`](super::Store::send_async) blocks its caller.
+    /// Default 10,000; 1 to 1,000,000.
+    #[must_use]
+    pub fn async_send_backlog(mut self, n: usize) -> Self {
+        self.async_send_backlog = n;
+        self
+    }
+
     /// The commit-log options in effect.
     #[must_use]
     pub fn commit_log(&self) -> &CommitLogOptions {
@@ -127,6 +149,12 @@ impl StoreOptions {
                 "default_queues",
                 format!("{} is outside 1..={}", self.default_queues, crate::topic::MAX_QUEUES),
             );
+        }
+        if self.async_send_threads == 0 || self.async_send_threads > 64 {
+            return bad("async_send_threads", format!("{} is outside 1..=64", self.async_send_threads));
+        }
+        if self.async_send_backlog == 0 || self.async_send_backlog > 1_000_000 {
+            return bad("async_send_backlog", format!("{} is outside 1..=1,000,000", self.async_send_backlog));
         }
         // A record holds topic + properties + body: the largest message
         // must fit the commit log's record limit.

@@ -2,11 +2,14 @@
 //! [`MessageQueueSelector`], and the built-in selectors.
 
 use super::Store;
-use crate::commitlog::RecordDraft;
+use crate::commitlog::{Durability, RecordDraft};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::offset::PhysicalOffset;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
 
 /// Outcome of a send that wrote the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +134,7 @@ impl Store {
             Error::InvalidArgument(format!("selector chose queue index {i} of {} write queues", queues.len()))
         })?;
         let queue_id = queue.queue_id;
-        let mut out = self.send_to_queues(std::slice::from_ref(&msg), &[queue_id])?;
+        let mut out = self.send_to_queues(std::slice::from_ref(&msg), &[queue_id], Durability::Wait)?;
         out.pop().ok_or(Error::Closed)
     }
 
@@ -145,7 +148,7 @@ impl Store {
                 queues.len()
             )));
         }
-        let mut out = self.send_to_queues(std::slice::from_ref(&msg), &[queue_id])?;
+        let mut out = self.send_to_queues(std::slice::from_ref(&msg), &[queue_id], Durability::Wait)?;
         out.pop().ok_or(Error::Closed)
     }
 
@@ -170,32 +173,40 @@ impl Store {
         let queues = self.write_queues(&topic)?;
         let i = self.inner.round_robin.select(&queues, first);
         let queue_id = queues.get(i).map_or(0, |q| q.queue_id);
-        self.send_to_queues(&msgs, &vec![queue_id; msgs.len()])
+        self.send_to_queues(&msgs, &vec![queue_id; msgs.len()], Durability::Wait)
     }
 
-    /// Sends without waiting for the outcome: `callback` is told on a
-    /// short-lived thread. (An embedded store has no network to overlap,
-    /// so this only frees the caller from waiting for the flush.)
+    /// Sends without blocking the caller on the flush: the send runs on
+    /// the store's `mqstore:send-async` workers (started on first use,
+    /// [`StoreOptions::async_send_threads`](super::StoreOptions::async_send_threads)
+    /// of them, so Sync-mode sends still share flushes) and `callback` is
+    /// told the outcome there. At most
+    /// [`StoreOptions::async_send_backlog`](super::StoreOptions::async_send_backlog)
+    /// sends wait for a worker; beyond that this call blocks until one is
+    /// taken (RocketMQ bounds in-flight async sends the same way). Sends
+    /// still queued when the store closes are reported to their callbacks
+    /// as [`Error::Closed`].
     pub fn send_async(&self, msg: Message, callback: Box<dyn SendCallback>) -> Result<()> {
         self.ensure_open()?;
-        let store = self.clone();
-        std::thread::Builder::new()
-            .name("mqstore:send-async".into())
-            .spawn(move || match store.send(msg) {
-                Ok(r) => callback.on_success(r),
-                Err(e) => callback.on_exception(e),
-            })
-            .map(|_| ())
-            .map_err(|e| Error::io("spawn thread", &self.inner.root, e))
+        msg.check(&self.inner.opts.limits)?;
+        let tx = self.inner.async_sends.sender(self)?;
+        if let Err(crossbeam_channel::SendError((_, cb))) = tx.send((msg, callback)) {
+            cb.on_exception(Error::Closed);
+        }
+        Ok(())
     }
 
-    /// Sends and ignores the outcome (RocketMQ's `sendOneway`): bad input
-    /// is still reported, but a failure to store is not.
+    /// Sends and returns without waiting for durability or a result
+    /// (RocketMQ's `sendOneway`). Bad input is still reported; a failure to
+    /// store is not. Under Sync flush the message is committed by the flush
+    /// thread shortly after and is visible to consumers only then.
     pub fn send_oneway(&self, msg: Message) -> Result<()> {
-        msg.check(&self.inner.opts.limits)?;
-        match self.send(msg) {
-            Ok(_) | Err(Error::Timeout { .. }) => Ok(()),
-            Err(e @ (Error::InvalidArgument(_) | Error::MessageTooLarge { .. })) => Err(e),
+        let queues = self.write_queues(msg.topic())?;
+        let i = self.inner.round_robin.select(&queues, &msg);
+        let queue_id = queues.get(i).map_or(0, |q| q.queue_id);
+        match self.send_to_queues(std::slice::from_ref(&msg), &[queue_id], Durability::NoWait) {
+            Ok(_) => Ok(()),
+            Err(e @ (Error::InvalidArgument(_) | Error::MessageTooLarge { .. } | Error::Closed)) => Err(e),
             Err(_) => Ok(()),
         }
     }
@@ -216,7 +227,7 @@ impl Store {
     }
 
     /// Stores `msgs[i]` in queue `queue_ids[i]`, all in one commit-log write.
-    fn send_to_queues(&self, msgs: &[Message], queue_ids: &[u32]) -> Result<Vec<SendResult>> {
+    fn send_to_queues(&self, msgs: &[Message], queue_ids: &[u32], wait: Durability) -> Result<Vec<SendResult>> {
         let inner = &self.inner;
         inner.dispatch.check()?;
         let now = inner.opts.commit_log.clock.now_ms();
@@ -244,7 +255,7 @@ impl Store {
             .collect();
         // Numbered under the append lock: queue order is log order.
         let mut positions = Vec::with_capacity(drafts.len());
-        let (appended, durable) = inner.log.append_batch_assigned(&drafts, |_, d| {
+        let (appended, durable) = inner.log.append_batch_assigned(&drafts, wait, |_, d| {
             let mut next = inner.next_queue_offset.lock();
             let slot = next.entry((d.topic.to_string(), d.queue_id)).or_insert(0);
             let at = *slot;
@@ -275,5 +286,88 @@ impl Store {
                 physical_offset: a.offset,
             })
             .collect())
+    }
+}
+
+type AsyncJob = (Message, Box<dyn SendCallback>);
+/// The job queue and the threads reading it.
+type Workers = (Sender<AsyncJob>, Vec<JoinHandle<()>>);
+
+/// The `mqstore:send-async` workers behind [`Store::send_async`], started
+/// on first use and joined by [`Store::close`].
+#[derive(Default)]
+pub(crate) struct AsyncSends {
+    state: Mutex<Option<Workers>>,
+}
+
+impl std::fmt::Debug for AsyncSends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncSends").field("started", &self.state.lock().is_some()).finish()
+    }
+}
+
+impl AsyncSends {
+    /// The job queue, starting the workers if needed.
+    fn sender(&self, store: &Store) -> Result<Sender<AsyncJob>> {
+        let mut st = self.state.lock();
+        if let Some((tx, _)) = st.as_ref() {
+            return Ok(tx.clone());
+        }
+        // Checked under the lock `stop` takes, so no worker starts after
+        // the store began closing.
+        store.ensure_open()?;
+        let opts = &store.inner.opts;
+        let (tx, rx) = bounded::<AsyncJob>(opts.async_send_backlog);
+        let mut workers = Vec::with_capacity(opts.async_send_threads);
+        for i in 0..opts.async_send_threads {
+            let rx: Receiver<AsyncJob> = rx.clone();
+            // The workers hold only a weak reference, so a store dropped
+            // without close still goes away.
+            let weak = std::sync::Arc::downgrade(store.guard());
+            let spawned = std::thread::Builder::new().name(format!("mqstore:send-async-{i}")).spawn(move || {
+                for (msg, cb) in rx {
+                    match weak.upgrade() {
+                        Some(guard) => match Store::from_guard(guard).send(msg) {
+                            Ok(r) => cb.on_success(r),
+                            Err(e) => cb.on_exception(e),
+                        },
+                        None => cb.on_exception(Error::Closed),
+                    }
+                }
+            });
+            match spawned {
+                Ok(h) => workers.push(h),
+                Err(e) => {
+                    drop(tx);
+                    for h in workers {
+                        let _ = h.join();
+                    }
+                    return Err(Error::io("spawn thread", &store.inner.root, e));
+                }
+            }
+        }
+        *st = Some((tx.clone(), workers));
+        Ok(tx)
+    }
+
+    /// Lets the workers finish every queued send, then joins them. Called
+    /// by close before the commit log closes.
+    pub(crate) fn stop(&self) -> Result<()> {
+        let Some((tx, workers)) = self.state.lock().take() else {
+            return Ok(());
+        };
+        drop(tx);
+        let mut result = Ok(());
+        for h in workers {
+            // A callback that closes the store runs on a worker: it cannot
+            // join itself (it exits once its callback returns).
+            if h.thread().id() == std::thread::current().id() {
+                continue;
+            }
+            if h.join().is_err() {
+                result = Err(Error::Fenced { reason: "an async send callback panicked".into() });
+            }
+        }
+        result
     }
 }
