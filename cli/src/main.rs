@@ -1,15 +1,25 @@
 //! `mqstore`: admin tool for mqstore store directories.
 //!
-//! Verbs: `verify` (full CRC scan of the commit log) and `dump` (list its
-//! records). Both are read-only and take no lock, so they can run beside a
-//! live store. Exit status: 0 success, 1 error, 2 corruption found.
+//! Read-only verbs: `verify` (full CRC scan of the commit log), `dump` (list
+//! its records), `print` (a topic's messages) and `stats` (topics, queues,
+//! groups, lag). They take no lock and change nothing, so they can run
+//! beside a live store. Writing verbs: `produce` and `consume` open the
+//! store as an application would, taking its lock (a second writer fails at
+//! once). Exit status: 0 success, 1 error, 2 corruption found.
 
+mod consume;
 mod dump;
+mod message_line;
+mod print;
+mod produce;
 mod report;
+mod stats;
 mod verify;
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use report::Status;
+use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
@@ -17,8 +27,9 @@ use std::process::ExitCode;
     name = "mqstore",
     version,
     about = "Admin tool for mqstore store directories",
-    after_help = "Exit status: 0 success, 1 error (including bad arguments), \
-        2 corruption found. Commands are read-only and take no lock."
+    after_help = "Exit status: 0 success, 1 error (including bad arguments and a store \
+        locked by another writer), 2 corruption found. verify, dump, print and stats are \
+        read-only and take no lock; produce and consume take the store's lock."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -29,21 +40,47 @@ struct Cli {
 enum Command {
     Verify(verify::VerifyArgs),
     Dump(dump::DumpArgs),
+    Produce(produce::ProduceArgs),
+    Print(print::PrintArgs),
+    Consume(consume::ConsumeArgs),
+    Stats(stats::StatsArgs),
 }
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            // Help and --version exit 0; usage errors exit 1, keeping 2
-            // for "corruption found".
-            return if e.use_stderr() { Status::Error.into() } else { Status::Ok.into() };
-        }
+        Err(e) => return usage_error(&e).into(),
     };
     let status = match &cli.command {
         Command::Verify(args) => verify::run(args),
         Command::Dump(args) => dump::run(args),
+        Command::Produce(args) => produce::run(args),
+        Command::Print(args) => print::run(args),
+        Command::Consume(args) => consume::run(args),
+        Command::Stats(args) => stats::run(args),
     };
     status.into()
+}
+
+/// Reports a failed parse. Help and --version exit 0 with clap's output;
+/// usage errors exit 1 (keeping 2 for "corruption found") with clap's
+/// message folded onto one `error: ...` line, so scripts see one line.
+fn usage_error(e: &clap::Error) -> Status {
+    let full = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if full || !e.use_stderr() {
+        let _ = e.print();
+        return if e.use_stderr() { Status::Error } else { Status::Ok };
+    }
+    let rendered = e.render().to_string();
+    let line = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information") && !l.starts_with("Usage:"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    Status::Error
 }

@@ -85,3 +85,24 @@ pub fn print_line(line: &str, status: Status) -> Status {
         Err(e) => output_failed(&e, status),
     }
 }
+
+/// Reports a library error on one stderr line: corruption as
+/// `corrupt at <file>:<pos>: <kind>` ([`Status::Corrupt`]), a store held
+/// by another writer and everything else as `error: …` ([`Status::Error`]).
+pub fn store_error(e: &mqstore::Error) -> Status {
+    match e {
+        mqstore::Error::Corruption { path, offset, kind } => {
+            let _ = writeln!(io::stderr().lock(), "{}", damage_line(path, *offset, kind));
+            Status::Corrupt
+        }
+        mqstore::Error::Locked { path } => {
+            let dir = path.parent().unwrap_or(path);
+            fail(format_args!(
+                "store {} is open in another writer (lock {} is held); close it first",
+                dir.display(),
+                path.display()
+            ))
+        }
+        other => fail(chain(other)),
+    }
+}

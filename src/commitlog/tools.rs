@@ -177,3 +177,131 @@ impl CommitLog {
         Ok(n)
     }
 }
+
+/// A valid record met by [`CommitLog::scan_offline`], borrowed from the
+/// scan buffer (copy what must outlive the callback).
+#[derive(Debug)]
+pub(crate) struct ScannedRecord<'b> {
+    /// Physical offset of the record.
+    pub(crate) offset: u64,
+    /// The whole encoded record, CRC already verified.
+    pub(crate) bytes: &'b [u8],
+    /// Topic name.
+    pub(crate) topic: &'b str,
+    /// Queue id.
+    pub(crate) queue_id: u32,
+    /// Queue offset.
+    pub(crate) queue_offset: u64,
+}
+
+/// Header fields and part ranges of a record decoded by
+/// [`CommitLog::decode_encoded`].
+#[derive(Debug, Clone)]
+pub(crate) struct DecodedRecord {
+    pub(crate) queue_id: u32,
+    pub(crate) queue_offset: u64,
+    pub(crate) flag: u32,
+    pub(crate) sysflag: u32,
+    pub(crate) born_timestamp: u64,
+    pub(crate) store_timestamp: u64,
+    pub(crate) reconsume_times: u32,
+    pub(crate) crc: u32,
+    pub(crate) topic: std::ops::Range<usize>,
+    pub(crate) properties: std::ops::Range<usize>,
+    pub(crate) body: std::ops::Range<usize>,
+}
+
+impl CommitLog {
+    /// Calls `each` for every valid record of the store at `dir`, in log
+    /// order, until it returns `Ok(false)`. Read-only (`pread` through
+    /// `storage`); takes no lock, so it may run beside a live writer.
+    ///
+    /// The scan ends quietly at the end of the written log and at a torn
+    /// tail: damage at or past the flushed offset of a checkpoint that says
+    /// the store is running (or crashed), which is what a record being
+    /// written by a live writer looks like. Any other damage is returned as
+    /// [`Error::Corruption`] after the records before it were passed on.
+    pub(crate) fn scan_offline(
+        dir: &Path,
+        storage: &dyn Storage,
+        mut each: impl FnMut(ScannedRecord<'_>) -> Result<bool>,
+    ) -> Result<()> {
+        // Read before the scan: the flushed offset only grows, so a record
+        // completed after this read can only make the tail look torn later.
+        let tail_from = match checkpoint::read(storage, dir) {
+            Ok(Some(cp)) if cp.state == ShutdownState::Running => Some(cp.flushed),
+            _ => None,
+        };
+        let segs = open_offline(dir, storage)?;
+        let Some(first) = segs.first() else {
+            return Ok(());
+        };
+        let mut scanner = Scanner::new(&segs, first.header.base + SEGMENT_HEADER_LEN as u64, u32::MAX);
+        loop {
+            match scanner.step()? {
+                Step::Record { offset, bytes, parts } => {
+                    let (view, _) = RecordView::validate(bytes, offset)
+                        .map_err(|kind| Error::corruption(COMMITLOG_DIR, offset, kind))?;
+                    // Validated as UTF-8 by the scanner.
+                    let topic = std::str::from_utf8(&bytes[parts.topic.0..parts.topic.1]).unwrap_or_default();
+                    let rec = ScannedRecord {
+                        offset,
+                        bytes,
+                        topic,
+                        queue_id: view.queue_id(),
+                        queue_offset: view.queue_offset(),
+                    };
+                    if !each(rec)? {
+                        return Ok(());
+                    }
+                }
+                Step::Blank { .. } => {}
+                Step::End { .. } => return Ok(()),
+                Step::Damage { offset, path, pos, kind } => {
+                    if tail_from.is_some_and(|f| offset >= f) {
+                        return Ok(());
+                    }
+                    return Err(Error::corruption(path, pos, kind));
+                }
+            }
+        }
+    }
+
+    /// Validates one whole encoded record that sits at physical offset `at`
+    /// and decodes its header. Damage is [`Error::Corruption`] whose path is
+    /// [`COMMITLOG_DIR`] and whose offset is `at`.
+    pub(crate) fn decode_encoded(bytes: &[u8], at: u64) -> Result<DecodedRecord> {
+        let (view, parts) =
+            RecordView::validate(bytes, at).map_err(|kind| Error::corruption(COMMITLOG_DIR, at, kind))?;
+        Ok(DecodedRecord {
+            queue_id: view.queue_id(),
+            queue_offset: view.queue_offset(),
+            flag: view.flag(),
+            sysflag: view.sysflag(),
+            born_timestamp: view.born_timestamp(),
+            store_timestamp: view.store_timestamp(),
+            reconsume_times: view.reconsume_times(),
+            crc: view.crc(),
+            topic: parts.topic.0..parts.topic.1,
+            properties: parts.properties.0..parts.properties.1,
+            body: parts.body.0..parts.body.1,
+        })
+    }
+
+    /// Base offset and file length of every segment file of the store at
+    /// `dir`, sorted by base. Read-only; takes no lock.
+    pub(crate) fn offline_segment_files(dir: &Path, storage: &dyn Storage) -> Result<Vec<(u64, u64)>> {
+        let logdir = dir.join(COMMITLOG_DIR);
+        if !storage.exists(&logdir).map_err(|e| Error::io("stat", &logdir, e))? {
+            return Err(Error::InvalidArgument(format!("{} holds no commit log", dir.display())));
+        }
+        let listing = list_segments(storage, &logdir)?;
+        let mut out = Vec::with_capacity(listing.segments.len());
+        for (base, path) in &listing.segments {
+            let file =
+                storage.open(path, crate::storage::OpenMode::Read).map_err(|e| Error::io("open segment", path, e))?;
+            out.push((*base, file.len().map_err(|e| Error::io("stat segment", path, e))?));
+        }
+        Ok(out)
+    }
+}

@@ -65,6 +65,34 @@ impl MessageExt {
         })
     }
 
+    /// Decodes a whole encoded record at physical offset `offset`, read
+    /// without the live log (by the offline scanner): validates it (CRC,
+    /// framing, position) and keeps slices of `bytes`. Damage is
+    /// [`Error::Corruption`] located as in [`MessageExt::from_record`].
+    pub(crate) fn from_encoded(offset: PhysicalOffset, bytes: Bytes) -> Result<Self> {
+        let d = crate::commitlog::CommitLog::decode_encoded(&bytes, offset.0)?;
+        let properties = decode_properties(&bytes[d.properties.clone()])
+            .map_err(|kind| Error::corruption(COMMITLOG_DIR, offset.0, kind))?;
+        Ok(Self {
+            // Validated as UTF-8 by decode_encoded.
+            topic: String::from_utf8_lossy(&bytes[d.topic.clone()]).into_owned(),
+            queue_id: d.queue_id,
+            queue_offset: QueueOffset(d.queue_offset),
+            physical_offset: offset,
+            store_size: bytes.len() as u32,
+            body: bytes.slice(d.body.clone()),
+            properties,
+            born_timestamp: d.born_timestamp,
+            store_timestamp: d.store_timestamp,
+            reconsume_times: d.reconsume_times,
+            flag: d.flag,
+            sysflag: d.sysflag,
+            crc: d.crc,
+            store_host: DEFAULT_STORE_HOST,
+            store_port: DEFAULT_STORE_PORT,
+        })
+    }
+
     /// Sets the host and port [`MessageExt::offset_msg_id`] encodes.
     #[must_use]
     pub fn with_store_host(mut self, host: [u8; 4], port: u32) -> Self {
