@@ -213,3 +213,33 @@ fn dropping_the_last_handle_closes_the_store() {
     assert_eq!(r.messages.len(), 1);
     store.close().unwrap();
 }
+
+#[test]
+fn a_deleted_and_recreated_topic_starts_empty_even_after_a_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    store.create_topic(TopicConfig::new("t", 1)).unwrap();
+    for i in 0..5 {
+        store.send(Message::new("t", format!("old-{i}"))).unwrap();
+    }
+    wait_dispatched(&store, "t", 0, 5);
+    store.commit_offset("g", "t", 0, 5).unwrap();
+    store.delete_topic("t").unwrap();
+    assert_eq!(store.committed_offset("g", "t", 0), None);
+    assert!(matches!(store.send(Message::new("t", "x")), Err(Error::InvalidArgument(_))));
+    store.create_topic(TopicConfig::new("t", 1)).unwrap();
+    for i in 0..3 {
+        let r = store.send(Message::new("t", format!("new-{i}"))).unwrap();
+        assert_eq!(r.queue_offset, i);
+    }
+    wait_dispatched(&store, "t", 0, 3);
+    store.close().unwrap();
+    // Force a rebuild of every queue from the start of the commit log.
+    std::fs::remove_dir_all(dir.path().join("consumequeue")).unwrap();
+    std::fs::remove_file(dir.path().join("config").join("dispatch")).unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let r = store.pull("t", 0, 0, 100, &TagFilter::All).unwrap();
+    let bodies: Vec<_> = r.messages.iter().map(|m| String::from_utf8(m.body().to_vec()).unwrap()).collect();
+    assert_eq!(bodies, ["new-0", "new-1", "new-2"]);
+    store.close().unwrap();
+}

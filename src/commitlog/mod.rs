@@ -280,6 +280,14 @@ impl CommitLog {
         Ok(out)
     }
 
+    /// Where the next record will be written: past every record appended
+    /// so far, including ones not yet published (staged under
+    /// [`FlushMode::Sync`]).
+    pub(crate) fn append_end(&self) -> PhysicalOffset {
+        let w = self.handle.core.writer.lock();
+        PhysicalOffset(w.active.base + w.pos)
+    }
+
     /// Like [`CommitLog::append_batch`], with each record's queue offset
     /// chosen by `assign` under the append lock, in log order, only once
     /// the write can no longer fail (see `Core::append_batch`). The store

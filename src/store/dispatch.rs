@@ -114,8 +114,11 @@ enum Applied {
 
 fn apply(inner: &Inner, rec: &Record) -> Result<Applied> {
     let topic = rec.topic();
-    if inner.topics.get(topic).is_none() {
-        return Ok(Applied::Skipped);
+    // Records of deleted topics, and of earlier incarnations of a topic that
+    // was deleted and created again, belong to no live queue.
+    match inner.topics.since(topic) {
+        Some(since) if rec.offset().get() >= since => {}
+        _ => return Ok(Applied::Skipped),
     }
     let props = decode_properties(&rec.properties()).map_err(|_| corrupt_record(inner, rec, "properties"))?;
     let tag = props.get(crate::message::properties::TAGS).map_or(0, |t| tag_hash(t));

@@ -166,7 +166,20 @@ impl Store {
                 )));
             }
         }
-        self.inner.topics.upsert(cfg).map(|_| ())
+        // A new topic (or a deleted one created again) starts a new
+        // incarnation: its queues number from 0, and records written before
+        // now, even ones still staged, belong to no queue of it.
+        // Lock order: the commit log's append lock is never taken while
+        // holding the numbering lock (sends take them the other way round).
+        let since = self.inner.log.append_end().get();
+        let mut next = self.inner.next_queue_offset.lock();
+        let created = self.inner.topics.get(&cfg.name).is_none();
+        let name = cfg.name.clone();
+        self.inner.topics.upsert(cfg, since)?;
+        if created {
+            next.retain(|(t, _), _| *t != name);
+        }
+        Ok(())
     }
 
     /// Deletes a topic, its consume queues and its consumer offsets. Its

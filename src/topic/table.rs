@@ -3,7 +3,10 @@
 //!
 //! Payload (version 1, big-endian): `count u32`, then per topic in strictly
 //! ascending name order: `name length u16`, `name` (UTF-8), `read queues
-//! u32`, `write queues u32`, `permission u8` (RocketMQ bits).
+//! u32`, `write queues u32`, `permission u8` (RocketMQ bits), `since u64`
+//! (the commit-log offset at which this incarnation of the topic began:
+//! records of the topic below it belong to an earlier, deleted topic of the
+//! same name and are not dispatched).
 
 use super::{validate_topic_name, Permission, TopicConfig};
 use crate::error::{CorruptionKind, Error, Result};
@@ -24,9 +27,19 @@ pub(crate) const TOPICS_VERSION: u16 = 1;
 /// the longest names): bounds what a damaged length field can allocate.
 pub(crate) const MAX_TOPICS_PAYLOAD: u32 = 16 << 20;
 /// Smallest encoded topic: 1-byte name.
-const MIN_ENTRY_LEN: usize = 2 + 1 + 4 + 4 + 1;
+const MIN_ENTRY_LEN: usize = 2 + 1 + 4 + 4 + 1 + 8;
 
-type Map = BTreeMap<String, TopicConfig>;
+/// One topic: its configuration and where its current incarnation began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    cfg: TopicConfig,
+    /// Commit-log physical offset at which this incarnation of the topic
+    /// began; records of the topic below it belong to an earlier one (the
+    /// topic was deleted and created again) and must not be dispatched.
+    since: u64,
+}
+
+type Map = BTreeMap<String, Entry>;
 
 /// Every topic's configuration, in memory and on disk.
 ///
@@ -61,17 +74,29 @@ impl TopicTable {
     /// The configuration of topic `name`, if it exists.
     #[must_use]
     pub fn get(&self, name: &str) -> Option<TopicConfig> {
-        self.topics.read().get(name).cloned()
+        self.topics.read().get(name).map(|e| e.cfg.clone())
+    }
+
+    /// The commit-log offset at which the current incarnation of topic
+    /// `name` began (records of the topic below it are from an earlier,
+    /// deleted incarnation), if the topic exists.
+    #[must_use]
+    pub(crate) fn since(&self, name: &str) -> Option<u64> {
+        self.topics.read().get(name).map(|e| e.since)
     }
 
     /// Every topic, sorted by name.
     #[must_use]
     pub fn list(&self) -> Vec<TopicConfig> {
-        self.topics.read().values().cloned().collect()
+        self.topics.read().values().map(|e| e.cfg.clone()).collect()
     }
 
     /// Creates or replaces a topic; returns the previous configuration.
     /// Nothing is written if `cfg` equals the current one.
+    ///
+    /// A new topic starts a new incarnation at `since_if_new` (normally the
+    /// commit log's current end); an existing topic keeps its `since`, as
+    /// an update is the same incarnation.
     ///
     /// # Errors
     ///
@@ -79,11 +104,12 @@ impl TopicTable {
     /// outgrow its file limit; an I/O error if the write failed, in which
     /// case the table is unchanged in memory (see [`metafile::write_atomic`]
     /// for what a failed directory fsync means on disk).
-    pub(crate) fn upsert(&self, cfg: TopicConfig) -> Result<Option<TopicConfig>> {
+    pub(crate) fn upsert(&self, cfg: TopicConfig, since_if_new: u64) -> Result<Option<TopicConfig>> {
         cfg.validate()?;
         let _writer = self.writer.lock();
         let mut next = self.topics.read().clone();
-        let previous = next.insert(cfg.name.clone(), cfg.clone());
+        let since = next.get(&cfg.name).map_or(since_if_new, |e| e.since);
+        let previous = next.insert(cfg.name.clone(), Entry { cfg: cfg.clone(), since }).map(|e| e.cfg);
         if previous.as_ref() == Some(&cfg) {
             return Ok(previous);
         }
@@ -104,7 +130,7 @@ impl TopicTable {
             return Ok(None);
         };
         self.publish(next)?;
-        Ok(Some(previous))
+        Ok(Some(previous.cfg))
     }
 
     /// Persists `next`, then makes it the in-memory table. The caller holds
@@ -124,11 +150,12 @@ fn encode(topics: &Map) -> Result<Vec<u8>> {
         .map_err(|_| Error::InvalidArgument(format!("{} topics exceed the topic table's limit", topics.len())))?;
     let mut out = Vec::new();
     out.extend_from_slice(&count.to_be_bytes());
-    for cfg in topics.values() {
+    for Entry { cfg, since } in topics.values() {
         metafile::put_str16(&mut out, &cfg.name)?;
         out.extend_from_slice(&cfg.read_queues.to_be_bytes());
         out.extend_from_slice(&cfg.write_queues.to_be_bytes());
         out.push(cfg.permission.to_bits());
+        out.extend_from_slice(&since.to_be_bytes());
     }
     if out.len() > MAX_TOPICS_PAYLOAD as usize {
         return Err(Error::InvalidArgument(format!(
@@ -178,7 +205,9 @@ fn decode(path: &Path, version: u16, payload: &[u8]) -> Result<Map> {
         if cfg.validate().is_err() {
             return Err(r.corruption(queues_at, CorruptionKind::InvalidField { field: "queue counts" }));
         }
-        topics.insert(cfg.name.clone(), cfg);
+        // Any value is valid: 0 for a topic created on an empty log.
+        let since = r.u64()?;
+        topics.insert(cfg.name.clone(), Entry { cfg, since });
     }
     r.finish()?;
     Ok(topics)
@@ -209,7 +238,7 @@ mod tests {
         assert_eq!(TOPICS_MAGIC, *b"\x8DMQT\r\n\x1A\n");
         assert_eq!(TOPICS_VERSION, 1);
         assert_eq!(MAX_TOPICS_PAYLOAD, 16 * 1024 * 1024);
-        assert_eq!(MIN_ENTRY_LEN, 12);
+        assert_eq!(MIN_ENTRY_LEN, 20);
         assert_eq!((metafile::CONFIG_DIR, TOPICS_FILE), ("config", "topics"));
     }
 
@@ -218,8 +247,11 @@ mod tests {
         let mut m = Map::new();
         let mut cfg = TopicConfig::new("ab", 3);
         cfg.write_queues = 2;
-        m.insert("ab".into(), cfg);
-        assert_eq!(encode(&m).unwrap(), [0, 0, 0, 1, 0, 2, b'a', b'b', 0, 0, 0, 3, 0, 0, 0, 2, 6]);
+        m.insert("ab".into(), Entry { cfg, since: 0x0102_0304_0506_0708 });
+        assert_eq!(
+            encode(&m).unwrap(),
+            [0, 0, 0, 1, 0, 2, b'a', b'b', 0, 0, 0, 3, 0, 0, 0, 2, 6, 1, 2, 3, 4, 5, 6, 7, 8]
+        );
     }
 
     #[test]
@@ -228,7 +260,7 @@ mod tests {
         let t = open(tmp.path()).unwrap();
         assert!(t.list().is_empty());
         for cfg in sample() {
-            assert_eq!(t.upsert(cfg).unwrap(), None);
+            assert_eq!(t.upsert(cfg, 0).unwrap(), None);
         }
         let names: Vec<_> = t.list().into_iter().map(|c| c.name).collect();
         assert_eq!(names, ["%DLQ%g", "a", "b-ro"]);
@@ -239,7 +271,7 @@ mod tests {
         let t = open(tmp.path()).unwrap();
         assert_eq!(t.list().len(), 3);
         assert_eq!(t.get("b-ro"), Some(sample()[1].clone()));
-        let previous = t.upsert(TopicConfig::new("a", 16)).unwrap();
+        let previous = t.upsert(TopicConfig::new("a", 16), 0).unwrap();
         assert_eq!(previous, Some(TopicConfig::new("a", 4)));
         assert_eq!(t.remove("%DLQ%g").unwrap(), Some(sample()[2].clone()));
         assert_eq!(t.remove("%DLQ%g").unwrap(), None);
@@ -250,14 +282,44 @@ mod tests {
     }
 
     #[test]
+    fn since_is_kept_on_update_and_reset_on_recreate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = open(tmp.path()).unwrap();
+        assert_eq!(t.since("t"), None);
+        assert_eq!(t.upsert(TopicConfig::new("t", 4), 100).unwrap(), None);
+        assert_eq!(t.since("t"), Some(100));
+        // An update is the same incarnation: `since` is kept.
+        assert_eq!(t.upsert(TopicConfig::new("t", 8), 999).unwrap(), Some(TopicConfig::new("t", 4)));
+        assert_eq!(t.since("t"), Some(100));
+        // So is an unchanged upsert (which writes nothing).
+        assert_eq!(t.upsert(TopicConfig::new("t", 8), 999).unwrap(), Some(TopicConfig::new("t", 8)));
+        assert_eq!(t.since("t"), Some(100));
+        drop(t);
+
+        let t = open(tmp.path()).unwrap();
+        assert_eq!(t.since("t"), Some(100));
+        assert_eq!(t.get("t"), Some(TopicConfig::new("t", 8)));
+        // Deleted and created again: a new incarnation.
+        assert_eq!(t.remove("t").unwrap(), Some(TopicConfig::new("t", 8)));
+        assert_eq!(t.since("t"), None);
+        assert_eq!(t.upsert(TopicConfig::new("t", 8), 500).unwrap(), None);
+        assert_eq!(t.since("t"), Some(500));
+        drop(t);
+
+        let t = open(tmp.path()).unwrap();
+        assert_eq!(t.since("t"), Some(500));
+        assert_eq!(t.list(), vec![TopicConfig::new("t", 8)]);
+    }
+
+    #[test]
     fn invalid_configs_are_refused_and_change_nothing() {
         let tmp = tempfile::tempdir().unwrap();
         let t = open(tmp.path()).unwrap();
         let mut c = TopicConfig::new("t", 2);
         c.write_queues = 3;
-        assert!(matches!(t.upsert(c), Err(Error::InvalidArgument(m)) if m.contains("strand")));
-        assert!(matches!(t.upsert(TopicConfig::new("a b", 1)), Err(Error::InvalidArgument(_))));
-        assert!(matches!(t.upsert(TopicConfig::new("t", MAX_QUEUES + 1)), Err(Error::InvalidArgument(_))));
+        assert!(matches!(t.upsert(c, 0), Err(Error::InvalidArgument(m)) if m.contains("strand")));
+        assert!(matches!(t.upsert(TopicConfig::new("a b", 1), 0), Err(Error::InvalidArgument(_))));
+        assert!(matches!(t.upsert(TopicConfig::new("t", MAX_QUEUES + 1), 0), Err(Error::InvalidArgument(_))));
         assert!(t.list().is_empty());
         assert!(!tmp.path().join("config/topics").exists());
     }
@@ -268,12 +330,12 @@ mod tests {
         let plan = FaultPlan::new();
         let storage = Arc::new(FaultyStorage::new(Arc::new(StdStorage), plan.clone()));
         let t = TopicTable::open(storage, tmp.path()).unwrap();
-        t.upsert(TopicConfig::new("keep", 4)).unwrap();
+        t.upsert(TopicConfig::new("keep", 4), 0).unwrap();
 
         for op in ["rename", "sync_data", "write_at", "open"] {
             plan.fail_op(op, FaultKind::Io);
-            assert!(t.upsert(TopicConfig::new("keep", 8)).is_err(), "{op}");
-            assert!(t.upsert(TopicConfig::new("new", 1)).is_err(), "{op}");
+            assert!(t.upsert(TopicConfig::new("keep", 8), 0).is_err(), "{op}");
+            assert!(t.upsert(TopicConfig::new("new", 1), 0).is_err(), "{op}");
             assert!(t.remove("keep").is_err(), "{op}");
             plan.heal();
             assert_eq!(t.list(), vec![TopicConfig::new("keep", 4)], "{op}");
@@ -282,13 +344,13 @@ mod tests {
         // A failed directory fsync is reported as a failed sync (the store
         // fences); memory still holds the old table.
         plan.fail_op("sync_dir", FaultKind::Io);
-        let e = t.upsert(TopicConfig::new("keep", 8)).unwrap_err();
+        let e = t.upsert(TopicConfig::new("keep", 8), 0).unwrap_err();
         assert!(e.is_failed_sync(), "{e:?}");
         assert_eq!(t.get("keep"), Some(TopicConfig::new("keep", 4)));
         plan.heal();
         // Unchanged upserts and removals of absent topics write nothing.
         plan.fail_op("open", FaultKind::Io);
-        assert_eq!(t.upsert(TopicConfig::new("keep", 4)).unwrap(), Some(TopicConfig::new("keep", 4)));
+        assert_eq!(t.upsert(TopicConfig::new("keep", 4), 0).unwrap(), Some(TopicConfig::new("keep", 4)));
         assert_eq!(t.remove("absent").unwrap(), None);
     }
 
@@ -297,7 +359,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let t = open(tmp.path()).unwrap();
         for cfg in sample() {
-            t.upsert(cfg).unwrap();
+            t.upsert(cfg, 0).unwrap();
         }
         let path = tmp.path().join("config/topics");
         let full = std::fs::read(&path).unwrap();
@@ -328,6 +390,7 @@ mod tests {
         out.extend_from_slice(&read.to_be_bytes());
         out.extend_from_slice(&write.to_be_bytes());
         out.push(perm);
+        out.extend_from_slice(&7u64.to_be_bytes());
         out
     }
 
@@ -348,7 +411,7 @@ mod tests {
             (20, CorruptionKind::BadLength { length: u64::from(u32::MAX) })
         );
         assert_eq!(decode_err(&payload(2, &[entry("a", 1, 1, 6)])).1, CorruptionKind::BadLength { length: 2 });
-        assert_eq!(decode_err(&payload(0, &[entry("a", 1, 1, 6)])).1, CorruptionKind::BadLength { length: 16 });
+        assert_eq!(decode_err(&payload(0, &[entry("a", 1, 1, 6)])).1, CorruptionKind::BadLength { length: 24 });
         assert_eq!(decode_err(&payload(1, &[entry("a.b", 1, 1, 6)])), (24, field("topic name")));
         // An empty name makes the entry shorter than the minimum the count
         // check assumes; pad it so the name check is what fires.
@@ -358,15 +421,21 @@ mod tests {
         assert_eq!(decode_err(&payload(1, &[entry("a", 0, 0, 6)])), (27, field("queue counts")));
         assert_eq!(decode_err(&payload(1, &[entry("a", 9999, 1, 6)])), (27, field("queue counts")));
         assert_eq!(decode_err(&payload(1, &[entry("a", 1, 1, 8)])), (35, field("permission")));
-        assert_eq!(decode_err(&payload(2, &[entry("b", 1, 1, 6), entry("a", 1, 1, 6)])), (36, field("topic order")));
-        assert_eq!(decode_err(&payload(2, &[entry("a", 1, 1, 6), entry("a", 1, 1, 6)])), (36, field("topic order")));
+        assert_eq!(decode_err(&payload(2, &[entry("b", 1, 1, 6), entry("a", 1, 1, 6)])), (44, field("topic order")));
+        assert_eq!(decode_err(&payload(2, &[entry("a", 1, 1, 6), entry("a", 1, 1, 6)])), (44, field("topic order")));
         let mut bad_utf8 = payload(1, &[entry("ab", 1, 1, 6)]);
         bad_utf8[6] = 0xFF;
         assert_eq!(decode_err(&bad_utf8), (26, field("topic name")));
         assert_eq!(decode_err(&[0, 0]).1, CorruptionKind::Truncated);
         // The inherit bit is accepted and dropped.
         let m = decode(Path::new("/t"), TOPICS_VERSION, &payload(1, &[entry("a", 1, 1, 7)])).unwrap();
-        assert_eq!(m["a"].permission, Permission::ReadWrite);
+        assert_eq!(m["a"].cfg.permission, Permission::ReadWrite);
+        assert_eq!(m["a"].since, 7);
+        // A short `since` is truncation (a 2-byte name keeps the count check
+        // satisfied), pointing at the `since` field.
+        let mut short = payload(1, &[entry("ab", 1, 1, 6)]);
+        short.pop();
+        assert_eq!(decode_err(&short), (37, CorruptionKind::Truncated));
         // An unknown version is refused, pointing at the version field.
         let e = decode(Path::new("/t"), 2, &payload(0, &[])).unwrap_err();
         assert!(matches!(
@@ -379,12 +448,12 @@ mod tests {
     fn concurrent_upserts_all_land() {
         let tmp = tempfile::tempdir().unwrap();
         let t = Arc::new(open(tmp.path()).unwrap());
-        let threads: Vec<_> = (0..4)
+        let threads: Vec<_> = (0..4u64)
             .map(|i| {
                 let t = t.clone();
                 std::thread::spawn(move || {
                     for j in 0..5 {
-                        t.upsert(TopicConfig::new(format!("t{i}-{j}"), 1)).unwrap();
+                        t.upsert(TopicConfig::new(format!("t{i}-{j}"), 1), i).unwrap();
                     }
                 })
             })
@@ -393,6 +462,8 @@ mod tests {
             th.join().unwrap();
         }
         assert_eq!(t.list().len(), 20);
-        assert_eq!(open(tmp.path()).unwrap().list(), t.list());
+        let reopened = open(tmp.path()).unwrap();
+        assert_eq!(reopened.list(), t.list());
+        assert_eq!(reopened.since("t3-4"), Some(3));
     }
 }
