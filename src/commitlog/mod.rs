@@ -52,6 +52,7 @@ pub use recovery::{CheckpointUse, RecoveryReport, Truncation};
 pub use scan::COMMITLOG_DIR;
 pub use segment::{SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION};
 pub use tools::{DumpEntry, RecordStatus, VerifyReport};
+pub(crate) use writer::ReadCache;
 
 use crate::error::{Error, Result};
 use crate::offset::PhysicalOffset;
@@ -278,6 +279,12 @@ impl CommitLog {
         let end = core.append_batch(drafts, |_, d| d.queue_offset, |a| out.push(a))?;
         core.after_append(end)?;
         Ok(out)
+    }
+
+    /// Reads the record at `offset` like [`CommitLog::read`], sharing
+    /// `cache` with the other reads of a batch (see `Core::read_cached`).
+    pub(crate) fn read_cached(&self, cache: &mut ReadCache, offset: PhysicalOffset) -> Result<Record> {
+        self.handle.core.read_cached(cache, offset.get())
     }
 
     /// Where the next record will be written: past every record appended

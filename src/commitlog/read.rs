@@ -53,6 +53,20 @@ impl Record {
         Self { offset, bytes, parts }
     }
 
+    /// Wraps a validated record at `[pos, pos + len)` of `prefix`, a
+    /// published prefix of `seg` starting at file position 0: only a
+    /// reference count changes, no allocation.
+    pub(crate) fn from_prefix(seg_base: u64, prefix: &Bytes, pos: usize, len: usize, parts: Parts) -> Self {
+        Self { offset: PhysicalOffset(seg_base + pos as u64), bytes: prefix.slice(pos..pos + len), parts }
+    }
+
+    /// A `Bytes` over file positions `[0, len)` of `seg`, all below the
+    /// published end (the caller guarantees it), so records inside it can
+    /// be sliced out without an allocation each.
+    pub(crate) fn prefix_of(seg: Arc<Segment>, len: usize) -> Bytes {
+        Bytes::from_owner(MappedSlice { seg, pos: 0, len })
+    }
+
     fn view(&self) -> RecordView<'_> {
         RecordView { bytes: &self.bytes }
     }
@@ -128,6 +142,12 @@ impl Record {
     pub fn body(&self) -> Bytes {
         self.bytes.slice(self.parts.body.0..self.parts.body.1)
     }
+    /// Byte ranges of topic, properties and body within [`Record::encoded`].
+    pub(crate) fn part_ranges(&self) -> (std::ops::Range<usize>, std::ops::Range<usize>, std::ops::Range<usize>) {
+        let p = &self.parts;
+        (p.topic.0..p.topic.1, p.properties.0..p.properties.1, p.body.0..p.body.1)
+    }
+
     /// The whole encoded record, as stored.
     #[must_use]
     pub fn encoded(&self) -> &Bytes {

@@ -233,6 +233,44 @@ impl Core {
         }
     }
 
+    /// Like [`Core::read`], reusing `cache` across calls: a batch of reads
+    /// from one segment shares one `Bytes` over the segment's published
+    /// prefix instead of allocating an owner per record, and looks the
+    /// segment up once.
+    pub(crate) fn read_cached(&self, cache: &mut ReadCache, offset: u64) -> Result<Record> {
+        self.ensure_not_closed()?;
+        let hit = cache.seg.as_ref().is_some_and(|s| s.base <= offset && offset < s.base + cache.prefix.len() as u64);
+        if !hit {
+            let end = self.written.load(Ordering::Acquire);
+            let Some(seg) = self.segment_for(offset) else {
+                return self.read(offset);
+            };
+            // Everything below the published end is immutable; a sealed
+            // segment is published to its end (marker included).
+            let len = end.min(seg.end()).saturating_sub(seg.base);
+            cache.prefix = Record::prefix_of(seg.clone(), len as usize);
+            cache.seg = Some(seg);
+        }
+        let (Some(seg), prefix) = (cache.seg.as_ref(), &cache.prefix) else {
+            return self.read(offset);
+        };
+        let pos = (offset - seg.base) as usize;
+        if pos < SEGMENT_HEADER_LEN || pos + BLANK_LEN as usize > prefix.len() {
+            return self.read(offset);
+        }
+        let room = seg.size - pos as u64;
+        match parse_prefix(&prefix[pos..pos + BLANK_LEN as usize], room, super::record::MAX_RECORD_LEN_LIMIT) {
+            Ok(Prefix::Record { len }) if pos + len as usize <= prefix.len() => {
+                let bytes = &prefix[pos..pos + len as usize];
+                let parts = RecordView::validate(bytes, offset).map_err(|k| self.corrupt(seg, pos as u64, k))?.1;
+                Ok(Record::from_prefix(seg.base, prefix, pos, len as usize, parts))
+            }
+            // Anything unusual (blank, damage, past the cached prefix): the
+            // uncached path decides and reports it.
+            _ => self.read(offset),
+        }
+    }
+
     fn corrupt(&self, seg: &Arc<Segment>, pos: u64, kind: crate::error::CorruptionKind) -> Error {
         Error::corruption(&seg.path, pos, kind)
     }
@@ -254,6 +292,14 @@ impl Core {
 /// creation that takes a few.
 pub(crate) fn prepare_point(size: u64) -> u64 {
     size - (size / 2).min(64 << 20)
+}
+
+/// Reused by [`Core::read_cached`] across the reads of one batch.
+#[derive(Debug, Default)]
+pub(crate) struct ReadCache {
+    seg: Option<Arc<Segment>>,
+    /// File positions `[0, len)` of `seg`, all published.
+    prefix: bytes::Bytes,
 }
 
 enum Slot {

@@ -1,12 +1,14 @@
 //! [`MessageExt`]: a stored message decoded from its commit-log record.
 
 use super::id::encode_offset_msg_id;
-use super::properties::{decode_properties, is_reserved, DELAY, KEYS, KEY_SEPARATOR, TAGS, UNIQ_KEY};
+use super::properties::{decode_properties, is_reserved, lookup, pairs, DELAY, KEYS, KEY_SEPARATOR, TAGS, UNIQ_KEY};
 use crate::commitlog::{Record, COMMITLOG_DIR};
-use crate::error::{Error, Result};
+use crate::error::{CorruptionKind, Error, Result};
 use crate::offset::{PhysicalOffset, QueueOffset};
 use bytes::Bytes;
 use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::OnceLock;
 
 /// Store host used in offset ids until [`MessageExt::with_store_host`] sets
 /// another: an embedded store has no network address of its own.
@@ -15,16 +17,26 @@ pub const DEFAULT_STORE_HOST: [u8; 4] = [127, 0, 0, 1];
 pub const DEFAULT_STORE_PORT: u32 = 0;
 
 /// A stored message: the record's header fields, its body (sharing the
-/// log's mapping, no copy) and its decoded properties (RocketMQ `MessageExt`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// log's mapping, no copy) and its properties (RocketMQ `MessageExt`).
+///
+/// Building one allocates nothing: topic and properties stay slices of the
+/// record and are read in place (`tags`, `keys`, `msg_id` scan the
+/// properties without decoding them); the map behind
+/// [`MessageExt::properties`] is built on first use. The properties were
+/// checked when the message was built, so that never fails.
+#[derive(Debug, Clone)]
 pub struct MessageExt {
-    topic: String,
+    /// The whole encoded record.
+    record: Bytes,
+    /// UTF-8 (validated by the record codec).
+    topic: Range<usize>,
+    /// Checked by [`pairs`] at construction.
+    props: Range<usize>,
+    body: Bytes,
+    decoded: OnceLock<BTreeMap<String, String>>,
     queue_id: u32,
     queue_offset: QueueOffset,
     physical_offset: PhysicalOffset,
-    store_size: u32,
-    body: Bytes,
-    properties: BTreeMap<String, String>,
     born_timestamp: u64,
     store_timestamp: u64,
     reconsume_times: u32,
@@ -35,6 +47,31 @@ pub struct MessageExt {
     store_port: u32,
 }
 
+/// Equal when the stored bytes and the store host are (whether the
+/// properties map was built yet does not matter).
+impl PartialEq for MessageExt {
+    fn eq(&self, other: &Self) -> bool {
+        self.physical_offset == other.physical_offset
+            && self.record == other.record
+            && self.store_host == other.store_host
+            && self.store_port == other.store_port
+    }
+}
+
+impl Eq for MessageExt {}
+
+/// Header fields shared by both constructors.
+struct Header {
+    queue_id: u32,
+    queue_offset: u64,
+    born_timestamp: u64,
+    store_timestamp: u64,
+    reconsume_times: u32,
+    flag: u32,
+    sysflag: u32,
+    crc: u32,
+}
+
 impl MessageExt {
     /// Decodes a record read from the commit log.
     ///
@@ -43,26 +80,18 @@ impl MessageExt {
     /// the record's physical offset: a `Record` does not know its segment
     /// file, and the physical offset locates it uniquely.
     pub fn from_record(record: &Record) -> Result<Self> {
-        let offset = record.offset();
-        let properties =
-            decode_properties(&record.properties()).map_err(|kind| Error::corruption(COMMITLOG_DIR, offset.0, kind))?;
-        Ok(Self {
-            topic: record.topic().to_owned(),
+        let (topic, props, body) = record.part_ranges();
+        let h = Header {
             queue_id: record.queue_id(),
-            queue_offset: QueueOffset(record.queue_offset()),
-            physical_offset: offset,
-            store_size: record.size(),
-            body: record.body(),
-            properties,
+            queue_offset: record.queue_offset(),
             born_timestamp: record.born_timestamp(),
             store_timestamp: record.store_timestamp(),
             reconsume_times: record.reconsume_times(),
             flag: record.flag(),
             sysflag: record.sysflag(),
             crc: record.crc(),
-            store_host: DEFAULT_STORE_HOST,
-            store_port: DEFAULT_STORE_PORT,
-        })
+        };
+        Self::build(record.offset(), record.encoded().clone(), topic, props, body, &h)
     }
 
     /// Decodes a whole encoded record at physical offset `offset`, read
@@ -71,26 +100,60 @@ impl MessageExt {
     /// [`Error::Corruption`] located as in [`MessageExt::from_record`].
     pub(crate) fn from_encoded(offset: PhysicalOffset, bytes: Bytes) -> Result<Self> {
         let d = crate::commitlog::CommitLog::decode_encoded(&bytes, offset.0)?;
-        let properties = decode_properties(&bytes[d.properties.clone()])
-            .map_err(|kind| Error::corruption(COMMITLOG_DIR, offset.0, kind))?;
-        Ok(Self {
-            // Validated as UTF-8 by decode_encoded.
-            topic: String::from_utf8_lossy(&bytes[d.topic.clone()]).into_owned(),
+        let h = Header {
             queue_id: d.queue_id,
-            queue_offset: QueueOffset(d.queue_offset),
-            physical_offset: offset,
-            store_size: bytes.len() as u32,
-            body: bytes.slice(d.body.clone()),
-            properties,
+            queue_offset: d.queue_offset,
             born_timestamp: d.born_timestamp,
             store_timestamp: d.store_timestamp,
             reconsume_times: d.reconsume_times,
             flag: d.flag,
             sysflag: d.sysflag,
             crc: d.crc,
+        };
+        Self::build(offset, bytes, d.topic, d.properties, d.body, &h)
+    }
+
+    fn build(
+        offset: PhysicalOffset,
+        record: Bytes,
+        topic: Range<usize>,
+        props: Range<usize>,
+        body: Range<usize>,
+        h: &Header,
+    ) -> Result<Self> {
+        let corrupt = |kind| Error::corruption(COMMITLOG_DIR, offset.0, kind);
+        let raw = record.get(props.clone()).ok_or_else(|| corrupt(CorruptionKind::Truncated))?;
+        for pair in pairs(raw) {
+            pair.map_err(corrupt)?;
+        }
+        if record.get(topic.clone()).is_none_or(|t| std::str::from_utf8(t).is_err()) {
+            return Err(corrupt(CorruptionKind::InvalidField { field: "topic" }));
+        }
+        if body.end > record.len() || body.start > body.end {
+            return Err(corrupt(CorruptionKind::Truncated));
+        }
+        Ok(Self {
+            body: record.slice(body),
+            record,
+            topic,
+            props,
+            decoded: OnceLock::new(),
+            queue_id: h.queue_id,
+            queue_offset: QueueOffset(h.queue_offset),
+            physical_offset: offset,
+            born_timestamp: h.born_timestamp,
+            store_timestamp: h.store_timestamp,
+            reconsume_times: h.reconsume_times,
+            flag: h.flag,
+            sysflag: h.sysflag,
+            crc: h.crc,
             store_host: DEFAULT_STORE_HOST,
             store_port: DEFAULT_STORE_PORT,
         })
+    }
+
+    fn raw_properties(&self) -> &[u8] {
+        self.record.get(self.props.clone()).unwrap_or_default()
     }
 
     /// Sets the host and port [`MessageExt::offset_msg_id`] encodes.
@@ -104,7 +167,8 @@ impl MessageExt {
     /// Topic the message is stored under.
     #[must_use]
     pub fn topic(&self) -> &str {
-        &self.topic
+        // Checked at construction.
+        self.record.get(self.topic.clone()).and_then(|t| std::str::from_utf8(t).ok()).unwrap_or_default()
     }
     /// Queue id within the topic.
     #[must_use]
@@ -124,7 +188,7 @@ impl MessageExt {
     /// Encoded record size in bytes.
     #[must_use]
     pub fn store_size(&self) -> u32 {
-        self.store_size
+        u32::try_from(self.record.len()).unwrap_or(u32::MAX)
     }
     /// Message body (a slice of the log's mapping).
     #[must_use]
@@ -134,16 +198,17 @@ impl MessageExt {
     /// All properties, the store's included.
     #[must_use]
     pub fn properties(&self) -> &BTreeMap<String, String> {
-        &self.properties
+        // Checked at construction, so decoding cannot fail here.
+        self.decoded.get_or_init(|| decode_properties(self.raw_properties()).unwrap_or_default())
     }
     /// One property by name.
     #[must_use]
     pub fn property(&self, name: &str) -> Option<&str> {
-        self.properties.get(name).map(String::as_str)
+        lookup(self.raw_properties(), name)
     }
     /// Properties whose names are not reserved for the store.
     pub fn user_properties(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.properties.iter().filter(|(k, _)| !is_reserved(k)).map(|(k, v)| (k.as_str(), v.as_str()))
+        self.properties().iter().filter(|(k, _)| !is_reserved(k)).map(|(k, v)| (k.as_str(), v.as_str()))
     }
     /// Tag, if the message has one.
     #[must_use]

@@ -111,22 +111,37 @@ pub fn encode_properties(map: &BTreeMap<String, String>) -> Result<Vec<u8>> {
 /// a value containing `0x01`, or non-UTF-8 text. Never panics.
 pub fn decode_properties(bytes: &[u8]) -> Result<BTreeMap<String, String>, CorruptionKind> {
     let mut map = BTreeMap::new();
-    if bytes.is_empty() {
-        return Ok(map);
+    for pair in pairs(bytes) {
+        let (name, value) = pair?;
+        map.insert(name.to_owned(), value.to_owned());
     }
+    Ok(map)
+}
+
+/// The pairs of an encoded properties blob in stored order, without
+/// allocating; each is checked as [`decode_properties`] checks it. A name
+/// may repeat (the last one wins when decoding into a map).
+pub(crate) fn pairs(bytes: &[u8]) -> impl Iterator<Item = Result<(&str, &str), CorruptionKind>> {
     let body = bytes.strip_suffix(&[PROPERTY_SEPARATOR]).unwrap_or(bytes);
-    for piece in body.split(|&b| b == PROPERTY_SEPARATOR) {
+    // An empty blob has no pairs (splitting it would yield one empty piece).
+    let pieces = if bytes.is_empty() { None } else { Some(body.split(|&b| b == PROPERTY_SEPARATOR)) };
+    pieces.into_iter().flatten().map(|piece| {
         let bad = CorruptionKind::InvalidField { field: "properties" };
-        let Some(sep) = piece.iter().position(|&b| b == NAME_VALUE_SEPARATOR) else { return Err(bad) };
+        let sep = piece.iter().position(|&b| b == NAME_VALUE_SEPARATOR).ok_or(bad.clone())?;
         let (name, value) = (&piece[..sep], &piece[sep + 1..]);
         if name.is_empty() || value.contains(&NAME_VALUE_SEPARATOR) {
             return Err(bad);
         }
         let name = std::str::from_utf8(name).map_err(|_| CorruptionKind::InvalidField { field: "property name" })?;
         let value = std::str::from_utf8(value).map_err(|_| CorruptionKind::InvalidField { field: "property value" })?;
-        map.insert(name.to_owned(), value.to_owned());
-    }
-    Ok(map)
+        Ok((name, value))
+    })
+}
+
+/// The value of property `name` in a blob that [`pairs`] accepts in full
+/// (the last occurrence, as when decoding into a map).
+pub(crate) fn lookup<'a>(bytes: &'a [u8], name: &str) -> Option<&'a str> {
+    pairs(bytes).filter_map(Result::ok).filter(|(n, _)| *n == name).last().map(|(_, v)| v)
 }
 
 /// Encoded size of one pair, separators included.

@@ -139,9 +139,16 @@ impl Store {
             return Ok(empty(PullStatus::NoNewMessage, offset));
         }
         let hashes = filter.hashes();
-        let mut units = Vec::new();
-        q.read(QueueOffset(offset), max.clamp(1, MAX_SCAN).saturating_mul(4).min(MAX_SCAN), &mut units);
-        let mut messages = Vec::new();
+        // Without a tag filter every unit is a match: read exactly `max`.
+        // With one, read ahead so a sparse match still fills the batch.
+        let scan = match &hashes {
+            None => max.clamp(1, MAX_SCAN),
+            Some(_) => max.clamp(1, MAX_SCAN).saturating_mul(4).min(MAX_SCAN),
+        };
+        let mut units = Vec::with_capacity(scan);
+        q.read(QueueOffset(offset), scan, &mut units);
+        let mut messages = Vec::with_capacity(max.min(units.len()));
+        let mut cache = crate::commitlog::ReadCache::default();
         let mut next = offset;
         for (at, unit) in units {
             if messages.len() >= max {
@@ -153,7 +160,7 @@ impl Store {
                     continue;
                 }
             }
-            let rec = self.inner.log.read(unit.physical_offset)?;
+            let rec = self.inner.log.read_cached(&mut cache, unit.physical_offset)?;
             let msg = MessageExt::from_record(&rec)?;
             if filter.matches(&msg) {
                 messages.push(msg);
