@@ -234,6 +234,11 @@ impl Core {
         self.flush_cv.notify_all();
         drop(st);
         self.wake_sync_waiters();
+        if result.is_ok() {
+            if let Some(hook) = self.on_publish.read().as_ref() {
+                (hook.0)();
+            }
+        }
         result
     }
 

@@ -227,6 +227,9 @@ pub(crate) struct Core {
     pub(crate) prealloc: prealloc::Prealloc,
     pub(crate) checkpoint_generation: AtomicU64,
     pub(crate) lock: Mutex<Option<Box<dyn LockGuard>>>,
+    /// Told after the flush thread publishes committed records (Sync mode),
+    /// so a follower such as the store's dispatcher need not poll.
+    pub(crate) on_publish: RwLock<Option<HookSlot>>,
 }
 
 impl CommitLog {
@@ -285,6 +288,13 @@ impl CommitLog {
     /// `cache` with the other reads of a batch (see `Core::read_cached`).
     pub(crate) fn read_cached(&self, cache: &mut ReadCache, offset: PhysicalOffset) -> Result<Record> {
         self.handle.core.read_cached(cache, offset.get())
+    }
+
+    /// Registers `hook` to run (on the flush thread) each time a Sync-mode
+    /// commit makes records readable. Under Async flush records are
+    /// readable when their append returns, so the appender knows already.
+    pub(crate) fn set_publish_hook(&self, hook: PublishHook) {
+        *self.handle.core.on_publish.write() = Some(HookSlot(hook));
     }
 
     /// Where the next record will be written: past every record appended
@@ -484,6 +494,18 @@ mod read_iter {
 }
 
 pub use read_iter::Iter;
+
+/// Called after newly committed records become readable.
+pub(crate) type PublishHook = Box<dyn Fn() + Send + Sync>;
+
+/// A [`PublishHook`] in a field of a `Debug` struct.
+pub(crate) struct HookSlot(pub(crate) PublishHook);
+
+impl std::fmt::Debug for HookSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HookSlot")
+    }
+}
 
 /// Whether an append waits for the durability its flush mode promises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -349,5 +349,6 @@ fn build(
         prealloc: Prealloc::new(),
         checkpoint_generation: AtomicU64::new(generation),
         lock: Mutex::new(Some(lock)),
+        on_publish: RwLock::new(None),
     }
 }

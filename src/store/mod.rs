@@ -98,7 +98,7 @@ pub(crate) struct Inner {
     /// commit log's append lock (see `send`), so positions follow log order.
     pub(crate) next_queue_offset: Mutex<HashMap<(String, u32), u64>>,
     pub(crate) ids: MessageIdGenerator,
-    pub(crate) dispatch: dispatch::Dispatch,
+    pub(crate) dispatch: Arc<dispatch::Dispatch>,
     pub(crate) round_robin: RoundRobinSelector,
     pub(crate) async_sends: send::AsyncSends,
     pub(crate) closed: AtomicBool,
@@ -126,7 +126,7 @@ impl Store {
             offsets,
             next_queue_offset: Mutex::new(HashMap::new()),
             ids: MessageIdGenerator::new(),
-            dispatch: dispatch::Dispatch::default(),
+            dispatch: Arc::default(),
             round_robin: RoundRobinSelector::default(),
             async_sends: send::AsyncSends::default(),
             closed: AtomicBool::new(false),
@@ -136,6 +136,12 @@ impl Store {
         // Offsets committed past what survived (or for queues that are
         // gone) are pulled back into the recovered range.
         inner.offsets.clamp(|t, q| inner.queues.queue(t, q).map(|q| (q.min_offset().0, q.max_offset().0)));
+        // Sync-mode records become readable on the flush thread (one-way
+        // sends do not wait for that): have it wake the dispatcher. The hook
+        // holds only the dispatch state, never the store, so the flush
+        // thread can never end up dropping (and joining) itself.
+        let dispatch = inner.dispatch.clone();
+        inner.log.set_publish_hook(Box::new(move || dispatch.nudge()));
         let threads = dispatch::Threads::start(&inner)?;
         *inner.threads.lock() = Some(threads);
         let guard = Arc::new(CloseGuard(inner.clone()));
