@@ -12,7 +12,7 @@ use crate::commitlog::wake::Broadcast;
 use crate::commitlog::Record;
 use crate::consumequeue::{tag_hash, CqUnit};
 use crate::error::{CorruptionKind, Error, Result};
-use crate::message::decode_properties;
+use crate::message::properties::{lookup, pairs, TAGS};
 use crate::offset::{PhysicalOffset, QueueOffset};
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
@@ -70,9 +70,32 @@ impl Dispatch {
     }
 }
 
+/// Async flush: the sender dispatches right away on its own thread when
+/// no round is running (a reader waiting in `pull_wait` is then woken one
+/// thread hop sooner); otherwise, or on failure, the dispatch thread is
+/// nudged and does it. A round that is running may have looked at the log
+/// before this record was published, hence the nudge rather than nothing.
+pub(crate) fn dispatch_inline(inner: &Inner) {
+    if inner.dispatch.failed.lock().is_some() {
+        return;
+    }
+    match inner.dispatch.round.try_lock() {
+        Some(round) => {
+            if let Err(e) = dispatch_round(inner, round) {
+                *inner.dispatch.failed.lock() = Some(format!("dispatch failed: {e}"));
+                inner.dispatch.arrivals.wake_all();
+            }
+        }
+        None => inner.dispatch.nudge(),
+    }
+}
+
 /// Dispatches every readable record not dispatched yet; returns how many.
 pub(crate) fn dispatch_available(inner: &Inner) -> Result<u64> {
-    let _round = inner.dispatch.round.lock();
+    dispatch_round(inner, inner.dispatch.round.lock())
+}
+
+fn dispatch_round(inner: &Inner, _round: parking_lot::MutexGuard<'_, ()>) -> Result<u64> {
     let from = inner.dispatch.dispatched.load(Ordering::Acquire);
     let mut n = 0;
     let mut it = inner.log.iter(PhysicalOffset(from));
@@ -120,8 +143,12 @@ fn apply(inner: &Inner, rec: &Record) -> Result<Applied> {
         Some(since) if rec.offset().get() >= since => {}
         _ => return Ok(Applied::Skipped),
     }
-    let props = decode_properties(&rec.properties()).map_err(|_| corrupt_record(inner, rec, "properties"))?;
-    let tag = props.get(crate::message::properties::TAGS).map_or(0, |t| tag_hash(t));
+    // Checked without allocating: dispatch runs once per message.
+    let props = rec.properties();
+    if pairs(&props).any(|p| p.is_err()) {
+        return Err(corrupt_record(inner, rec, "properties"));
+    }
+    let tag = lookup(&props, TAGS).map_or(0, tag_hash);
     let unit = CqUnit { physical_offset: rec.offset(), size: rec.size(), tag_hash: tag };
     let q = inner.queues.get_or_create(topic, rec.queue_id())?;
     let at = QueueOffset(rec.queue_offset());

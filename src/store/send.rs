@@ -268,7 +268,14 @@ impl Store {
             Err(Error::Timeout { .. }) => SendStatus::FlushDiskTimeout,
             Err(e) => return Err(e),
         };
-        inner.dispatch.nudge();
+        match inner.opts.commit_log.flush_mode {
+            // Readable now: dispatch on this thread if nobody else is.
+            crate::commitlog::FlushMode::Async => super::dispatch::dispatch_inline(inner),
+            // Readable once committed; the flush thread's publish hook
+            // nudges the dispatcher then (this nudge covers a commit that
+            // already happened).
+            crate::commitlog::FlushMode::Sync => inner.dispatch.nudge(),
+        }
         Ok(appended
             .into_iter()
             .zip(ids)
