@@ -145,9 +145,12 @@ enum Variant {
     RawMmap,
     Mqstore,
     Mqstore4q,
+    /// The 1-queue store read with `Store::pull_with` (borrowed
+    /// `MessageRef`s, nothing allocated per message).
+    MqstoreVisit,
 }
 
-const VARIANTS: [Variant; 3] = [Variant::RawMmap, Variant::Mqstore, Variant::Mqstore4q];
+const VARIANTS: [Variant; 4] = [Variant::RawMmap, Variant::Mqstore, Variant::Mqstore4q, Variant::MqstoreVisit];
 
 impl Variant {
     fn name(self) -> &'static str {
@@ -155,6 +158,7 @@ impl Variant {
             Variant::RawMmap => "raw-mmap",
             Variant::Mqstore => "mqstore",
             Variant::Mqstore4q => "mqstore-4q",
+            Variant::MqstoreVisit => "mqstore-pull_with",
         }
     }
 }
@@ -396,6 +400,7 @@ impl Filled {
     fn bytes_per_msg(&self, v: Variant) -> f64 {
         match v {
             Variant::RawMmap => self.raw.pos as f64 / self.messages as f64,
+            Variant::MqstoreVisit => self.bytes_per_msg(Variant::Mqstore),
             _ => self.stores.iter().find(|s| s.0 == v).map_or(f64::NAN, |s| s.3),
         }
     }
@@ -409,6 +414,16 @@ impl Filled {
                 let n = self.raw.read_all();
                 let elapsed = start.elapsed();
                 assert_eq!(n, self.messages, "raw-mmap read count");
+                elapsed
+            }
+            Variant::MqstoreVisit => {
+                let (_, queues, store, _, _) =
+                    self.stores.iter().find(|s| s.0 == Variant::Mqstore).expect("variant filled");
+                let start = Instant::now();
+                let (n, sum) = read_store_visit(store, *queues, self.touch);
+                let elapsed = start.elapsed();
+                assert_eq!(n, self.messages, "{} read count", v.name());
+                assert_eq!(sum, self.touch_sum, "{} body checksum", v.name());
                 elapsed
             }
             _ => {
@@ -444,6 +459,33 @@ fn read_store(store: &Store, queues: u32, mode: Touch) -> (usize, u64) {
                 sum = sum.wrapping_add(touch(mode, m.body()));
             }
             n += r.messages.len();
+            offset = r.next_offset;
+        }
+    }
+    (n, sum)
+}
+
+/// Like [`read_store`], through `Store::pull_with`: each body is touched in
+/// place, borrowed from the mapping.
+fn read_store_visit(store: &Store, queues: u32, mode: Touch) -> (usize, u64) {
+    let filter = TagFilter::All;
+    let mut n = 0;
+    let mut sum = 0u64;
+    for q in 0..queues {
+        let mut offset = store.min_offset(TOPIC, q).expect("min_offset");
+        loop {
+            let r = store
+                .pull_with(TOPIC, q, offset, PULL_BATCH, &filter, |m| {
+                    sum = sum.wrapping_add(touch(mode, m.body()));
+                    Ok(())
+                })
+                .expect("pull_with");
+            match r.status {
+                PullStatus::Found => {}
+                PullStatus::NoNewMessage => break,
+                other => panic!("pull_with of queue {q} at {offset}: {other:?}"),
+            }
+            n += r.count;
             offset = r.next_offset;
         }
     }

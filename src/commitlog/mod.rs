@@ -44,6 +44,7 @@ pub use checkpoint::{
 };
 pub use options::{CommitLogOptions, FlushMode, Preallocation, RecoveryMode, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 pub use read::Record;
+pub(crate) use record::{Parts, RecordView};
 pub use record::{
     RecordDraft, BLANK_LEN, BLANK_MAGIC, MAX_PROPERTIES_LEN, MAX_RECORD_LEN_LIMIT, MAX_TOPIC_LEN, RECORD_HEADER_LEN,
     RECORD_MAGIC,
@@ -284,17 +285,24 @@ impl CommitLog {
         Ok(out)
     }
 
-    /// Reads the record at `offset` like [`CommitLog::read`], sharing
-    /// `cache` with the other reads of a batch (see `Core::read_cached`).
-    pub(crate) fn read_cached(&self, cache: &mut ReadCache, offset: PhysicalOffset) -> Result<Record> {
-        self.handle.core.read_cached(cache, offset.get())
-    }
-
     /// Registers `hook` to run (on the flush thread) each time a Sync-mode
     /// commit makes records readable. Under Async flush records are
     /// readable when their append returns, so the appender knows already.
     pub(crate) fn set_publish_hook(&self, hook: PublishHook) {
         *self.handle.core.on_publish.write() = Some(HookSlot(hook));
+    }
+
+    /// Calls `f` with the record at `offset` borrowed in place: the buffer
+    /// holding it, its start in that buffer, its validated view and parts.
+    /// Shares `cache` with the other reads of a batch; no allocation when
+    /// the cache already covers the record.
+    pub(crate) fn visit_cached<R>(
+        &self,
+        cache: &mut ReadCache,
+        offset: PhysicalOffset,
+        f: impl FnOnce(&bytes::Bytes, usize, RecordView<'_>, &Parts) -> R,
+    ) -> Result<R> {
+        self.handle.core.visit_cached(cache, offset.get(), f)
     }
 
     /// Where the next record will be written: past every record appended

@@ -53,13 +53,6 @@ impl Record {
         Self { offset, bytes, parts }
     }
 
-    /// Wraps a validated record at `[pos, pos + len)` of `prefix`, a
-    /// published prefix of `seg` starting at file position 0: only a
-    /// reference count changes, no allocation.
-    pub(crate) fn from_prefix(seg_base: u64, prefix: &Bytes, pos: usize, len: usize, parts: Parts) -> Self {
-        Self { offset: PhysicalOffset(seg_base + pos as u64), bytes: prefix.slice(pos..pos + len), parts }
-    }
-
     /// A `Bytes` over file positions `[0, len)` of `seg`, all below the
     /// published end (the caller guarantees it), so records inside it can
     /// be sliced out without an allocation each.
@@ -142,6 +135,12 @@ impl Record {
     pub fn body(&self) -> Bytes {
         self.bytes.slice(self.parts.body.0..self.parts.body.1)
     }
+    /// Calls `f` with this record borrowed: its buffer, start 0, view and
+    /// parts.
+    pub(crate) fn with_view<R>(&self, f: impl FnOnce(&Bytes, usize, RecordView<'_>, &Parts) -> R) -> R {
+        f(&self.bytes, 0, self.view(), &self.parts)
+    }
+
     /// Byte ranges of topic, properties and body within [`Record::encoded`].
     pub(crate) fn part_ranges(&self) -> (std::ops::Range<usize>, std::ops::Range<usize>, std::ops::Range<usize>) {
         let p = &self.parts;

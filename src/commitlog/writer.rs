@@ -12,7 +12,7 @@
 use super::checkpoint::RecordMark;
 use super::read::Record;
 use super::record::{
-    encode_blank, encode_into, encode_onto, parse_prefix, DraftError, Prefix, RecordDraft, RecordView, BLANK_LEN,
+    encode_blank, encode_into, encode_onto, parse_prefix, DraftError, Parts, Prefix, RecordDraft, RecordView, BLANK_LEN,
 };
 use super::segment::{Segment, SEGMENT_HEADER_LEN};
 use super::{Appended, Core, FlushMode, Writer};
@@ -233,17 +233,36 @@ impl Core {
         }
     }
 
-    /// Like [`Core::read`], reusing `cache` across calls: a batch of reads
-    /// from one segment shares one `Bytes` over the segment's published
-    /// prefix instead of allocating an owner per record, and looks the
-    /// segment up once.
-    pub(crate) fn read_cached(&self, cache: &mut ReadCache, offset: u64) -> Result<Record> {
+    /// Calls `f` with the record at `offset` borrowed from `cache`: a batch
+    /// of reads from one segment shares one `Bytes` over the segment's
+    /// published prefix instead of allocating an owner per record, and looks
+    /// the segment up once.
+    pub(crate) fn visit_cached<R>(
+        &self,
+        cache: &mut ReadCache,
+        offset: u64,
+        f: impl FnOnce(&bytes::Bytes, usize, RecordView<'_>, &Parts) -> R,
+    ) -> Result<R> {
+        match self.locate_cached(cache, offset)? {
+            Some((pos, len, parts)) => {
+                let bytes = cache.prefix.get(pos..pos + len).unwrap_or_default();
+                Ok(f(&cache.prefix, pos, RecordView { bytes }, &parts))
+            }
+            None => Ok(self.read(offset)?.with_view(f)),
+        }
+    }
+
+    /// Finds and validates the record at `offset` inside the cached segment
+    /// prefix (refreshing the cache if needed): its position, length and
+    /// parts; `None` when the uncached path must decide (blank, damage,
+    /// past the prefix).
+    fn locate_cached(&self, cache: &mut ReadCache, offset: u64) -> Result<Option<(usize, usize, Parts)>> {
         self.ensure_not_closed()?;
         let hit = cache.seg.as_ref().is_some_and(|s| s.base <= offset && offset < s.base + cache.prefix.len() as u64);
         if !hit {
             let end = self.written.load(Ordering::Acquire);
             let Some(seg) = self.segment_for(offset) else {
-                return self.read(offset);
+                return Ok(None);
             };
             // Everything below the published end is immutable; a sealed
             // segment is published to its end (marker included).
@@ -252,22 +271,20 @@ impl Core {
             cache.seg = Some(seg);
         }
         let (Some(seg), prefix) = (cache.seg.as_ref(), &cache.prefix) else {
-            return self.read(offset);
+            return Ok(None);
         };
         let pos = (offset - seg.base) as usize;
         if pos < SEGMENT_HEADER_LEN || pos + BLANK_LEN as usize > prefix.len() {
-            return self.read(offset);
+            return Ok(None);
         }
         let room = seg.size - pos as u64;
         match parse_prefix(&prefix[pos..pos + BLANK_LEN as usize], room, super::record::MAX_RECORD_LEN_LIMIT) {
             Ok(Prefix::Record { len }) if pos + len as usize <= prefix.len() => {
                 let bytes = &prefix[pos..pos + len as usize];
                 let parts = RecordView::validate(bytes, offset).map_err(|k| self.corrupt(seg, pos as u64, k))?.1;
-                Ok(Record::from_prefix(seg.base, prefix, pos, len as usize, parts))
+                Ok(Some((pos, len as usize, parts)))
             }
-            // Anything unusual (blank, damage, past the cached prefix): the
-            // uncached path decides and reports it.
-            _ => self.read(offset),
+            _ => Ok(None),
         }
     }
 
@@ -294,7 +311,7 @@ pub(crate) fn prepare_point(size: u64) -> u64 {
     size - (size / 2).min(64 << 20)
 }
 
-/// Reused by [`Core::read_cached`] across the reads of one batch.
+/// Reused by [`Core::visit_cached`] across the reads of one batch.
 #[derive(Debug, Default)]
 pub(crate) struct ReadCache {
     seg: Option<Arc<Segment>>,

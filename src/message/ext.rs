@@ -94,6 +94,28 @@ impl MessageExt {
         Self::build(record.offset(), record.encoded().clone(), topic, props, body, &h)
     }
 
+    /// Builds from a record already validated as `view`/`parts` (whose bytes
+    /// are exactly `record`).
+    pub(crate) fn from_validated(
+        offset: PhysicalOffset,
+        record: Bytes,
+        parts: &crate::commitlog::Parts,
+        view: &crate::commitlog::RecordView<'_>,
+    ) -> Result<Self> {
+        let h = Header {
+            queue_id: view.queue_id(),
+            queue_offset: view.queue_offset(),
+            born_timestamp: view.born_timestamp(),
+            store_timestamp: view.store_timestamp(),
+            reconsume_times: view.reconsume_times(),
+            flag: view.flag(),
+            sysflag: view.sysflag(),
+            crc: view.crc(),
+        };
+        let r = |p: (usize, usize)| p.0..p.1;
+        Self::build(offset, record, r(parts.topic), r(parts.properties), r(parts.body), &h)
+    }
+
     /// Decodes a whole encoded record at physical offset `offset`, read
     /// without the live log (by the offline scanner): validates it (CRC,
     /// framing, position) and keeps slices of `bytes`. Damage is
@@ -126,7 +148,9 @@ impl MessageExt {
         for pair in pairs(raw) {
             pair.map_err(corrupt)?;
         }
-        if record.get(topic.clone()).is_none_or(|t| std::str::from_utf8(t).is_err()) {
+        // Every caller passes a record the record codec validated (UTF-8
+        // topic included); only the bounds are re-checked here.
+        if record.get(topic.clone()).is_none() {
             return Err(corrupt(CorruptionKind::InvalidField { field: "topic" }));
         }
         if body.end > record.len() || body.start > body.end {

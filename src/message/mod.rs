@@ -10,6 +10,7 @@ mod id;
 // The file is named after its main type, as the other modules' files are.
 #[allow(clippy::module_inception)]
 mod message;
+mod msgref;
 pub mod properties;
 
 pub use ext::{MessageExt, DEFAULT_STORE_HOST, DEFAULT_STORE_PORT};
@@ -18,4 +19,5 @@ pub use id::{
     UNIQUE_ID_HEX_LEN,
 };
 pub use message::{Message, MessageLimits, DEFAULT_MAX_BODY, DEFAULT_MAX_DELAY_LEVEL, DEFAULT_MAX_PROPERTIES};
+pub use msgref::MessageRef;
 pub use properties::{decode_properties, encode_properties};

@@ -24,7 +24,7 @@ mod readonly;
 mod send;
 
 pub use options::StoreOptions;
-pub use pull::{PullResult, PullStatus, TagFilter};
+pub use pull::{PullResult, PullStatus, PullSummary, TagFilter};
 pub use readonly::StoreView;
 pub use send::{
     HashByKeySelector, MessageQueue, MessageQueueSelector, RandomSelector, RoundRobinSelector, SendCallback,

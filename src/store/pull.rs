@@ -4,7 +4,7 @@
 use super::Store;
 use crate::consumequeue::tag_hash;
 use crate::error::{Error, Result};
-use crate::message::MessageExt;
+use crate::message::{MessageExt, MessageRef};
 use crate::offset::QueueOffset;
 use std::time::{Duration, Instant};
 
@@ -58,10 +58,10 @@ impl TagFilter {
         }
     }
 
-    fn matches(&self, msg: &MessageExt) -> bool {
+    fn matches_tag(&self, tag: Option<&str>) -> bool {
         match self {
             Self::All => true,
-            Self::Tags(t) => msg.tags().is_some_and(|tag| t.iter().any(|x| x == tag)),
+            Self::Tags(t) => tag.is_some_and(|tag| t.iter().any(|x| x == tag)),
         }
     }
 }
@@ -79,6 +79,21 @@ pub enum PullStatus {
     /// The offset is outside `[min_offset, max_offset]`; `next_offset` is
     /// the nearest valid one.
     OffsetIllegal,
+}
+
+/// What [`Store::pull_with`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullSummary {
+    /// What was found.
+    pub status: PullStatus,
+    /// Messages handed to the callback.
+    pub count: usize,
+    /// Where the next pull should start.
+    pub next_offset: u64,
+    /// The queue's first offset.
+    pub min_offset: u64,
+    /// The queue's end (one past its last message).
+    pub max_offset: u64,
 }
 
 /// The result of [`Store::pull`].
@@ -101,6 +116,52 @@ impl Store {
     /// queue offset `offset` that pass `filter`. Bodies are slices of the
     /// mapped commit log (no copy).
     pub fn pull(&self, topic: &str, queue_id: u32, offset: u64, max: usize, filter: &TagFilter) -> Result<PullResult> {
+        let mut messages = Vec::with_capacity(max.min(MAX_SCAN));
+        let s = self.pull_with(topic, queue_id, offset, max, filter, |m| {
+            messages.push(m.to_owned_message()?);
+            Ok(())
+        })?;
+        Ok(PullResult {
+            status: s.status,
+            messages,
+            next_offset: s.next_offset,
+            min_offset: s.min_offset,
+            max_offset: s.max_offset,
+        })
+    }
+
+    /// Like [`Store::pull`], but hands each matching message to `each` as
+    /// a [`MessageRef`] borrowed from the mapped log, allocating nothing per
+    /// message: the throughput path for consumers that process messages in
+    /// place. An error from `each` stops the pull and is returned;
+    /// `next_offset` then does not cover the message that failed.
+    ///
+    /// ```
+    /// # use mqstore::{message::Message, store::{Store, StoreOptions, TagFilter}, topic::TopicConfig};
+    /// # fn main() -> mqstore::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| mqstore::Error::InvalidArgument(e.to_string()))?;
+    /// # let store = Store::open(dir.path(), StoreOptions::default())?;
+    /// # store.create_topic(TopicConfig::new("t", 1))?;
+    /// # store.send(Message::new("t", "abc"))?;
+    /// # store.pull_wait("t", 0, 0, 1, &TagFilter::All, std::time::Duration::from_secs(5))?;
+    /// let mut bytes = 0;
+    /// let s = store.pull_with("t", 0, 0, 32, &TagFilter::All, |m| {
+    ///     bytes += m.body().len();
+    ///     Ok(())
+    /// })?;
+    /// assert_eq!((s.count, bytes), (1, 3));
+    /// # store.close()
+    /// # }
+    /// ```
+    pub fn pull_with(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        max: usize,
+        filter: &TagFilter,
+        mut each: impl FnMut(MessageRef<'_>) -> Result<()>,
+    ) -> Result<PullSummary> {
         self.ensure_open()?;
         self.inner.dispatch.check()?;
         let cfg = self
@@ -119,16 +180,11 @@ impl Store {
         }
         let Some(q) = self.inner.queues.queue(topic, queue_id) else {
             let status = if offset == 0 { PullStatus::NoNewMessage } else { PullStatus::OffsetIllegal };
-            return Ok(PullResult { status, messages: Vec::new(), next_offset: 0, min_offset: 0, max_offset: 0 });
+            return Ok(PullSummary { status, count: 0, next_offset: 0, min_offset: 0, max_offset: 0 });
         };
         let (min, end) = (q.min_offset().0, q.max_offset().0);
-        let empty = |status, next_offset| PullResult {
-            status,
-            messages: Vec::new(),
-            next_offset,
-            min_offset: min,
-            max_offset: end,
-        };
+        let empty =
+            |status, next_offset| PullSummary { status, count: 0, next_offset, min_offset: min, max_offset: end };
         if offset < min {
             return Ok(empty(PullStatus::OffsetIllegal, min));
         }
@@ -147,27 +203,34 @@ impl Store {
         };
         let mut units = Vec::with_capacity(scan);
         q.read(QueueOffset(offset), scan, &mut units);
-        let mut messages = Vec::with_capacity(max.min(units.len()));
         let mut cache = crate::commitlog::ReadCache::default();
         let mut next = offset;
+        let mut count = 0;
         for (at, unit) in units {
-            if messages.len() >= max {
+            if count >= max {
                 break;
             }
-            next = at.0 + 1;
             if let Some(h) = &hashes {
                 if !h.contains(&unit.tag_hash) {
+                    next = at.0 + 1;
                     continue;
                 }
             }
-            let rec = self.inner.log.read_cached(&mut cache, unit.physical_offset)?;
-            let msg = MessageExt::from_record(&rec)?;
-            if filter.matches(&msg) {
-                messages.push(msg);
-            }
+            let offset_in_log = unit.physical_offset;
+            self.inner.log.visit_cached(&mut cache, offset_in_log, |src, pos, view, parts| {
+                let m = MessageRef::new(src, pos, view, parts, offset_in_log);
+                // The tag is looked up only when a filter needs it.
+                if matches!(filter, TagFilter::All) || filter.matches_tag(m.tags()) {
+                    count += 1;
+                    each(m)
+                } else {
+                    Ok(())
+                }
+            })??;
+            next = at.0 + 1;
         }
-        let status = if messages.is_empty() { PullStatus::NoMatchedMessage } else { PullStatus::Found };
-        Ok(PullResult { status, messages, next_offset: next, min_offset: min, max_offset: end })
+        let status = if count == 0 { PullStatus::NoMatchedMessage } else { PullStatus::Found };
+        Ok(PullSummary { status, count, next_offset: next, min_offset: min, max_offset: end })
     }
 
     /// Like [`Store::pull`], but when nothing is there yet waits up to
