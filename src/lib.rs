@@ -31,6 +31,7 @@ pub mod clock;
 mod codec;
 pub mod commitlog;
 pub mod consumequeue;
+pub mod consumer;
 pub mod dlq;
 mod error;
 pub mod index;

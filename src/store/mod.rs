@@ -69,7 +69,7 @@ use std::sync::Arc;
 /// ignored); call [`Store::close`] to see them.
 #[derive(Debug, Clone)]
 pub struct Store {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     /// Shared by every user handle; its drop closes the store. Background
     /// threads hold `inner` (or a weak guard), never a strong guard, so they
     /// do not keep a forgotten store open.
@@ -101,6 +101,8 @@ pub(crate) struct Inner {
     pub(crate) dispatch: Arc<dispatch::Dispatch>,
     pub(crate) round_robin: RoundRobinSelector,
     pub(crate) async_sends: send::AsyncSends,
+    /// Running push consumers, by group.
+    pub(crate) consumers: crate::consumer::Registry,
     pub(crate) closed: AtomicBool,
     threads: Mutex<Option<dispatch::Threads>>,
 }
@@ -129,6 +131,7 @@ impl Store {
             dispatch: Arc::default(),
             round_robin: RoundRobinSelector::default(),
             async_sends: send::AsyncSends::default(),
+            consumers: crate::consumer::Registry::default(),
             closed: AtomicBool::new(false),
             threads: Mutex::new(None),
         });
@@ -216,6 +219,12 @@ impl Store {
     #[must_use]
     pub fn topics(&self) -> Vec<TopicConfig> {
         self.inner.topics.list()
+    }
+
+    /// A push consumer of `group` (RocketMQ's `DefaultMQPushConsumer`):
+    /// subscribe, set a listener, then start it.
+    pub fn push_consumer(&self, group: &str) -> crate::consumer::PushConsumerBuilder {
+        crate::consumer::PushConsumerBuilder::new(self.clone(), group)
     }
 
     /// The message whose store-level id ([`SendResult::offset_msg_id`]) is

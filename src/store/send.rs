@@ -42,8 +42,9 @@ pub struct SendResult {
     pub physical_offset: PhysicalOffset,
 }
 
-/// One queue of a topic, as selectors see it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// One queue of a topic, as selectors and consumers see it. Ordered by
+/// topic, then queue id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MessageQueue {
     /// Topic name.
     pub topic: String,

@@ -1,0 +1,842 @@
+//! [`PushConsumer`]: pulls assigned queues on its own thread and hands the
+//! messages to a listener on a bounded worker pool.
+//!
+//! Threads per consumer: `mqstore:pull-<group>` (pulls, applies flow
+//! control, schedules re-deliveries, triggers periodic rebalances) and
+//! `consume_threads` workers `mqstore:consume-<group>-<i>` fed through a
+//! bounded crossbeam channel. All are joined by [`PushConsumer::shutdown`].
+
+use super::process_queue::ProcessQueue;
+use super::rebalance::{AllocateStrategy, Averagely};
+use super::{
+    ConcurrentListener, ConsumeContext, ConsumeFrom, ConsumeStatus, MessageModel, OrderlyListener, OrderlyStatus,
+    RebalanceListener,
+};
+use crate::error::{Error, Result};
+use crate::message::MessageExt;
+use crate::store::{MessageQueue, PullStatus, Store, TagFilter};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Distinguishes consumers of one process that share a default instance
+/// name.
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+
+enum Listener {
+    Concurrent(Box<dyn ConcurrentListener>),
+    Orderly(Box<dyn OrderlyListener>),
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Concurrent(_) => "Concurrent",
+            Self::Orderly(_) => "Orderly",
+        })
+    }
+}
+
+/// Settings of a push consumer, with RocketMQ's defaults where it has them.
+#[derive(Debug, Clone)]
+struct Settings {
+    batch_max_size: usize,
+    pull_batch_size: usize,
+    consume_threads: usize,
+    max_cached_messages: usize,
+    max_cached_bytes: u64,
+    reconsume_delay: Duration,
+    suspend_interval: Duration,
+    rebalance_interval: Duration,
+    consume_from: ConsumeFrom,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            batch_max_size: 1,
+            pull_batch_size: 32,
+            consume_threads: 4,
+            max_cached_messages: 1000,
+            max_cached_bytes: 100 << 20,
+            reconsume_delay: Duration::from_secs(1),
+            suspend_interval: Duration::from_secs(1),
+            rebalance_interval: Duration::from_secs(20),
+            consume_from: ConsumeFrom::LastOffset,
+        }
+    }
+}
+
+/// Builds a [`PushConsumer`]: `store.push_consumer(group)`, then
+/// `subscribe`, a listener, options, and [`PushConsumerBuilder::start`].
+///
+/// ```
+/// use mqstore::consumer::{ConsumeContext, ConsumeStatus};
+/// use mqstore::message::{Message, MessageExt};
+/// use mqstore::store::{Store, StoreOptions};
+/// use mqstore::topic::TopicConfig;
+/// # fn main() -> mqstore::Result<()> {
+/// # let dir = tempfile::tempdir().map_err(|e| mqstore::Error::InvalidArgument(e.to_string()))?;
+/// let store = Store::open(dir.path(), StoreOptions::default())?;
+/// store.create_topic(TopicConfig::new("orders", 4))?;
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// let tx = std::sync::Mutex::new(tx);
+/// let consumer = store
+///     .push_consumer("billing")
+///     .subscribe("orders", "*")?
+///     .listener(move |msgs: &[MessageExt], _ctx: &ConsumeContext| {
+///         for m in msgs {
+///             let _ = tx.lock().map(|tx| tx.send(m.body().clone()));
+///         }
+///         ConsumeStatus::Success
+///     })
+///     .start()?;
+/// store.send(Message::new("orders", "hello"))?;
+/// let body = rx.recv_timeout(std::time::Duration::from_secs(10)).map_err(|e| mqstore::Error::InvalidArgument(e.to_string()))?;
+/// assert_eq!(&body[..], b"hello");
+/// consumer.shutdown()?;
+/// store.close()?;
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "a consumer does nothing until started"]
+pub struct PushConsumerBuilder {
+    store: Store,
+    group: String,
+    instance: Option<String>,
+    model: MessageModel,
+    subscriptions: Vec<(String, TagFilter)>,
+    listener: Option<Listener>,
+    strategy: Box<dyn AllocateStrategy>,
+    rebalance_listener: Option<Box<dyn RebalanceListener>>,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for PushConsumerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushConsumerBuilder")
+            .field("group", &self.group)
+            .field("model", &self.model)
+            .field("subscriptions", &self.subscriptions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PushConsumerBuilder {
+    pub(crate) fn new(store: Store, group: &str) -> Self {
+        Self {
+            store,
+            group: group.to_string(),
+            instance: None,
+            model: MessageModel::Clustering,
+            subscriptions: Vec::new(),
+            listener: None,
+            strategy: Box::new(Averagely),
+            rebalance_listener: None,
+            settings: Settings::default(),
+        }
+    }
+
+    /// Subscribes to `topic` with a tag expression: `*` for everything or
+    /// `TagA || TagB`.
+    pub fn subscribe(mut self, topic: &str, expression: &str) -> Result<Self> {
+        crate::topic::validate_topic_name(topic)?;
+        let filter = TagFilter::parse(expression)?;
+        self.subscriptions.retain(|(t, _)| t != topic);
+        self.subscriptions.push((topic.to_string(), filter));
+        Ok(self)
+    }
+
+    /// A concurrent listener (RocketMQ's `registerMessageListener` with a
+    /// `MessageListenerConcurrently`).
+    pub fn listener(mut self, listener: impl ConcurrentListener) -> Self {
+        self.listener = Some(Listener::Concurrent(Box::new(listener)));
+        self
+    }
+
+    /// An orderly listener: one message at a time per queue, in store order.
+    pub fn orderly_listener(mut self, listener: impl OrderlyListener) -> Self {
+        self.listener = Some(Listener::Orderly(Box::new(listener)));
+        self
+    }
+
+    /// Clustering (default) or broadcasting.
+    pub fn message_model(mut self, model: MessageModel) -> Self {
+        self.model = model;
+        self
+    }
+
+    /// This member's name within the group (default: unique per consumer
+    /// in this process). Broadcasting offsets are kept per instance name,
+    /// so give a broadcasting consumer a stable one. Same alphabet as group
+    /// names.
+    pub fn instance_name(mut self, name: &str) -> Self {
+        self.instance = Some(name.to_string());
+        self
+    }
+
+    /// How queues are shared among the group's members (default
+    /// [`Averagely`]).
+    pub fn allocate_strategy(mut self, strategy: impl AllocateStrategy + 'static) -> Self {
+        self.strategy = Box::new(strategy);
+        self
+    }
+
+    /// Told before queues are taken away and after queues are assigned.
+    pub fn rebalance_listener(mut self, listener: impl RebalanceListener) -> Self {
+        self.rebalance_listener = Some(Box::new(listener));
+        self
+    }
+
+    /// Where to start in a queue the group has no offset for (default
+    /// [`ConsumeFrom::LastOffset`]).
+    pub fn consume_from(mut self, from: ConsumeFrom) -> Self {
+        self.settings.consume_from = from;
+        self
+    }
+
+    /// Most messages per listener call (RocketMQ's
+    /// `consumeMessageBatchMaxSize`). Default 1; 1 to 1,024.
+    pub fn consume_message_batch_max_size(mut self, n: usize) -> Self {
+        self.settings.batch_max_size = n;
+        self
+    }
+
+    /// Messages per pull (RocketMQ's `pullBatchSize`). Default 32; 1 to
+    /// 1,024.
+    pub fn pull_batch_size(mut self, n: usize) -> Self {
+        self.settings.pull_batch_size = n;
+        self
+    }
+
+    /// Listener threads. Default 4; 1 to 256.
+    pub fn consume_threads(mut self, n: usize) -> Self {
+        self.settings.consume_threads = n;
+        self
+    }
+
+    /// Flow control per queue: pulling pauses while this many messages are
+    /// in flight (RocketMQ's `pullThresholdForQueue`). Default 1,000.
+    pub fn max_cached_messages_per_queue(mut self, n: usize) -> Self {
+        self.settings.max_cached_messages = n;
+        self
+    }
+
+    /// Flow control per queue: pulling pauses while this many body bytes
+    /// are in flight (RocketMQ's `pullThresholdSizeForQueue`). Default
+    /// 100 MiB.
+    pub fn max_cached_bytes_per_queue(mut self, bytes: u64) -> Self {
+        self.settings.max_cached_bytes = bytes;
+        self
+    }
+
+    /// Delay before a batch that returned `ReconsumeLater` is delivered
+    /// again. Default 1 s.
+    pub fn reconsume_delay(mut self, d: Duration) -> Self {
+        self.settings.reconsume_delay = d;
+        self
+    }
+
+    /// Orderly: delay before a suspended queue's message is delivered again
+    /// (RocketMQ's `suspendCurrentQueueTimeMillis`). Default 1 s.
+    pub fn suspend_interval(mut self, d: Duration) -> Self {
+        self.settings.suspend_interval = d;
+        self
+    }
+
+    /// How often the group is rebalanced besides membership changes (to
+    /// pick up changed queue counts). Default 20 s, as RocketMQ.
+    pub fn rebalance_interval(mut self, d: Duration) -> Self {
+        self.settings.rebalance_interval = d;
+        self
+    }
+
+    /// Validates, joins the group (rebalancing it) and starts the threads.
+    pub fn start(self) -> Result<PushConsumer> {
+        self.store.ensure_open()?;
+        crate::topic::validate_group_name(&self.group)?;
+        let bad = |why: String| Err(Error::InvalidArgument(why));
+        let s = &self.settings;
+        if self.subscriptions.is_empty() {
+            return bad(format!("consumer group {}: subscribe to at least one topic", self.group));
+        }
+        let Some(listener) = self.listener else {
+            return bad(format!("consumer group {}: no listener registered", self.group));
+        };
+        if !(1..=1024).contains(&s.batch_max_size) {
+            return bad(format!("consume_message_batch_max_size {} is outside 1..=1024", s.batch_max_size));
+        }
+        if !(1..=1024).contains(&s.pull_batch_size) {
+            return bad(format!("pull_batch_size {} is outside 1..=1024", s.pull_batch_size));
+        }
+        if !(1..=256).contains(&s.consume_threads) {
+            return bad(format!("consume_threads {} is outside 1..=256", s.consume_threads));
+        }
+        if s.max_cached_messages == 0 || s.max_cached_bytes == 0 {
+            return bad("flow control limits must be positive".into());
+        }
+        for (topic, _) in &self.subscriptions {
+            if self.store.topic(topic).is_none() {
+                return bad(format!("consumer group {}: topic {topic} does not exist", self.group));
+            }
+        }
+        let instance =
+            self.instance.unwrap_or_else(|| format!("consumer-{}", NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed)));
+        crate::topic::validate_group_name(&instance)?;
+        let offset_group = match self.model {
+            MessageModel::Clustering => self.group.clone(),
+            MessageModel::Broadcasting => format!("{}%{instance}", self.group),
+        };
+        crate::topic::validate_group_name(&offset_group)?;
+        let id = instance.clone();
+        if self.store.inner.consumers.member_ids(&self.group).contains(&id) {
+            return bad(format!("consumer group {} already has a member named {id}", self.group));
+        }
+        let (tx, rx) = bounded::<Task>(s.consume_threads * 64);
+        let member = Arc::new(Member {
+            id,
+            group: self.group.clone(),
+            offset_group,
+            model: self.model,
+            subscriptions: self.subscriptions,
+            strategy: self.strategy,
+            listener,
+            rebalance_listener: self.rebalance_listener,
+            settings: self.settings,
+            store: self.store.clone(),
+            state: Mutex::new(State::default()),
+            drained: Condvar::new(),
+            tasks: Mutex::new(Some(tx)),
+            stop: AtomicBool::new(false),
+        });
+        let mut threads = Vec::new();
+        for i in 0..member.settings.consume_threads {
+            let (m, rx) = (member.clone(), rx.clone());
+            threads.push(spawn(&format!("mqstore:consume-{}-{i}", member.group), move || m.work(&rx))?);
+        }
+        drop(rx);
+        let registry = &self.store.inner.consumers;
+        registry.join(member.clone());
+        registry.rebalance(&member.group);
+        let m = member.clone();
+        let puller = spawn(&format!("mqstore:pull-{}", member.group), move || m.pull_loop());
+        let puller = match puller {
+            Ok(p) => p,
+            Err(e) => {
+                let c = PushConsumer { member, puller: None, workers: threads };
+                let _ = c.shutdown();
+                return Err(e);
+            }
+        };
+        Ok(PushConsumer { member, puller: Some(puller), workers: threads })
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.chars().take(60).collect())
+        .spawn(f)
+        .map_err(|e| Error::InvalidArgument(format!("cannot start thread {name}: {e}")))
+}
+
+/// A running member of a consumer group. [`PushConsumer::shutdown`] leaves
+/// the group (its queues go to the remaining members), drains in-flight
+/// work, commits and persists offsets and joins the threads; dropping it
+/// does the same, ignoring errors.
+#[derive(Debug)]
+pub struct PushConsumer {
+    member: Arc<Member>,
+    puller: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl PushConsumer {
+    /// This member's instance name.
+    #[must_use]
+    pub fn instance_name(&self) -> &str {
+        &self.member.id
+    }
+
+    /// The queues this member holds right now.
+    #[must_use]
+    pub fn assigned_queues(&self) -> Vec<MessageQueue> {
+        let mut q = self.member.assigned();
+        q.sort();
+        q
+    }
+
+    /// Leaves the group and stops; see the type's docs.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        if self.member.stop.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let registry = &self.member.store.inner.consumers;
+        // Hands every queue over (or just drains it, if nobody is left);
+        // the member leaves the registry only afterwards.
+        registry.rebalance(&self.member.group);
+        registry.leave(&self.member);
+        self.member.store.inner.dispatch.arrivals.wake_all();
+        let mut panicked = false;
+        if let Some(p) = self.puller.take() {
+            panicked |= p.join().is_err();
+        }
+        // Workers finish what is queued (tasks of revoked queues are
+        // skipped), then exit.
+        self.member.close_tasks();
+        for w in self.workers.drain(..) {
+            panicked |= w.join().is_err();
+        }
+        let persisted = self.member.store.persist_offsets();
+        if panicked {
+            return Err(Error::Fenced { reason: format!("a thread of consumer group {} panicked", self.member.group) });
+        }
+        match persisted {
+            Ok(()) | Err(Error::Closed) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for PushConsumer {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// One delivery of messages of one queue.
+#[derive(Debug)]
+struct Task {
+    queue: MessageQueue,
+    msgs: Vec<MessageExt>,
+    attempt: u32,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queues: HashMap<MessageQueue, ProcessQueue>,
+    /// Batches to deliver again, with when (store clock, ms).
+    retries: Vec<(u64, Task)>,
+    last_rebalance: Option<Instant>,
+}
+
+/// A consumer's shared state: the pull thread, the workers and rebalances
+/// all work on it.
+pub(crate) struct Member {
+    pub(crate) id: String,
+    pub(crate) group: String,
+    /// Offsets are stored under this group name (the group itself when
+    /// clustering; `<group>%<instance>` when broadcasting).
+    offset_group: String,
+    pub(crate) model: MessageModel,
+    subscriptions: Vec<(String, TagFilter)>,
+    pub(crate) strategy: Box<dyn AllocateStrategy>,
+    listener: Listener,
+    rebalance_listener: Option<Box<dyn RebalanceListener>>,
+    settings: Settings,
+    store: Store,
+    state: Mutex<State>,
+    /// Signalled when a task finishes (revoke waits on it).
+    drained: Condvar,
+    /// `None` once shutting down.
+    tasks: Mutex<Option<Sender<Task>>>,
+    stop: AtomicBool,
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member").field("id", &self.id).field("group", &self.group).finish_non_exhaustive()
+    }
+}
+
+impl Member {
+    /// Shutting down: gets no queues in a rebalance.
+    pub(crate) fn is_leaving(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn topics(&self) -> Vec<String> {
+        self.subscriptions.iter().map(|(t, _)| t.clone()).collect()
+    }
+
+    /// Every read queue of `topic` (none if the topic is gone or not
+    /// readable).
+    pub(crate) fn queues_of_topic(&self, topic: &str) -> Vec<MessageQueue> {
+        match self.store.topic(topic) {
+            Some(cfg) if cfg.permission.readable() => {
+                (0..cfg.read_queues).map(|queue_id| MessageQueue { topic: topic.to_string(), queue_id }).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    pub(crate) fn assigned(&self) -> Vec<MessageQueue> {
+        self.state.lock().queues.keys().cloned().collect()
+    }
+
+    fn filter(&self, topic: &str) -> TagFilter {
+        self.subscriptions.iter().find(|(t, _)| t == topic).map_or(TagFilter::All, |(_, f)| f.clone())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.store.inner.opts.commit_log.clock.now_ms()
+    }
+
+    /// Gives up `queues`: stops pulling them (and, orderly, handing out
+    /// their next message), waits until every batch already handed to the
+    /// workers was consumed, commits their offsets, forgets them. A clean
+    /// hand-over therefore re-delivers nothing; only batches waiting for a
+    /// re-delivery (`ReconsumeLater`, a panic) stay below the committed
+    /// offset, and the next owner delivers them, with whatever was
+    /// acknowledged after them, again.
+    pub(crate) fn revoke(&self, queues: &[MessageQueue]) {
+        if let Some(l) = &self.rebalance_listener {
+            let _ = catch_unwind(AssertUnwindSafe(|| l.on_revoke(queues)));
+        }
+        let mut st = self.state.lock();
+        for q in queues {
+            if let Some(pq) = st.queues.get_mut(q) {
+                pq.dropped = true;
+            }
+        }
+        // Re-deliveries of these queues are left to the next owner (the
+        // messages stay below the committed offset).
+        st.retries.retain(|(_, t)| !queues.contains(&t.queue));
+        loop {
+            let busy = queues.iter().any(|q| st.queues.get(q).is_some_and(|pq| pq.tasks > 0 || pq.consuming));
+            if !busy {
+                break;
+            }
+            self.drained.wait(&mut st);
+        }
+        for q in queues {
+            if let Some(pq) = st.queues.remove(q) {
+                self.commit(q, pq.commit_offset());
+            }
+        }
+    }
+
+    /// Takes `queues`, starting each at the group's committed offset or,
+    /// without one, where [`ConsumeFrom`] says.
+    pub(crate) fn assign(&self, queues: &[MessageQueue]) {
+        let store = &self.store;
+        let mut starts = Vec::with_capacity(queues.len());
+        for q in queues {
+            let committed = store.committed_offset(&self.offset_group, &q.topic, q.queue_id);
+            let start = match committed {
+                Some(o) => o,
+                None => match self.settings.consume_from {
+                    ConsumeFrom::LastOffset => store.max_offset(&q.topic, q.queue_id).unwrap_or(0),
+                    ConsumeFrom::FirstOffset => store.min_offset(&q.topic, q.queue_id).unwrap_or(0),
+                    ConsumeFrom::Timestamp(ts) => store.offset_for_timestamp(&q.topic, q.queue_id, ts).unwrap_or(0),
+                },
+            };
+            starts.push((q.clone(), start));
+        }
+        {
+            let mut st = self.state.lock();
+            for (q, start) in starts {
+                st.queues.entry(q).or_insert_with(|| ProcessQueue::new(start));
+            }
+        }
+        if let Some(l) = &self.rebalance_listener {
+            let _ = catch_unwind(AssertUnwindSafe(|| l.on_assign(queues)));
+        }
+        store.inner.dispatch.arrivals.wake_all();
+    }
+
+    fn commit(&self, q: &MessageQueue, offset: u64) {
+        // A queue that shrank or a topic that went away refuses the commit;
+        // nothing to keep then.
+        let _ = self.store.commit_offset(&self.offset_group, &q.topic, q.queue_id, offset);
+    }
+
+    /// Closes the task channel: the workers finish what is queued, then
+    /// exit.
+    fn close_tasks(&self) {
+        self.tasks.lock().take();
+    }
+
+    fn submit(&self, task: Task) -> bool {
+        let tx = self.tasks.lock().clone();
+        match tx {
+            Some(tx) => tx.send(task).is_ok(),
+            None => false,
+        }
+    }
+
+    /// The pull thread: re-deliveries that are due, then a pull from every
+    /// assigned queue with room (flow control), then, orderly, the next
+    /// message of each idle queue; sleeps on the store's arrivals when
+    /// nothing moved.
+    pub(crate) fn pull_loop(&self) {
+        let arrivals = &self.store.inner.dispatch.arrivals;
+        while !self.stop.load(Ordering::Acquire) {
+            let seen = arrivals.generation();
+            let mut moved = false;
+            if self.rebalance_due() {
+                self.store.inner.consumers.rebalance(&self.group);
+            }
+            let now = self.now_ms();
+            let due: Vec<Task> = {
+                let mut st = self.state.lock();
+                let (ready, later): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut st.retries).into_iter().partition(|(t, _)| *t <= now);
+                st.retries = later;
+                ready.into_iter().map(|(_, t)| t).collect()
+            };
+            for t in due {
+                moved |= self.resubmit(t);
+            }
+            match self.pull_all() {
+                Ok(m) => moved |= m,
+                Err(Error::Closed) => return,
+                // Transient trouble (a fenced store, a topic being deleted):
+                // wait for the next arrival or tick and try again.
+                Err(_) => {}
+            }
+            if matches!(self.listener, Listener::Orderly(_)) {
+                moved |= self.hand_out_orderly(now);
+            }
+            if !moved {
+                let wait = self.next_wake(now);
+                arrivals.wait(seen, Some(Instant::now() + wait));
+            }
+        }
+    }
+
+    /// The periodic rebalance (queue counts may have changed). The first
+    /// tick only starts the period: `start` rebalanced already.
+    fn rebalance_due(&self) -> bool {
+        let mut st = self.state.lock();
+        match st.last_rebalance {
+            Some(t) if t.elapsed() < self.settings.rebalance_interval => false,
+            Some(_) => {
+                st.last_rebalance = Some(Instant::now());
+                true
+            }
+            None => {
+                st.last_rebalance = Some(Instant::now());
+                false
+            }
+        }
+    }
+
+    /// How long the pull thread may sleep: until the next re-delivery or
+    /// suspension ends, at most 100 ms (a clock that is moved by hand, as
+    /// in tests, is noticed on that tick).
+    fn next_wake(&self, now: u64) -> Duration {
+        let st = self.state.lock();
+        let mut wait = Duration::from_millis(100);
+        let soonest = st
+            .retries
+            .iter()
+            .map(|(t, _)| *t)
+            .chain(st.queues.values().filter(|pq| pq.suspended_until > now).map(|pq| pq.suspended_until))
+            .min();
+        if let Some(t) = soonest {
+            wait = wait.min(Duration::from_millis(t.saturating_sub(now).max(1)));
+        }
+        wait
+    }
+
+    fn resubmit(&self, task: Task) -> bool {
+        {
+            let mut st = self.state.lock();
+            match st.queues.get_mut(&task.queue) {
+                Some(pq) if !pq.dropped => pq.tasks += 1,
+                _ => return false,
+            }
+        }
+        if self.submit(task) {
+            true
+        } else {
+            self.forget_in_flight_counts();
+            false
+        }
+    }
+
+    fn forget_in_flight_counts(&self) {
+        // The channel closed under us (shutdown): forget the counts so a
+        // revoke does not wait for tasks nobody will run.
+        let mut st = self.state.lock();
+        for pq in st.queues.values_mut() {
+            pq.tasks = 0;
+            pq.consuming = false;
+        }
+        self.drained.notify_all();
+    }
+
+    /// Pulls every assigned queue that has room; true if anything arrived.
+    fn pull_all(&self) -> Result<bool> {
+        let targets: Vec<(MessageQueue, u64)> = {
+            let st = self.state.lock();
+            st.queues
+                .iter()
+                .filter(|(_, pq)| {
+                    !pq.dropped
+                        && pq.count() < self.settings.max_cached_messages
+                        && pq.bytes() < self.settings.max_cached_bytes
+                })
+                .map(|(q, pq)| (q.clone(), pq.next_pull))
+                .collect()
+        };
+        let mut moved = false;
+        for (q, from) in targets {
+            let filter = self.filter(&q.topic);
+            let r = self.store.pull(&q.topic, q.queue_id, from, self.settings.pull_batch_size, &filter)?;
+            let mut tasks = Vec::new();
+            let mut commit = None;
+            {
+                let mut st = self.state.lock();
+                let Some(pq) = st.queues.get_mut(&q) else { continue };
+                if pq.dropped || pq.next_pull != from {
+                    continue;
+                }
+                match r.status {
+                    PullStatus::Found => {
+                        pq.put(&r.messages, r.next_offset);
+                        if matches!(self.listener, Listener::Concurrent(_)) {
+                            for chunk in r.messages.chunks(self.settings.batch_max_size) {
+                                tasks.push(Task { queue: q.clone(), msgs: chunk.to_vec(), attempt: 1 });
+                            }
+                            pq.tasks += tasks.len();
+                        }
+                        moved = true;
+                    }
+                    // Filtered out, or an offset outside the queue: move on
+                    // (RocketMQ corrects the offset the same way).
+                    PullStatus::NoMatchedMessage | PullStatus::OffsetIllegal => {
+                        pq.next_pull = r.next_offset;
+                        commit = Some(pq.commit_offset());
+                        moved |= r.next_offset != from;
+                    }
+                    PullStatus::NoNewMessage => {}
+                }
+            }
+            if let Some(o) = commit {
+                self.commit(&q, o);
+            }
+            for t in tasks {
+                if !self.submit(t) {
+                    self.forget_in_flight_counts();
+                    break;
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Orderly: hands each idle queue's first message to a worker.
+    fn hand_out_orderly(&self, now: u64) -> bool {
+        let tasks: Vec<Task> = {
+            let mut st = self.state.lock();
+            st.queues
+                .iter_mut()
+                .filter(|(_, pq)| !pq.dropped && !pq.consuming && now >= pq.suspended_until)
+                .filter_map(|(q, pq)| {
+                    let m = pq.first()?;
+                    pq.consuming = true;
+                    Some(Task { queue: q.clone(), msgs: vec![m], attempt: pq.attempt })
+                })
+                .collect()
+        };
+        let moved = !tasks.is_empty();
+        for t in tasks {
+            if !self.submit(t) {
+                self.forget_in_flight_counts();
+                break;
+            }
+        }
+        moved
+    }
+
+    /// A worker: runs tasks until the channel closes.
+    fn work(&self, rx: &Receiver<Task>) {
+        for task in rx {
+            self.run(task);
+        }
+    }
+
+    fn run(&self, task: Task) {
+        let orderly = matches!(self.listener, Listener::Orderly(_));
+        // A task already handed out is delivered even if its queue is being
+        // taken away: the revoke waits for it, so the hand-over commits past
+        // it and the next owner does not deliver it again.
+        if !self.state.lock().queues.contains_key(&task.queue) {
+            return;
+        }
+        let queue = task.queue.clone();
+        let ctx = ConsumeContext { queue: queue.clone(), delivery_attempt: task.attempt };
+        let offsets: Vec<u64> = task.msgs.iter().map(|m| m.queue_offset().0).collect();
+        let mut commit = None;
+        match &self.listener {
+            Listener::Concurrent(l) => {
+                // A panic is a failed delivery, never a dead worker.
+                let status = catch_unwind(AssertUnwindSafe(|| l.consume(&task.msgs, &ctx)))
+                    .unwrap_or(ConsumeStatus::ReconsumeLater);
+                let now = self.now_ms();
+                let mut st = self.state.lock();
+                let delay = self.settings.reconsume_delay.as_millis() as u64;
+                let mut retry = None;
+                if let Some(pq) = st.queues.get_mut(&queue) {
+                    pq.tasks = pq.tasks.saturating_sub(1);
+                    match status {
+                        ConsumeStatus::Success => {
+                            let o = pq.ack(&offsets);
+                            if !pq.dropped {
+                                commit = Some(o);
+                            }
+                        }
+                        ConsumeStatus::ReconsumeLater if !pq.dropped => {
+                            retry = Some(Task { attempt: task.attempt + 1, ..task });
+                        }
+                        ConsumeStatus::ReconsumeLater => {}
+                    }
+                }
+                if let Some(t) = retry {
+                    st.retries.push((now + delay, t));
+                }
+                self.drained.notify_all();
+            }
+            Listener::Orderly(l) => {
+                let status = catch_unwind(AssertUnwindSafe(|| l.consume(&task.msgs, &ctx)))
+                    .unwrap_or(OrderlyStatus::SuspendCurrentQueueAMoment);
+                let now = self.now_ms();
+                let mut st = self.state.lock();
+                if let Some(pq) = st.queues.get_mut(&task.queue) {
+                    pq.consuming = false;
+                    match status {
+                        OrderlyStatus::Success => {
+                            let o = pq.ack(&offsets);
+                            pq.attempt = 1;
+                            if !pq.dropped {
+                                commit = Some(o);
+                            }
+                        }
+                        OrderlyStatus::SuspendCurrentQueueAMoment => {
+                            pq.attempt += 1;
+                            pq.suspended_until = now + self.settings.suspend_interval.as_millis() as u64;
+                        }
+                    }
+                }
+                self.drained.notify_all();
+            }
+        }
+        if let Some(o) = commit {
+            self.commit(&queue, o);
+        }
+        if orderly {
+            // The pull thread hands out the queue's next message.
+            self.store.inner.dispatch.arrivals.wake_all();
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! In-process group membership and rebalancing.
+//!
+//! Every running push consumer is a member of its group here. A rebalance
+//! computes each member's queues with its allocation strategy (clustering)
+//! or gives every member every queue (broadcasting), then applies the
+//! change in two phases: first every member gives up the queues it loses
+//! (waiting for its in-flight work on them and committing their offsets),
+//! then every member takes the queues it gains. So a clustering queue never
+//! has two owners at once.
+
+use super::push::Member;
+use super::MessageModel;
+use crate::store::MessageQueue;
+use parking_lot::Mutex;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// The members of every group, in one store.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    groups: Mutex<HashMap<String, Vec<Arc<Member>>>>,
+    /// One rebalance at a time (they block on hand-overs).
+    rebalancing: Mutex<()>,
+}
+
+impl Registry {
+    pub(crate) fn join(&self, member: Arc<Member>) {
+        self.groups.lock().entry(member.group.clone()).or_default().push(member);
+    }
+
+    pub(crate) fn leave(&self, member: &Member) {
+        let mut groups = self.groups.lock();
+        if let Some(members) = groups.get_mut(&member.group) {
+            members.retain(|m| m.id != member.id);
+            if members.is_empty() {
+                groups.remove(&member.group);
+            }
+        }
+    }
+
+    /// Ids of the members of `group`, sorted.
+    pub(crate) fn member_ids(&self, group: &str) -> Vec<String> {
+        let mut ids: Vec<String> =
+            self.groups.lock().get(group).map(|ms| ms.iter().map(|m| m.id.clone()).collect()).unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    /// Recomputes and applies the assignment of `group`'s queues. Members
+    /// that are shutting down stay registered until their own rebalance
+    /// finished, and get nothing here: so however rebalances interleave,
+    /// every queue a leaving member holds is revoked (and its offset
+    /// committed) before anyone else is given it.
+    pub(crate) fn rebalance(&self, group: &str) {
+        let _one = self.rebalancing.lock();
+        let members: Vec<Arc<Member>> = self.groups.lock().get(group).cloned().unwrap_or_default();
+        let ids: Vec<String> = {
+            let mut v: Vec<String> = members.iter().filter(|m| !m.is_leaving()).map(|m| m.id.clone()).collect();
+            v.sort();
+            v
+        };
+        // Target assignment per member.
+        let mut targets: Vec<(Arc<Member>, BTreeSet<MessageQueue>)> = Vec::new();
+        for m in &members {
+            let mut want = BTreeSet::new();
+            if !m.is_leaving() {
+                for topic in m.topics() {
+                    let all = m.queues_of_topic(&topic);
+                    let mine = match m.model {
+                        MessageModel::Broadcasting => all,
+                        MessageModel::Clustering => m.strategy.allocate(group, &m.id, &all, &ids),
+                    };
+                    want.extend(mine);
+                }
+            }
+            targets.push((m.clone(), want));
+        }
+        // Phase 1: every member gives up what it loses.
+        for (m, want) in &targets {
+            let lose: Vec<MessageQueue> = m.assigned().into_iter().filter(|q| !want.contains(q)).collect();
+            if !lose.is_empty() {
+                m.revoke(&lose);
+            }
+        }
+        // Phase 2: every member takes what it gains.
+        for (m, want) in &targets {
+            let have: BTreeSet<MessageQueue> = m.assigned().into_iter().collect();
+            let gain: Vec<MessageQueue> = want.iter().filter(|q| !have.contains(q)).cloned().collect();
+            if !gain.is_empty() {
+                m.assign(&gain);
+            }
+        }
+    }
+}
