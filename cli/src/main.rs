@@ -1,18 +1,23 @@
 //! `mqstore`: admin tool for mqstore store directories.
 //!
 //! Read-only verbs: `verify` (full CRC scan of the commit log), `dump` (list
-//! its records), `print` (a topic's messages) and `stats` (topics, queues,
-//! groups, lag). They take no lock and change nothing, so they can run
-//! beside a live store. Writing verbs: `produce` and `consume` open the
-//! store as an application would, taking its lock (a second writer fails at
+//! its records), `print` (a topic's messages), `stats` (topics, queues,
+//! groups, lag), `group list` / `group progress` (consumer groups and their
+//! lag) and `offset reset` without `--execute` (a dry run). They take no
+//! lock and change nothing, so they can run beside a live store. Writing
+//! verbs: `produce`, `consume` and `offset reset --execute` open the store
+//! as an application would, taking its lock (a second writer fails at
 //! once). Exit status: 0 success, 1 error, 2 corruption found.
 
 mod consume;
 mod dump;
+mod group;
 mod message_line;
+mod offset_reset;
 mod print;
 mod produce;
 mod report;
+mod rfc3339;
 mod stats;
 mod verify;
 
@@ -28,8 +33,9 @@ use std::process::ExitCode;
     version,
     about = "Admin tool for mqstore store directories",
     after_help = "Exit status: 0 success, 1 error (including bad arguments and a store \
-        locked by another writer), 2 corruption found. verify, dump, print and stats are \
-        read-only and take no lock; produce and consume take the store's lock."
+        locked by another writer), 2 corruption found. verify, dump, print, stats, group \
+        and offset reset without --execute are read-only and take no lock; produce, \
+        consume and offset reset --execute take the store's lock."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -44,6 +50,8 @@ enum Command {
     Print(print::PrintArgs),
     Consume(consume::ConsumeArgs),
     Stats(stats::StatsArgs),
+    Group(group::GroupArgs),
+    Offset(offset_reset::OffsetArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +66,8 @@ fn main() -> ExitCode {
         Command::Print(args) => print::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Stats(args) => stats::run(args),
+        Command::Group(args) => group::run(args),
+        Command::Offset(args) => offset_reset::run(args),
     };
     status.into()
 }

@@ -158,6 +158,49 @@ impl StoreView {
         Ok(out)
     }
 
+    /// The first queue offset of queue `queue_id` of `topic` whose message
+    /// was stored at or after `timestamp_ms`; the queue's end (its `max` in
+    /// [`StoreView::queue_ranges`]) if none was, and `0` for a queue without
+    /// files. The read-only twin of
+    /// [`Store::offset_for_timestamp`](super::Store::offset_for_timestamp),
+    /// with the same answer on a quiescent store.
+    ///
+    /// A binary search over `[min, max)` (store timestamps never decrease
+    /// along the log): each probe reads one 20-byte consume-queue unit and
+    /// the record it points to, both with `pread`, and checks the record's
+    /// CRC, so it costs `O(log n)` small reads, not a scan of the log. A
+    /// unit pointing below the first commit-log segment (a head the store
+    /// has already deleted) counts as older than any timestamp. A record
+    /// that fails its check is [`Error::Corruption`].
+    pub fn offset_for_timestamp(&self, topic: &str, queue_id: u32, timestamp_ms: u64) -> Result<u64> {
+        let dir = self.root.join(CONSUME_QUEUE_DIR).join(topic).join(queue_id.to_string());
+        if !self.exists(&dir)? {
+            return Ok(0);
+        }
+        let mut firsts: Vec<u64> = self.list(&dir)?.iter().filter_map(|n| parse_cq_file_name(n)).collect();
+        firsts.sort_unstable();
+        let (Some(&min), Some(&last)) = (firsts.first(), firsts.last()) else {
+            return Ok(0);
+        };
+        let max = last.saturating_add(self.count_units(&dir.join(format!("{last:020}")))?);
+        let segments = CommitLog::offline_segment_files(&self.root, self.storage.as_ref())?;
+        let (mut lo, mut hi) = (min, max);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let Some(unit) = self.unit_at(&dir, &firsts, mid)? else {
+                // Past the queue's end as the files are now: nothing later.
+                hi = mid;
+                continue;
+            };
+            if self.store_timestamp_at(&segments, unit)? < timestamp_ms {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
     /// Total length of the commit-log segment files in bytes: disk space
     /// taken, including preallocated room not yet written.
     pub fn commit_log_bytes(&self) -> Result<u64> {
@@ -176,6 +219,38 @@ impl StoreView {
 
     fn list(&self, dir: &Path) -> Result<Vec<String>> {
         self.storage.list_dir(dir).map_err(|e| Error::io("list directory", dir, e))
+    }
+
+    /// The consume-queue unit at queue offset `offset` of the queue in
+    /// `dir` whose files start at `firsts` (sorted), `None` when it is
+    /// empty or missing.
+    fn unit_at(&self, dir: &Path, firsts: &[u64], offset: u64) -> Result<Option<CqUnit>> {
+        let Some(&first) = firsts.get(firsts.partition_point(|&f| f <= offset).wrapping_sub(1)) else {
+            return Ok(None);
+        };
+        let path = dir.join(format!("{first:020}"));
+        let file = self.storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open consume queue", &path, e))?;
+        let mut buf = [0u8; CQ_UNIT_LEN];
+        let pos = (offset - first).saturating_mul(CQ_UNIT_LEN as u64);
+        let n = read_full_at(file.as_ref(), &mut buf, pos).map_err(|e| Error::io("read consume queue", &path, e))?;
+        Ok(if n == CQ_UNIT_LEN { CqUnit::decode(&buf) } else { None })
+    }
+
+    /// The store timestamp of the record `unit` points to, read with
+    /// `pread` from the segment holding it (`segments`: base and length of
+    /// each, sorted) and checked; `0` below the first segment.
+    fn store_timestamp_at(&self, segments: &[(u64, u64)], unit: CqUnit) -> Result<u64> {
+        let at = unit.physical_offset.0;
+        let Some(&(base, len)) = segments.get(segments.partition_point(|&(b, _)| b <= at).wrapping_sub(1)) else {
+            return Ok(0);
+        };
+        let path = self.root.join(COMMITLOG_DIR).join(format!("{base:020}"));
+        let file = self.storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open segment", &path, e))?;
+        // A damaged unit's size cannot make us allocate past the file.
+        let take = u64::from(unit.size).min(len.saturating_sub(at - base));
+        let mut buf = vec![0u8; usize::try_from(take).unwrap_or(0)];
+        let n = read_full_at(file.as_ref(), &mut buf, at - base).map_err(|e| Error::io("read segment", &path, e))?;
+        Ok(CommitLog::decode_encoded(&buf[..n], at)?.store_timestamp)
     }
 
     /// `(min, max)` of the queue in `dir`, `None` when it has no files.
@@ -428,6 +503,56 @@ mod tests {
         }
         assert_eq!(writer.join().unwrap(), 6000);
         assert_eq!(view.messages("T", None, 0, 0, |_| Ok(true)).unwrap(), 6000);
+        store.close().unwrap();
+    }
+
+    #[test]
+    fn offset_for_timestamp_matches_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        // Small segments, so the probes read records from several of them.
+        let opts = || {
+            opts()
+                .commit_log_options(CommitLogOptions::default().segment_size(16 << 10).max_record_size(4 << 10))
+                .max_body_size(1 << 10)
+                .max_properties_size(1 << 10)
+        };
+        let store = Store::open(dir.path(), opts()).unwrap();
+        store.create_topic(TopicConfig::new("T", 2)).unwrap();
+        // Batches a few milliseconds apart, so timestamps repeat and step.
+        let mut sent = Vec::new();
+        for _ in 0..4 {
+            sent.extend(send(&store, "T", 30));
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        wait_dispatched(&store, "T", 2, 120);
+        let view = StoreView::open(dir.path()).unwrap();
+        assert!(view.segment_count().unwrap() >= 3);
+        let stamps: Vec<u64> = all(&view, "T", None, 0, 0).iter().map(MessageExt::store_timestamp).collect();
+        let mut probes = vec![0, 1, u64::MAX];
+        for &t in &stamps {
+            probes.extend([t - 1, t, t + 1]);
+        }
+        let check = |view: &StoreView, store: &Store| {
+            for &t in &probes {
+                for q in 0..2 {
+                    assert_eq!(
+                        view.offset_for_timestamp("T", q, t).unwrap(),
+                        store.offset_for_timestamp("T", q, t).unwrap(),
+                        "queue {q} at {t}"
+                    );
+                }
+            }
+        };
+        // Beside the live writer, then after close (reopened to compare).
+        check(&view, &store);
+        assert_eq!(view.offset_for_timestamp("T", 0, 0).unwrap(), 0);
+        assert_eq!(view.offset_for_timestamp("T", 0, u64::MAX).unwrap(), 60);
+        assert_eq!(view.offset_for_timestamp("T", 0, stamps[stamps.len() - 1] + 1).unwrap(), 60);
+        assert_eq!(view.offset_for_timestamp("T", 7, 0).unwrap(), 0);
+        assert_eq!(view.offset_for_timestamp("nope", 0, 0).unwrap(), 0);
+        store.close().unwrap();
+        let store = Store::open(dir.path(), opts()).unwrap();
+        check(&view, &store);
         store.close().unwrap();
     }
 
