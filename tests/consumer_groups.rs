@@ -372,3 +372,41 @@ fn bad_consumer_settings_are_refused() {
     c.shutdown().unwrap();
     store.close().unwrap();
 }
+
+#[test]
+fn consumers_follow_topic_changes_and_store_close_commits_their_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    store.create_topic(TopicConfig::new("t", 2)).unwrap();
+    let log: Log = Arc::default();
+    let c = store
+        .push_consumer("g")
+        .subscribe("t", "*")
+        .unwrap()
+        .consume_from(ConsumeFrom::FirstOffset)
+        .listener(recorder("c", &log))
+        .start()
+        .unwrap();
+    assert_eq!(c.assigned_queues().len(), 2);
+    // More queues: the consumer gets them at once, not on the 20 s tick.
+    store.create_topic(TopicConfig::new("t", 4)).unwrap();
+    assert_eq!(c.assigned_queues().len(), 4);
+    for i in 0..100 {
+        store.send(Message::new("t", format!("m{i}"))).unwrap();
+    }
+    wait_until("100 deliveries", || log.lock().unwrap().len() >= 100);
+    // Closing the store while the consumer runs commits what it consumed.
+    store.close().unwrap();
+    c.shutdown().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    for q in 0..4 {
+        assert_eq!(store.committed_offset("g", "t", q), Some(store.max_offset("t", q).unwrap()), "queue {q}");
+    }
+    // Deleting the topic takes its queues away from consumers.
+    let c = store.push_consumer("g").subscribe("t", "*").unwrap().listener(recorder("c", &log)).start().unwrap();
+    assert_eq!(c.assigned_queues().len(), 4);
+    store.delete_topic("t").unwrap();
+    assert!(c.assigned_queues().is_empty());
+    c.shutdown().unwrap();
+    store.close().unwrap();
+}

@@ -376,7 +376,10 @@ impl PushConsumer {
     }
 
     fn stop(&mut self) -> Result<()> {
-        if self.member.stop.swap(true, Ordering::AcqRel) {
+        // Also reached after the store's close marked the member leaving:
+        // the threads still need joining then.
+        self.member.stop.store(true, Ordering::Release);
+        if self.puller.is_none() && self.workers.is_empty() {
             return Ok(());
         }
         let registry = &self.member.store.inner.consumers;
@@ -458,6 +461,13 @@ impl std::fmt::Debug for Member {
 }
 
 impl Member {
+    /// Marks the member as leaving (its pull thread stops; rebalances give
+    /// it nothing). Idempotent.
+    pub(crate) fn begin_leaving(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.store.inner.dispatch.arrivals.wake_all();
+    }
+
     /// Shutting down: gets no queues in a rebalance.
     pub(crate) fn is_leaving(&self) -> bool {
         self.stop.load(Ordering::Acquire)

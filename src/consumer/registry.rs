@@ -38,6 +38,35 @@ impl Registry {
         }
     }
 
+    /// Rebalances every group with a member subscribed to `topic` (its
+    /// queue counts or permissions changed, or it was deleted).
+    pub(crate) fn rebalance_topic(&self, topic: &str) {
+        let groups: Vec<String> = self
+            .groups
+            .lock()
+            .iter()
+            .filter(|(_, ms)| ms.iter().any(|m| m.topics().iter().any(|t| t == topic)))
+            .map(|(g, _)| g.clone())
+            .collect();
+        for g in groups {
+            self.rebalance(&g);
+        }
+    }
+
+    /// The store is closing: every member gives up its queues (draining
+    /// and committing them) and stops pulling. Their `PushConsumer`
+    /// handles still shut down the worker threads.
+    pub(crate) fn stop_all(&self) {
+        let groups: Vec<(String, Vec<Arc<Member>>)> =
+            self.groups.lock().iter().map(|(g, ms)| (g.clone(), ms.clone())).collect();
+        for (g, members) in groups {
+            for m in &members {
+                m.begin_leaving();
+            }
+            self.rebalance(&g);
+        }
+    }
+
     /// Ids of the members of `group`, sorted.
     pub(crate) fn member_ids(&self, group: &str) -> Vec<String> {
         let mut ids: Vec<String> =

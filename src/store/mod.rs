@@ -188,6 +188,9 @@ impl Store {
         if created {
             next.retain(|(t, _), _| *t != name);
         }
+        drop(next);
+        // Consumers of the topic see its new queue counts at once.
+        self.inner.consumers.rebalance_topic(&name);
         Ok(())
     }
 
@@ -199,6 +202,9 @@ impl Store {
             return Err(Error::InvalidArgument(format!("topic {name} does not exist")));
         }
         self.inner.topics.remove(name)?;
+        // Consumers give up the topic's queues (finishing what they hold)
+        // before the queues go away.
+        self.inner.consumers.rebalance_topic(name);
         // Hold the numbering lock so no send to this topic is numbered
         // while its queues go away.
         let mut next = self.inner.next_queue_offset.lock();
@@ -277,6 +283,11 @@ impl Store {
 fn close(inner: &Inner) -> Result<()> {
     // Queued async sends finish first (their callbacks are told).
     let drained = inner.async_sends.stop();
+    // Push consumers give up their queues, committing what they consumed,
+    // before the offsets are written for the last time.
+    if !inner.closed.load(Ordering::Acquire) {
+        inner.consumers.stop_all();
+    }
     if inner.closed.swap(true, Ordering::AcqRel) {
         return drained;
     }
