@@ -106,7 +106,8 @@ impl Registry {
         }
         // Phase 1: every member gives up what it loses.
         for (m, want) in &targets {
-            let lose: Vec<MessageQueue> = m.assigned().into_iter().filter(|q| !want.contains(q)).collect();
+            let mut lose: Vec<MessageQueue> = m.assigned().into_iter().filter(|q| !want.contains(q)).collect();
+            lose.sort();
             if !lose.is_empty() {
                 m.revoke(&lose);
             }
