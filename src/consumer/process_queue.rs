@@ -11,8 +11,11 @@ use std::collections::BTreeMap;
 /// In-flight state of one assigned queue.
 #[derive(Debug)]
 pub(crate) struct ProcessQueue {
-    /// Pulled, not yet acknowledged, by queue offset.
-    in_flight: BTreeMap<u64, MessageExt>,
+    /// Pulled, not yet acknowledged, by queue offset: body size, and the
+    /// message itself when the queue keeps them (orderly consumption hands
+    /// them out from here; concurrent consumption hands them to tasks at
+    /// once and keeps only the bookkeeping).
+    in_flight: BTreeMap<u64, (u64, Option<MessageExt>)>,
     /// Bytes of the bodies in `in_flight`.
     bytes: u64,
     /// Where the next pull starts.
@@ -45,11 +48,13 @@ impl ProcessQueue {
         }
     }
 
-    /// Adds pulled messages; `next` is where the next pull starts.
-    pub(crate) fn put(&mut self, msgs: &[MessageExt], next: u64) {
+    /// Adds pulled messages (keeping them only if `keep`); `next` is where
+    /// the next pull starts.
+    pub(crate) fn put(&mut self, msgs: &[MessageExt], next: u64, keep: bool) {
         for m in msgs {
-            self.bytes += m.body().len() as u64;
-            self.in_flight.insert(m.queue_offset().0, m.clone());
+            let len = m.body().len() as u64;
+            self.bytes += len;
+            self.in_flight.insert(m.queue_offset().0, (len, keep.then(|| m.clone())));
         }
         self.next_pull = self.next_pull.max(next);
     }
@@ -58,8 +63,8 @@ impl ProcessQueue {
     /// commit (see the module invariant).
     pub(crate) fn ack(&mut self, offsets: &[u64]) -> u64 {
         for o in offsets {
-            if let Some(m) = self.in_flight.remove(o) {
-                self.bytes = self.bytes.saturating_sub(m.body().len() as u64);
+            if let Some((len, _)) = self.in_flight.remove(o) {
+                self.bytes = self.bytes.saturating_sub(len);
             }
         }
         self.commit_offset()
@@ -82,7 +87,7 @@ impl ProcessQueue {
 
     /// Orderly consumption: the first message in flight.
     pub(crate) fn first(&self) -> Option<MessageExt> {
-        self.in_flight.values().next().cloned()
+        self.in_flight.values().next().and_then(|(_, m)| m.clone())
     }
 }
 

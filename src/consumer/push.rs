@@ -563,10 +563,17 @@ impl Member {
         store.inner.dispatch.arrivals.wake_all();
     }
 
+    /// Flow control: the queue holds as many messages or bytes in flight
+    /// as allowed, so pulling it pauses.
+    fn is_full(&self, pq: &ProcessQueue) -> bool {
+        pq.count() >= self.settings.max_cached_messages || pq.bytes() >= self.settings.max_cached_bytes
+    }
+
     fn commit(&self, q: &MessageQueue, offset: u64) {
-        // A queue that shrank or a topic that went away refuses the commit;
-        // nothing to keep then.
-        let _ = self.store.commit_offset(&self.offset_group, &q.topic, q.queue_id, offset);
+        // The names were validated at start, and the offset comes from a
+        // pull of this queue: straight to the offset table. (A commit never
+        // moves an offset backwards.)
+        self.store.inner.offsets.commit(&self.offset_group, &q.topic, q.queue_id, offset);
     }
 
     /// Closes the task channel: the workers finish what is queued, then
@@ -691,11 +698,7 @@ impl Member {
             let st = self.state.lock();
             st.queues
                 .iter()
-                .filter(|(_, pq)| {
-                    !pq.dropped
-                        && pq.count() < self.settings.max_cached_messages
-                        && pq.bytes() < self.settings.max_cached_bytes
-                })
+                .filter(|(_, pq)| !pq.dropped && !self.is_full(pq))
                 .map(|(q, pq)| (q.clone(), pq.next_pull))
                 .collect()
         };
@@ -713,10 +716,13 @@ impl Member {
                 }
                 match r.status {
                     PullStatus::Found => {
-                        pq.put(&r.messages, r.next_offset);
-                        if matches!(self.listener, Listener::Concurrent(_)) {
-                            for chunk in r.messages.chunks(self.settings.batch_max_size) {
-                                tasks.push(Task { queue: q.clone(), msgs: chunk.to_vec(), attempt: 1 });
+                        let concurrent = matches!(self.listener, Listener::Concurrent(_));
+                        pq.put(&r.messages, r.next_offset, !concurrent);
+                        if concurrent {
+                            let mut msgs = r.messages.into_iter().peekable();
+                            while msgs.peek().is_some() {
+                                let batch: Vec<MessageExt> = msgs.by_ref().take(self.settings.batch_max_size).collect();
+                                tasks.push(Task { queue: q.clone(), msgs: batch, attempt: 1 });
                             }
                             pq.tasks += tasks.len();
                         }
@@ -788,6 +794,7 @@ impl Member {
         let ctx = ConsumeContext { queue: queue.clone(), delivery_attempt: task.attempt };
         let offsets: Vec<u64> = task.msgs.iter().map(|m| m.queue_offset().0).collect();
         let mut commit = None;
+        let mut wake_puller = false;
         match &self.listener {
             Listener::Concurrent(l) => {
                 // A panic is a failed delivery, never a dead worker.
@@ -801,10 +808,14 @@ impl Member {
                     pq.tasks = pq.tasks.saturating_sub(1);
                     match status {
                         ConsumeStatus::Success => {
+                            let full = self.is_full(pq);
                             let o = pq.ack(&offsets);
                             if !pq.dropped {
                                 commit = Some(o);
                             }
+                            // Flow control paused pulling this queue; resume
+                            // it now rather than on the pull thread's tick.
+                            wake_puller = full && !self.is_full(pq);
                         }
                         ConsumeStatus::ReconsumeLater if !pq.dropped => {
                             retry = Some(Task { attempt: task.attempt + 1, ..task });
@@ -844,8 +855,9 @@ impl Member {
         if let Some(o) = commit {
             self.commit(&queue, o);
         }
-        if orderly {
-            // The pull thread hands out the queue's next message.
+        if orderly || wake_puller {
+            // The pull thread hands out the queue's next message, or pulls
+            // again now that the queue has room.
             self.store.inner.dispatch.arrivals.wake_all();
         }
     }

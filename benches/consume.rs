@@ -1,0 +1,851 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Push-consumer throughput against the pull read-back of the same
+//! messages, and produce -> listener latency at a steady send rate.
+//!
+//! Every store lives in a fresh directory under `/work/bench-tmp` (created
+//! if missing, removed afterwards); `sync()` runs before every timed run so
+//! writeback of earlier work does not land in it.
+//!
+//! ## Consume throughput (`consume_128B`)
+//!
+//! One store (`StoreOptions::default()`, `FlushMode::Async`), one topic with
+//! 8 queues, filled untimed with 200,000 random 128 B bodies (times
+//! `MQSTORE_BENCH_SCALE`) by `send_batch` of 256 (which rotates the batches
+//! over the queues); the bench waits until every message is dispatched.
+//! The store stays open across rounds, so the warm-up round takes the
+//! first-touch page faults and the timed rounds read a hot page cache.
+//!
+//! * `pull`: the baseline, as `benches/readback.rs` reads: one thread pulls
+//!   every queue from its first offset with `Store::pull(.., 32,
+//!   &TagFilter::All)` until `NoNewMessage`, queue after queue, touching
+//!   every body (a wrapping sum of its u64 words, checked against the sum
+//!   computed at fill time).
+//! * `push-1c`, `push-4c`: 1 or 4 push consumers in one clustering group
+//!   (a fresh group name per run, so each starts with no committed offset),
+//!   `ConsumeFrom::FirstOffset`, otherwise default settings (4 consume
+//!   threads, pull batch 32, `consume_message_batch_max_size` 1, 1,000
+//!   cached messages per queue). The concurrent listener does nothing but
+//!   add the batch length to an `AtomicU64` and return `Success`; the call
+//!   that reaches N stores the finish time and wakes the bench thread,
+//!   which waits on a condvar. Timed: from just before the first `start()`
+//!   (the 4-consumer variant starts its members one after another, so the
+//!   time includes the three rebalances that hand queues over while the
+//!   first members already consume) until the N-th message was consumed.
+//!   `shutdown()` is untimed.
+//! * `push-1c-b32`, `push-4c-b32`: the same with
+//!   `consume_message_batch_max_size(32)`.
+//!
+//! Reported: msgs/s, and the ratio push / pull computed per round (goal
+//! >= 0.5x), plus messages per listener call and duplicate deliveries.
+//!
+//! ## Produce -> listener latency (`listener_latency`)
+//!
+//! A fresh store per run (`FlushMode::Async`), one topic with 8 queues, one
+//! push consumer (default settings, concurrent listener). One producer
+//! thread sends 128 B messages with `Store::send` on a fixed schedule:
+//! message `i` is due at `t0 + i / rate`; the producer sleeps while the
+//! next due time is more than 200 us away and spins (`yield_now`) closer
+//! than that, then calls `send`. The body carries the sequence number and
+//! the scheduled time; a side table records the instant `send` was called.
+//! The listener takes the time on entry for each message of its batch.
+//!
+//! **Coordinated omission**: latency is measured from the *scheduled* send
+//! time, so a producer stalled behind a slow `send` (or descheduled) is
+//! charged for every message it should have sent meanwhile; the table also
+//! shows latency from the actual `send` call and the producer's lag
+//! (actual - scheduled) for comparison. The first 100 ms of each run's
+//! sends are discarded (a new store's first page faults, thread start-up).
+//! Rates: 100,000 msg/s and 10,000 msg/s, about 2 s each (200 k / 20 k
+//! recorded messages per run). Reported: p50 / p99 / p99.9 / max in
+//! microseconds (goal at 100 k msg/s: p99 < 1 ms).
+//!
+//! ## Modes
+//!
+//! Criterion mode (default): `cargo bench --bench consume` (add `-- --test`
+//! for a one-iteration smoke run). A throughput iteration is one full
+//! consume of the N messages; a latency iteration is one message (the
+//! returned time is the sum of scheduled-send -> listener latencies).
+//!
+//! Interleaved ratio mode: `MQSTORE_BENCH_INTERLEAVED=5 cargo bench --bench
+//! consume` skips criterion, runs one untimed warm-up round and then the
+//! given number of rounds per workload, each round running every variant
+//! once with the starting variant rotated, and prints a markdown table per
+//! workload: median msgs/s, min-max and the per-round ratio push / pull
+//! medianed; latency percentiles are pooled over the rounds, with the
+//! per-round p50 / p99 ranges. `MQSTORE_BENCH_ONLY=consume,latency`
+//! restricts it to the workloads whose names contain one of the given
+//! substrings (`consume_128B`, `listener_latency`);
+//! `MQSTORE_BENCH_VARIANTS=push-1c,push-4c-b32` restricts the throughput
+//! workload to the pull baseline plus the named variants (exact names), for
+//! profiling one of them.
+//!
+//! The machine these were written for has 2 vCPUs: a 4-consumer group runs
+//! 20 threads (4 pull threads, 16 workers) and the latency producer spins
+//! on one of the two cores, so the figures are CPU-bound and noisy.
+
+use criterion::{Criterion, SamplingMode, Throughput};
+use mqstore::consumer::{ConsumeContext, ConsumeFrom, ConsumeStatus, PushConsumer};
+use mqstore::message::{Message, MessageExt};
+use mqstore::store::{PullStatus, Store, StoreOptions, TagFilter};
+use mqstore::topic::TopicConfig;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Root of every benchmark directory (same file system as the repository).
+const BENCH_ROOT: &str = "/work/bench-tmp";
+const TOPIC: &str = "bench";
+/// Queues of the bench topic (both workloads).
+const QUEUES: u32 = 8;
+/// Messages per `pull` of the baseline (RocketMQ's default `pullBatchSize`).
+const PULL_BATCH: usize = 32;
+/// Messages per `send_batch` while filling a store (untimed).
+const FILL_BATCH: usize = 256;
+const BODY: usize = 128;
+/// Messages of the throughput workload (times `MQSTORE_BENCH_SCALE`).
+const MESSAGES: usize = 200_000;
+/// How long a run may take before the bench gives up.
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Paced send rates of the latency workload (msgs/s).
+const LAT_RATES: [u64; 2] = [100_000, 10_000];
+/// Length of one latency run's recorded part.
+const LAT_DURATION: Duration = Duration::from_secs(2);
+/// Sends at the start of a latency run that are not recorded.
+const LAT_WARMUP: Duration = Duration::from_millis(100);
+/// The producer sleeps while the next send is further away than this and
+/// spins closer to it.
+const SPIN_WINDOW_NS: u64 = 200_000;
+/// How long the latency bench waits for the last deliveries.
+const LAT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// Multiplies the throughput workload's message count
+/// (`MQSTORE_BENCH_SCALE`, default 1).
+fn scale() -> usize {
+    std::env::var("MQSTORE_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).filter(|&n| n > 0).unwrap_or(1)
+}
+
+/// A fresh directory under [`BENCH_ROOT`], removed on drop.
+fn bench_dir(label: &str) -> tempfile::TempDir {
+    std::fs::create_dir_all(BENCH_ROOT).expect("create bench root");
+    tempfile::Builder::new().prefix(&format!("{label}-")).tempdir_in(BENCH_ROOT).expect("create bench dir")
+}
+
+/// Flushes the whole file system before a run (untimed), so writeback and
+/// discards of earlier work do not land in the timed region.
+fn settle() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
+fn now_ns(base: Instant) -> u64 {
+    base.elapsed().as_nanos() as u64
+}
+
+/// `count` random bodies of `size` bytes (xorshift64*), back to back.
+fn random_bodies(count: usize, size: usize, seed: u64) -> Vec<u8> {
+    let mut data = vec![0u8; count * size];
+    let mut x = seed | 1;
+    for chunk in data.chunks_mut(8) {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        let v = x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_be_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+    data
+}
+
+/// Wrapping sum of the body's big-endian u64 words (reads every byte).
+fn touch(body: &[u8]) -> u64 {
+    let words = body.chunks_exact(8);
+    let tail = words.remainder().iter().fold(0u64, |a, &b| a.wrapping_add(u64::from(b)));
+    words.map(|w| u64::from_be_bytes(w.try_into().unwrap_or_default())).fold(tail, u64::wrapping_add)
+}
+
+fn read_u64(body: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(body[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Unique consumer group names within this process.
+static NEXT_GROUP: AtomicU64 = AtomicU64::new(1);
+
+fn fresh_group(label: &str) -> String {
+    format!("bench_{label}_{}", NEXT_GROUP.fetch_add(1, Ordering::Relaxed))
+}
+
+// ---------------------------------------------------------------------------
+// Consume throughput
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Pull,
+    Push { consumers: usize, batch: usize },
+}
+
+const VARIANTS: [Variant; 5] = [
+    Variant::Pull,
+    Variant::Push { consumers: 1, batch: 1 },
+    Variant::Push { consumers: 4, batch: 1 },
+    Variant::Push { consumers: 1, batch: 32 },
+    Variant::Push { consumers: 4, batch: 32 },
+];
+
+impl Variant {
+    fn name(self) -> String {
+        match self {
+            Variant::Pull => "pull".to_string(),
+            Variant::Push { consumers, batch: 1 } => format!("push-{consumers}c"),
+            Variant::Push { consumers, batch } => format!("push-{consumers}c-b{batch}"),
+        }
+    }
+}
+
+/// The store every throughput run reads, filled once.
+struct Filled {
+    messages: usize,
+    touch_sum: u64,
+    store: Store,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Filled {
+    fn drop(&mut self) {
+        let _ = self.store.close();
+    }
+}
+
+fn fill(messages: usize) -> Filled {
+    let bodies = random_bodies(messages, BODY, 0x5eed_c0de);
+    let dir = bench_dir("consume-tput");
+    let store = Store::open(dir.path(), StoreOptions::default()).expect("open store");
+    store.create_topic(TopicConfig::new(TOPIC, QUEUES)).expect("create topic");
+    let mut i = 0;
+    while i < messages {
+        let end = (i + FILL_BATCH).min(messages);
+        let msgs: Vec<Message> =
+            (i..end).map(|k| Message::new(TOPIC, bodies[k * BODY..(k + 1) * BODY].to_vec())).collect();
+        store.send_batch(msgs).expect("send_batch");
+        i = end;
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let dispatched: u64 = (0..QUEUES).map(|q| store.max_offset(TOPIC, q).expect("max_offset")).sum();
+        if dispatched == messages as u64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {dispatched} of {messages} messages dispatched");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let touch_sum = bodies.chunks_exact(BODY).map(touch).fold(0, u64::wrapping_add);
+    settle();
+    Filled { messages, touch_sum, store, _dir: dir }
+}
+
+/// What one timed run measured.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    elapsed: Duration,
+    /// Listener calls (push variants; 0 for pull).
+    calls: u64,
+    /// Messages delivered more than once (push variants).
+    duplicates: u64,
+}
+
+/// Shared with the listeners of one push run.
+struct Progress {
+    target: u64,
+    base: Instant,
+    consumed: AtomicU64,
+    calls: AtomicU64,
+    /// Nanoseconds after `base` when the target was reached (0 before).
+    finished_ns: AtomicU64,
+    lock: Mutex<()>,
+    done: Condvar,
+}
+
+impl Progress {
+    fn consumed(&self, n: u64) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let before = self.consumed.fetch_add(n, Ordering::AcqRel);
+        if before < self.target && before + n >= self.target {
+            self.finished_ns.store(now_ns(self.base).max(1), Ordering::Release);
+            let _g = self.lock.lock().expect("progress lock");
+            self.done.notify_all();
+        }
+    }
+
+    /// Waits until the target was reached; returns the time it was.
+    fn wait(&self) -> Duration {
+        let deadline = Instant::now() + RUN_TIMEOUT;
+        let mut g = self.lock.lock().expect("progress lock");
+        loop {
+            let t = self.finished_ns.load(Ordering::Acquire);
+            if t != 0 {
+                return Duration::from_nanos(t);
+            }
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "only {} of {} messages consumed within {RUN_TIMEOUT:?}",
+                self.consumed.load(Ordering::Acquire),
+                self.target
+            );
+            g = self.done.wait_timeout(g, Duration::from_millis(200)).expect("progress wait").0;
+        }
+    }
+}
+
+impl Filled {
+    /// One timed run of variant `v`.
+    fn run(&self, v: Variant) -> Run {
+        settle();
+        match v {
+            Variant::Pull => {
+                let start = Instant::now();
+                let (n, sum) = self.read_pull();
+                let elapsed = start.elapsed();
+                assert_eq!(n, self.messages, "pull read count");
+                assert_eq!(sum, self.touch_sum, "pull body checksum");
+                Run { elapsed, calls: 0, duplicates: 0 }
+            }
+            Variant::Push { consumers, batch } => self.run_push(consumers, batch),
+        }
+    }
+
+    fn read_pull(&self) -> (usize, u64) {
+        let filter = TagFilter::All;
+        let store = &self.store;
+        let mut n = 0;
+        let mut sum = 0u64;
+        for q in 0..QUEUES {
+            let mut offset = store.min_offset(TOPIC, q).expect("min_offset");
+            loop {
+                let r = store.pull(TOPIC, q, offset, PULL_BATCH, &filter).expect("pull");
+                match r.status {
+                    PullStatus::Found => {}
+                    PullStatus::NoNewMessage => break,
+                    other => panic!("pull of queue {q} at {offset}: {other:?}"),
+                }
+                for m in &r.messages {
+                    sum = sum.wrapping_add(touch(m.body()));
+                }
+                n += r.messages.len();
+                offset = r.next_offset;
+            }
+        }
+        (n, sum)
+    }
+
+    fn run_push(&self, consumers: usize, batch: usize) -> Run {
+        let group = fresh_group(&format!("c{consumers}b{batch}"));
+        let base = Instant::now();
+        let progress = Arc::new(Progress {
+            target: self.messages as u64,
+            base,
+            consumed: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+            finished_ns: AtomicU64::new(0),
+            lock: Mutex::new(()),
+            done: Condvar::new(),
+        });
+        let mut members: Vec<PushConsumer> = Vec::with_capacity(consumers);
+        let start = base.elapsed();
+        for _ in 0..consumers {
+            let p = progress.clone();
+            let c = self
+                .store
+                .push_consumer(&group)
+                .subscribe(TOPIC, "*")
+                .expect("subscribe")
+                .consume_from(ConsumeFrom::FirstOffset)
+                .consume_message_batch_max_size(batch)
+                .listener(move |msgs: &[MessageExt], _ctx: &ConsumeContext| {
+                    p.consumed(msgs.len() as u64);
+                    ConsumeStatus::Success
+                })
+                .start()
+                .expect("start consumer");
+            members.push(c);
+        }
+        let end = progress.wait();
+        for c in members {
+            c.shutdown().expect("shutdown consumer");
+        }
+        let consumed = progress.consumed.load(Ordering::Acquire);
+        assert!(consumed >= self.messages as u64, "consumed {consumed} of {}", self.messages);
+        Run {
+            elapsed: end.saturating_sub(start),
+            calls: progress.calls.load(Ordering::Acquire),
+            duplicates: consumed - self.messages as u64,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Produce -> listener latency
+// ---------------------------------------------------------------------------
+
+/// Per-message latencies of one paced run, in nanoseconds.
+#[derive(Debug, Default, Clone)]
+struct LatRun {
+    /// Scheduled send time -> listener (coordinated-omission corrected).
+    from_scheduled: Vec<u64>,
+    /// `send` called -> listener.
+    from_send: Vec<u64>,
+    /// `send` called - scheduled time (the producer's own lag).
+    producer_lag: Vec<u64>,
+    duplicates: u64,
+}
+
+impl LatRun {
+    fn extend(&mut self, other: LatRun) {
+        self.from_scheduled.extend(other.from_scheduled);
+        self.from_send.extend(other.from_send);
+        self.producer_lag.extend(other.producer_lag);
+        self.duplicates += other.duplicates;
+    }
+}
+
+/// Sleeps, then spins, until `due` nanoseconds after `base`.
+fn wait_until(base: Instant, due: u64) {
+    loop {
+        let now = now_ns(base);
+        if now >= due {
+            return;
+        }
+        let left = due - now;
+        if left > SPIN_WINDOW_NS {
+            std::thread::sleep(Duration::from_nanos(left - SPIN_WINDOW_NS / 2));
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Sends `warmup + recorded` messages at `rate` msgs/s to a fresh store
+/// with one push consumer; returns the recorded messages' latencies.
+fn run_paced(rate: u64, warmup: usize, recorded: usize) -> LatRun {
+    settle();
+    let total = warmup + recorded;
+    let dir = bench_dir("consume-lat");
+    let store = Store::open(dir.path(), StoreOptions::default()).expect("open store");
+    store.create_topic(TopicConfig::new(TOPIC, QUEUES)).expect("create topic");
+    let base = Instant::now();
+    // Delivery time per message, nanoseconds after `base` (0 = not yet).
+    let delivered: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+    let sent: Vec<AtomicU64> = (0..total).map(|_| AtomicU64::new(0)).collect();
+    let count = Arc::new(AtomicU64::new(0));
+    let dups = Arc::new(AtomicU64::new(0));
+    let consumer = {
+        let (delivered, count, dups) = (delivered.clone(), count.clone(), dups.clone());
+        store
+            .push_consumer(&fresh_group("lat"))
+            .subscribe(TOPIC, "*")
+            .expect("subscribe")
+            .consume_from(ConsumeFrom::FirstOffset)
+            .listener(move |msgs: &[MessageExt], _ctx: &ConsumeContext| {
+                let t = now_ns(base).max(1);
+                for m in msgs {
+                    let seq = read_u64(m.body(), 0) as usize;
+                    if delivered[seq].compare_exchange(0, t, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                        count.fetch_add(1, Ordering::AcqRel);
+                    } else {
+                        dups.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                ConsumeStatus::Success
+            })
+            .start()
+            .expect("start consumer")
+    };
+    let period_ns = 1e9 / rate as f64;
+    // First send 1 ms from now (the consumer's threads are up by then).
+    let t0 = now_ns(base) + 1_000_000;
+    let scheduled = |i: usize| t0 + (i as f64 * period_ns) as u64;
+    let mut template = vec![0u8; BODY];
+    for (i, b) in template.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    for (i, slot) in sent.iter().enumerate() {
+        let due = scheduled(i);
+        let mut body = template.clone();
+        body[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        body[8..16].copy_from_slice(&due.to_be_bytes());
+        let msg = Message::new(TOPIC, body);
+        wait_until(base, due);
+        slot.store(now_ns(base), Ordering::Relaxed);
+        store.send(msg).expect("send");
+    }
+    let deadline = Instant::now() + LAT_DRAIN_TIMEOUT;
+    while count.load(Ordering::Acquire) < total as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {total} messages delivered within {LAT_DRAIN_TIMEOUT:?} of the last send",
+            count.load(Ordering::Acquire)
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    consumer.shutdown().expect("shutdown consumer");
+    store.close().expect("close store");
+    drop(dir);
+    let mut out = LatRun { duplicates: dups.load(Ordering::Acquire), ..LatRun::default() };
+    for i in warmup..total {
+        let (due, s, d) = (scheduled(i), sent[i].load(Ordering::Relaxed), delivered[i].load(Ordering::Acquire));
+        out.from_scheduled.push(d.saturating_sub(due));
+        out.from_send.push(d.saturating_sub(s));
+        out.producer_lag.push(s.saturating_sub(due));
+    }
+    out
+}
+
+/// Warm-up and recorded message counts of a ~[`LAT_DURATION`] run.
+fn lat_counts(rate: u64) -> (usize, usize) {
+    let per = |d: Duration| (rate as f64 * d.as_secs_f64()).round() as usize;
+    (per(LAT_WARMUP), per(LAT_DURATION))
+}
+
+fn rate_label(rate: u64) -> String {
+    format!("{}k msg/s", rate / 1000)
+}
+
+// ---------------------------------------------------------------------------
+// Statistics helpers
+// ---------------------------------------------------------------------------
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn min_max(xs: &[f64]) -> (f64, f64) {
+    xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)))
+}
+
+/// Nearest-rank percentiles of unsorted nanosecond samples, in
+/// microseconds.
+fn percentiles_us(samples: &[u64], qs: &[f64]) -> Vec<f64> {
+    let mut v = samples.to_vec();
+    v.sort_unstable();
+    qs.iter()
+        .map(|&q| {
+            if v.is_empty() {
+                return f64::NAN;
+            }
+            let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+            v[rank - 1] as f64 / 1000.0
+        })
+        .collect()
+}
+
+fn rate(messages: usize, d: Duration) -> f64 {
+    messages as f64 / d.as_secs_f64()
+}
+
+fn fmt_rate(r: f64) -> String {
+    let n = r.round() as u64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn latency_rows(label: &str, r: &LatRun) -> Vec<String> {
+    let qs = [0.5, 0.99, 0.999, 1.0];
+    [
+        ("scheduled send -> listener", &r.from_scheduled),
+        ("send() call -> listener", &r.from_send),
+        ("producer lag (send() call - scheduled)", &r.producer_lag),
+    ]
+    .iter()
+    .map(|(what, xs)| {
+        let p = percentiles_us(xs, &qs);
+        format!("| {label} | {what} | {} | {:.1} | {:.1} | {:.1} | {:.1} |", xs.len(), p[0], p[1], p[2], p[3])
+    })
+    .collect()
+}
+
+fn print_latency_report(results: &[(u64, LatRun)], note: &str) {
+    println!();
+    println!("### listener_latency: produce -> concurrent listener, {BODY} B, {QUEUES} queues, 1 consumer ({note})");
+    println!();
+    println!(
+        "Latency is measured from each message's scheduled send time (coordinated omission corrected); the send() row and the producer lag are shown for comparison."
+    );
+    println!();
+    println!("| rate | measured from | samples | p50 us | p99 us | p99.9 us | max us |");
+    println!("|---|---|---|---|---|---|---|");
+    for (r, lat) in results {
+        for row in latency_rows(&rate_label(*r), lat) {
+            println!("{row}");
+        }
+    }
+    let dups: u64 = results.iter().map(|(_, l)| l.duplicates).sum();
+    if dups > 0 {
+        println!();
+        println!("({dups} duplicate deliveries)");
+    }
+    println!();
+}
+
+// ---------------------------------------------------------------------------
+// Interleaved ratio mode
+// ---------------------------------------------------------------------------
+
+fn rotated<T: Copy>(items: &[T], round: usize) -> Vec<T> {
+    let k = round % items.len();
+    items[k..].iter().chain(&items[..k]).copied().collect()
+}
+
+fn interleaved_throughput(rounds: usize) {
+    let n = MESSAGES * scale();
+    println!();
+    println!(
+        "### consume_128B (N = {}, body {BODY} B, {QUEUES} queues, FirstOffset, push defaults: 4 consume threads, pull batch 32; {} rounds after 1 warm-up round)",
+        fmt_rate(n as f64),
+        rounds
+    );
+    println!();
+    let variants = selected_variants();
+    let filled = fill(n);
+    for &v in &variants {
+        let _ = filled.run(v);
+    }
+    let mut samples: Vec<Vec<Run>> = Vec::with_capacity(rounds);
+    for r in 0..rounds {
+        let mut row: Vec<Option<Run>> = vec![None; variants.len()];
+        let mut line = format!("round {}:", r + 1);
+        for v in rotated(&variants, r) {
+            let run = filled.run(v);
+            line.push_str(&format!(" {}={} msgs/s", v.name(), fmt_rate(rate(n, run.elapsed))));
+            row[variants.iter().position(|x| *x == v).unwrap_or(0)] = Some(run);
+        }
+        println!("{line}");
+        samples.push(row.into_iter().map(|r| r.expect("every variant ran")).collect());
+    }
+    let pull = variants.iter().position(|v| *v == Variant::Pull).unwrap_or(0);
+    println!();
+    println!(
+        "| variant | median msgs/s | min-max msgs/s | ns/msg (median) | variant / pull (median of per-round ratios, min-max) | msgs per listener call | duplicates |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (vi, v) in variants.iter().enumerate() {
+        let rates: Vec<f64> = samples.iter().map(|row| rate(n, row[vi].elapsed)).collect();
+        let (lo, hi) = min_max(&rates);
+        let ratios: Vec<f64> =
+            samples.iter().map(|row| row[pull].elapsed.as_secs_f64() / row[vi].elapsed.as_secs_f64()).collect();
+        let (rlo, rhi) = min_max(&ratios);
+        let (ratio, per_call, dups) = if vi == pull {
+            ("-".to_string(), "-".to_string(), "-".to_string())
+        } else {
+            let calls: u64 = samples.iter().map(|row| row[vi].calls).sum();
+            let dups: u64 = samples.iter().map(|row| row[vi].duplicates).sum();
+            (
+                format!("**{:.2}x** ({rlo:.2}-{rhi:.2}; goal >= 0.5x)", median(&ratios)),
+                format!("{:.1}", (n * rounds) as f64 / calls.max(1) as f64),
+                dups.to_string(),
+            )
+        };
+        println!(
+            "| {} | {} | {}-{} | {:.0} | {ratio} | {per_call} | {dups} |",
+            v.name(),
+            fmt_rate(median(&rates)),
+            fmt_rate(lo),
+            fmt_rate(hi),
+            1e9 / median(&rates),
+        );
+    }
+    println!();
+}
+
+fn interleaved_latency(rounds: usize) {
+    // Warm-up, not recorded.
+    for r in LAT_RATES {
+        let (w, n) = lat_counts(r);
+        let _ = run_paced(r, w, n / 4);
+    }
+    let mut pooled: Vec<(u64, LatRun)> = LAT_RATES.iter().map(|r| (*r, LatRun::default())).collect();
+    let mut p50s: Vec<Vec<f64>> = vec![Vec::new(); LAT_RATES.len()];
+    let mut p99s: Vec<Vec<f64>> = vec![Vec::new(); LAT_RATES.len()];
+    for round in 0..rounds {
+        let mut line = format!("round {}:", round + 1);
+        for r in rotated(&LAT_RATES, round) {
+            let (w, n) = lat_counts(r);
+            let lat = run_paced(r, w, n);
+            let ri = LAT_RATES.iter().position(|x| *x == r).unwrap_or(0);
+            let p = percentiles_us(&lat.from_scheduled, &[0.5, 0.99]);
+            line.push_str(&format!(" {}: p50 {:.1} us, p99 {:.1} us;", rate_label(r), p[0], p[1]));
+            p50s[ri].push(p[0]);
+            p99s[ri].push(p[1]);
+            pooled[ri].1.extend(lat);
+        }
+        println!("{line}");
+    }
+    print_latency_report(&pooled, &format!("~{LAT_DURATION:?} per rate per round, {rounds} interleaved rounds pooled"));
+    println!("| rate | per-round p50 us from scheduled (median, min-max) | per-round p99 us from scheduled (median, min-max) |");
+    println!("|---|---|---|");
+    for (ri, r) in LAT_RATES.iter().enumerate() {
+        let (a, b) = min_max(&p50s[ri]);
+        let (c, d) = min_max(&p99s[ri]);
+        println!(
+            "| {} | {:.1} ({a:.1}-{b:.1}) | {:.1} ({c:.1}-{d:.1}) |",
+            rate_label(*r),
+            median(&p50s[ri]),
+            median(&p99s[ri])
+        );
+    }
+    println!();
+}
+
+fn run_interleaved(rounds: usize) {
+    println!("# mqstore consume benchmark, interleaved ratio mode ({rounds} rounds)");
+    println!();
+    println!(
+        "Consume throughput = messages / time from the first consumer's start() to the last message consumed (hot page cache; fill untimed)."
+    );
+    println!("Ratios are push throughput / pull throughput, computed per round then medianed (>1 = push faster).");
+    if selected("consume_128B") {
+        interleaved_throughput(rounds);
+    }
+    if selected("listener_latency") {
+        interleaved_latency(rounds);
+    }
+}
+
+/// The throughput variants of the interleaved mode: the pull baseline and
+/// those named in `MQSTORE_BENCH_VARIANTS` (comma-separated exact names;
+/// every variant when unset).
+fn selected_variants() -> Vec<Variant> {
+    match std::env::var("MQSTORE_BENCH_VARIANTS") {
+        Ok(list) => {
+            let names: Vec<&str> = list.split(',').map(str::trim).collect();
+            VARIANTS.into_iter().filter(|v| *v == Variant::Pull || names.contains(&v.name().as_str())).collect()
+        }
+        Err(_) => VARIANTS.to_vec(),
+    }
+}
+
+/// Whether the interleaved mode runs the workload `name`:
+/// `MQSTORE_BENCH_ONLY` holds a comma-separated list of substrings (all
+/// workloads when unset).
+fn selected(name: &str) -> bool {
+    match std::env::var("MQSTORE_BENCH_ONLY") {
+        Ok(list) => list.split(',').map(str::trim).any(|pat| !pat.is_empty() && name.contains(pat)),
+        Err(_) => true,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Criterion mode
+// ---------------------------------------------------------------------------
+
+fn bench_throughput(c: &mut Criterion) {
+    let n = MESSAGES * scale();
+    let filled = fill(n);
+    let mut group = c.benchmark_group("consume_128B");
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements(n as u64));
+    let collected: RefCell<Vec<(Variant, Duration)>> = RefCell::new(Vec::new());
+    for v in VARIANTS {
+        group.bench_function(v.name(), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let r = filled.run(v);
+                    total += r.elapsed;
+                    collected.borrow_mut().push((v, r.elapsed));
+                }
+                total
+            });
+        });
+    }
+    group.finish();
+    let collected = collected.borrow();
+    if collected.is_empty() {
+        return;
+    }
+    println!();
+    println!("consume_128B: msgs/s over every criterion iteration (warm-up included):");
+    for v in VARIANTS {
+        let rates: Vec<f64> = collected.iter().filter(|(x, _)| *x == v).map(|(_, d)| rate(n, *d)).collect();
+        if rates.is_empty() {
+            continue;
+        }
+        let (lo, hi) = min_max(&rates);
+        println!(
+            "  {:<12} median {} msgs/s, min-max {}-{}; {} iterations",
+            v.name(),
+            fmt_rate(median(&rates)),
+            fmt_rate(lo),
+            fmt_rate(hi),
+            rates.len()
+        );
+    }
+    println!();
+}
+
+fn bench_latency(c: &mut Criterion) {
+    let mut group = c.benchmark_group("listener_latency");
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_millis(500));
+    let collected: RefCell<Vec<(u64, LatRun)>> =
+        RefCell::new(LAT_RATES.iter().map(|r| (*r, LatRun::default())).collect());
+    for (ri, r) in LAT_RATES.iter().enumerate() {
+        group.bench_function(format!("async-{}k", r / 1000), |b| {
+            // One iteration = one message: the returned time is the sum of
+            // scheduled-send -> listener latencies.
+            b.iter_custom(|iters| {
+                let (w, _) = lat_counts(*r);
+                let lat = run_paced(*r, w, iters as usize);
+                let total = Duration::from_nanos(lat.from_scheduled.iter().sum());
+                collected.borrow_mut()[ri].1.extend(lat);
+                total
+            });
+        });
+    }
+    group.finish();
+    let collected = collected.borrow();
+    if collected.iter().any(|(_, l)| !l.from_scheduled.is_empty()) {
+        print_latency_report(&collected, "every criterion iteration pooled, warm-up included");
+    }
+}
+
+fn main() {
+    if let Ok(v) = std::env::var("MQSTORE_BENCH_INTERLEAVED") {
+        let rounds: usize = v.trim().parse().expect("MQSTORE_BENCH_INTERLEAVED must be a round count");
+        assert!(rounds > 0, "MQSTORE_BENCH_INTERLEAVED must be at least 1");
+        run_interleaved(rounds);
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args();
+    bench_throughput(&mut c);
+    bench_latency(&mut c);
+    c.final_summary();
+}
