@@ -243,3 +243,25 @@ fn a_deleted_and_recreated_topic_starts_empty_even_after_a_rebuild() {
     assert_eq!(bodies, ["new-0", "new-1", "new-2"]);
     store.close().unwrap();
 }
+
+#[test]
+fn layout_settings_recorded_at_creation_win_over_later_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap(); // 8 units per file
+    store.create_topic(TopicConfig::new("t", 1)).unwrap();
+    for i in 0..50 {
+        store.send(Message::new("t", body(i))).unwrap();
+    }
+    store.close().unwrap();
+    // Opened with the defaults (300,000 units per file), as the CLI does.
+    let defaults = StoreOptions::default()
+        .commit_log_options(CommitLogOptions::default().segment_size(64 << 10).max_record_size(16 << 10))
+        .max_body_size(4 << 10)
+        .max_properties_size(1 << 10);
+    let store = Store::open(dir.path(), defaults).unwrap();
+    let r = store.pull("t", 0, 0, 100, &TagFilter::All).unwrap();
+    assert_eq!(r.messages.len(), 50);
+    store.send(Message::new("t", "more")).unwrap();
+    wait_dispatched(&store, "t", 0, 51);
+    store.close().unwrap();
+}

@@ -18,6 +18,7 @@
 //! [`FlushMode::Sync`]: crate::commitlog::FlushMode::Sync
 
 mod dispatch;
+mod layout;
 mod options;
 mod pull;
 mod readonly;
@@ -118,7 +119,10 @@ impl Store {
         let storage = opts.commit_log.storage.clone();
         let topics = TopicTable::open(storage.clone(), &root)?;
         let offsets = OffsetTable::open(storage.clone(), &root)?;
-        let queues = ConsumeQueueSet::open(storage, &root, opts.cq_units_per_file)?;
+        // Fixed at creation: later opens use the recorded value whatever
+        // their options say (the files were sized with it).
+        let units = layout::units_per_file(storage.as_ref(), &root, opts.cq_units_per_file)?;
+        let queues = ConsumeQueueSet::open(storage, &root, units)?;
         let inner = Arc::new(Inner {
             root,
             opts,

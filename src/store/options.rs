@@ -76,6 +76,8 @@ impl StoreOptions {
 
     /// Units per consume-queue file. Default 300,000 (6,000,000 bytes, as
     /// RocketMQ); 1 to 16,777,216. Tests use tiny values so files roll.
+    /// Fixed when the store is created (recorded in `config/store`): later
+    /// opens use the recorded value and ignore this one.
     #[must_use]
     pub fn consume_queue_units_per_file(mut self, units: u64) -> Self {
         self.cq_units_per_file = units;
