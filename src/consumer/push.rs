@@ -719,10 +719,17 @@ impl Member {
                         let concurrent = matches!(self.listener, Listener::Concurrent(_));
                         pq.put(&r.messages, r.next_offset, !concurrent);
                         if concurrent {
+                            // Whole listener batches, spread over at most
+                            // one task per worker: parallel, but one channel
+                            // hand-off per several listener calls rather
+                            // than per call (hand-offs dominated on 2 cores).
+                            let bms = self.settings.batch_max_size;
+                            let batches = r.messages.len().div_ceil(bms);
+                            let per_task = batches.div_ceil(self.settings.consume_threads).max(1) * bms;
                             let mut msgs = r.messages.into_iter().peekable();
                             while msgs.peek().is_some() {
-                                let batch: Vec<MessageExt> = msgs.by_ref().take(self.settings.batch_max_size).collect();
-                                tasks.push(Task { queue: q.clone(), msgs: batch, attempt: 1 });
+                                let part: Vec<MessageExt> = msgs.by_ref().take(per_task).collect();
+                                tasks.push(Task { queue: q.clone(), msgs: part, attempt: 1 });
                             }
                             pq.tasks += tasks.len();
                         }
@@ -792,35 +799,43 @@ impl Member {
         }
         let queue = task.queue.clone();
         let ctx = ConsumeContext { queue: queue.clone(), delivery_attempt: task.attempt };
-        let offsets: Vec<u64> = task.msgs.iter().map(|m| m.queue_offset().0).collect();
         let mut commit = None;
         let mut wake_puller = false;
         match &self.listener {
             Listener::Concurrent(l) => {
-                // A panic is a failed delivery, never a dead worker.
-                let status = catch_unwind(AssertUnwindSafe(|| l.consume(&task.msgs, &ctx)))
-                    .unwrap_or(ConsumeStatus::ReconsumeLater);
+                // The task holds one or more listener batches; each is
+                // acknowledged or retried on its own, under one lock.
+                let mut done: Vec<u64> = Vec::with_capacity(task.msgs.len());
+                let mut failed: Vec<MessageExt> = Vec::new();
+                for batch in task.msgs.chunks(self.settings.batch_max_size) {
+                    // A panic is a failed delivery, never a dead worker.
+                    let status = catch_unwind(AssertUnwindSafe(|| l.consume(batch, &ctx)))
+                        .unwrap_or(ConsumeStatus::ReconsumeLater);
+                    match status {
+                        ConsumeStatus::Success => done.extend(batch.iter().map(|m| m.queue_offset().0)),
+                        ConsumeStatus::ReconsumeLater => failed.extend_from_slice(batch),
+                    }
+                }
                 let now = self.now_ms();
                 let mut st = self.state.lock();
                 let delay = self.settings.reconsume_delay.as_millis() as u64;
                 let mut retry = None;
                 if let Some(pq) = st.queues.get_mut(&queue) {
                     pq.tasks = pq.tasks.saturating_sub(1);
-                    match status {
-                        ConsumeStatus::Success => {
-                            let full = self.is_full(pq);
-                            let o = pq.ack(&offsets);
-                            if !pq.dropped {
-                                commit = Some(o);
-                            }
-                            // Flow control paused pulling this queue; resume
-                            // it now rather than on the pull thread's tick.
-                            wake_puller = full && !self.is_full(pq);
+                    if !done.is_empty() {
+                        let full = self.is_full(pq);
+                        let o = pq.ack(&done);
+                        if !pq.dropped {
+                            commit = Some(o);
                         }
-                        ConsumeStatus::ReconsumeLater if !pq.dropped => {
-                            retry = Some(Task { attempt: task.attempt + 1, ..task });
-                        }
-                        ConsumeStatus::ReconsumeLater => {}
+                        // Flow control paused pulling this queue; resume it
+                        // now rather than on the pull thread's tick.
+                        wake_puller = full && !self.is_full(pq);
+                    }
+                    // Failed batches of a queue being taken away stay below
+                    // the committed offset: the next owner delivers them.
+                    if !failed.is_empty() && !pq.dropped {
+                        retry = Some(Task { queue: queue.clone(), msgs: failed, attempt: task.attempt + 1 });
                     }
                 }
                 if let Some(t) = retry {
@@ -837,6 +852,7 @@ impl Member {
                     pq.consuming = false;
                     match status {
                         OrderlyStatus::Success => {
+                            let offsets: Vec<u64> = task.msgs.iter().map(|m| m.queue_offset().0).collect();
                             let o = pq.ack(&offsets);
                             pq.attempt = 1;
                             if !pq.dropped {
