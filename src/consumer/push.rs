@@ -1,9 +1,9 @@
 //! [`PushConsumer`]: pulls assigned queues on its own thread and hands the
 //! messages to a listener on a bounded worker pool.
 //!
-//! Threads per consumer: `mqstore:pull-<group>` (pulls, applies flow
+//! Threads per consumer: `mqstore:pull-<group>-<instance>` (pulls, applies flow
 //! control, schedules re-deliveries, triggers periodic rebalances) and
-//! `consume_threads` workers `mqstore:consume-<group>-<i>` fed through a
+//! `consume_threads` workers `mqstore:consume-<group>-<instance>-<i>` fed through a
 //! bounded crossbeam channel. All are joined by [`PushConsumer::shutdown`].
 
 use super::process_queue::ProcessQueue;
@@ -317,14 +317,14 @@ impl PushConsumerBuilder {
         let mut threads = Vec::new();
         for i in 0..member.settings.consume_threads {
             let (m, rx) = (member.clone(), rx.clone());
-            threads.push(spawn(&format!("mqstore:consume-{}-{i}", member.group), move || m.work(&rx))?);
+            threads.push(spawn(&format!("mqstore:consume-{}-{}-{i}", member.group, member.id), move || m.work(&rx))?);
         }
         drop(rx);
         let registry = &self.store.inner.consumers;
         registry.join(member.clone());
         registry.rebalance(&member.group);
         let m = member.clone();
-        let puller = spawn(&format!("mqstore:pull-{}", member.group), move || m.pull_loop());
+        let puller = spawn(&format!("mqstore:pull-{}-{}", member.group, member.id), move || m.pull_loop());
         let puller = match puller {
             Ok(p) => p,
             Err(e) => {
