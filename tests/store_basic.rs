@@ -265,3 +265,37 @@ fn layout_settings_recorded_at_creation_win_over_later_options() {
     wait_dispatched(&store, "t", 0, 51);
     store.close().unwrap();
 }
+
+#[test]
+fn damaged_consume_queue_files_are_rebuilt_from_the_log() {
+    for damage in 0..4 {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), opts()).unwrap();
+        store.create_topic(TopicConfig::new("t", 1)).unwrap();
+        for i in 0..40 {
+            store.send(Message::new("t", body(i))).unwrap();
+        }
+        store.close().unwrap();
+        let qdir = dir.path().join("consumequeue").join("t").join("0");
+        let mut files: Vec<_> = std::fs::read_dir(&qdir).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        let victim = &files[1];
+        match damage {
+            // Cut short.
+            0 => std::fs::OpenOptions::new().write(true).open(victim).unwrap().set_len(30).unwrap(),
+            // Garbage units.
+            1 => std::fs::write(victim, vec![0xAB; 8 * 20]).unwrap(),
+            // A stray file with a bad name.
+            2 => std::fs::write(qdir.join("junk"), b"x").unwrap(),
+            // Overlapping names.
+            _ => std::fs::copy(victim, qdir.join(format!("{:020}", 3))).map(|_| ()).unwrap(),
+        }
+        let store = Store::open(dir.path(), opts()).unwrap_or_else(|e| panic!("damage {damage}: {e}"));
+        let r = store.pull("t", 0, 0, 100, &TagFilter::All).unwrap();
+        assert_eq!(r.messages.len(), 40, "damage {damage}");
+        for (i, m) in r.messages.iter().enumerate() {
+            assert_eq!(m.body().as_ref(), body(i).as_slice(), "damage {damage}");
+        }
+        store.close().unwrap();
+    }
+}

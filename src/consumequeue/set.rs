@@ -3,7 +3,7 @@
 //! open.
 
 use super::queue::{file_len_for, validate_topic, ConsumeQueue, CONSUME_QUEUE_DIR};
-use crate::error::{CorruptionKind, Error, Result};
+use crate::error::{Error, Result};
 use crate::offset::PhysicalOffset;
 use crate::storage::Storage;
 use parking_lot::RwLock;
@@ -37,9 +37,13 @@ impl ConsumeQueueSet {
     /// (left by [`ConsumeQueueSet::remove_topic`], which cannot remove
     /// directories) are skipped.
     ///
-    /// Errors: `InvalidArgument` for a bad `units_per_file`; `Corruption`
-    /// naming the path for a topic directory outside `[%|a-zA-Z0-9_-]` or a
-    /// queue directory that is not a canonical `u32`, or from a queue; `Io`.
+    /// A queue that fails to open as `Corruption` (files of the wrong
+    /// length, overlapping or foreign names) has its files deleted and opens
+    /// empty: consume queues are derived data, and the store rebuilds it
+    /// from the commit log. Entries that are not a valid topic or canonical
+    /// queue-id directory name are not ours and are skipped.
+    ///
+    /// Errors: `InvalidArgument` for a bad `units_per_file`; `Io`.
     pub(crate) fn open(storage: Arc<dyn Storage>, root: &Path, units_per_file: u64) -> Result<Self> {
         file_len_for(units_per_file)?;
         let cq_dir = root.join(CONSUME_QUEUE_DIR);
@@ -48,16 +52,33 @@ impl ConsumeQueueSet {
             let list = |dir: &Path| storage.list_dir(dir).map_err(|e| Error::io("list directory", dir, e));
             for topic in list(&cq_dir)? {
                 let topic_dir = cq_dir.join(&topic);
+                // Not a name this store writes: not ours, left alone.
                 if validate_topic(&topic).is_err() {
-                    let kind = CorruptionKind::InvalidField { field: "consume queue topic directory" };
-                    return Err(Error::corruption(topic_dir, 0, kind));
+                    continue;
                 }
                 for name in list(&topic_dir)? {
                     let Some(id) = parse_queue_id(&name) else {
-                        let kind = CorruptionKind::InvalidField { field: "consume queue id directory" };
-                        return Err(Error::corruption(topic_dir.join(name), 0, kind));
+                        continue;
                     };
-                    let q = ConsumeQueue::open(storage.clone(), root, &topic, id, units_per_file)?;
+                    let q = match ConsumeQueue::open(storage.clone(), root, &topic, id, units_per_file) {
+                        Ok(q) => q,
+                        // Derived data: a queue whose files are damaged
+                        // beyond the tail repair `open` does (a wrong length,
+                        // overlapping or foreign names) is emptied here, and
+                        // the store rebuilds it from the commit log.
+                        Err(Error::Corruption { .. }) => {
+                            let qdir = topic_dir.join(&name);
+                            for f in list(&qdir)? {
+                                let path = qdir.join(f);
+                                storage
+                                    .remove_file(&path)
+                                    .map_err(|e| Error::io("remove damaged queue file", &path, e))?;
+                            }
+                            storage.sync_dir(&qdir).map_err(|e| Error::io("fsync directory", &qdir, e))?;
+                            ConsumeQueue::open(storage.clone(), root, &topic, id, units_per_file)?
+                        }
+                        Err(e) => return Err(e),
+                    };
                     if !q.has_no_files() {
                         queues.entry(topic.clone()).or_default().insert(id, Arc::new(q));
                     }
@@ -202,17 +223,12 @@ mod tests {
             assert!(matches!(set.get_or_create(bad, 0), Err(Error::InvalidArgument(_))), "{bad:?}");
         }
         assert!(matches!(ConsumeQueueSet::open(Arc::new(StdStorage), tmp.path(), 0), Err(Error::InvalidArgument(_))));
+        // Names this store never writes are not ours: skipped, untouched.
         let cq = tmp.path().join(CONSUME_QUEUE_DIR);
         std::fs::create_dir_all(cq.join("T").join("01")).unwrap();
-        match ConsumeQueueSet::open(Arc::new(StdStorage), tmp.path(), 4) {
-            Err(Error::Corruption { path, .. }) => assert_eq!(path, cq.join("T").join("01")),
-            other => panic!("{other:?}"),
-        }
-        std::fs::remove_dir(cq.join("T").join("01")).unwrap();
         std::fs::create_dir_all(cq.join("bad.topic")).unwrap();
-        match ConsumeQueueSet::open(Arc::new(StdStorage), tmp.path(), 4) {
-            Err(Error::Corruption { path, .. }) => assert_eq!(path, cq.join("bad.topic")),
-            other => panic!("{other:?}"),
-        }
+        let set = ConsumeQueueSet::open(Arc::new(StdStorage), tmp.path(), 4).unwrap();
+        assert!(set.topics().is_empty());
+        assert!(cq.join("T").join("01").exists() && cq.join("bad.topic").exists());
     }
 }
