@@ -3,7 +3,7 @@
 
 use super::Store;
 use crate::consumequeue::tag_hash;
-use crate::error::{Error, Result};
+use crate::error::{CorruptionKind, Error, Result};
 use crate::message::{MessageExt, MessageRef};
 use crate::offset::QueueOffset;
 use std::time::{Duration, Instant};
@@ -219,6 +219,16 @@ impl Store {
             let offset_in_log = unit.physical_offset;
             self.inner.log.visit_cached(&mut cache, offset_in_log, |src, pos, view, parts| {
                 let m = MessageRef::new(src, pos, view, parts, offset_in_log);
+                // The unit must point at this queue's record for this
+                // position: a damaged unit that happens to point at another
+                // valid record must not hand out the wrong message.
+                if m.queue_id() != queue_id || m.queue_offset() != at || m.topic() != topic {
+                    return Err(Error::Corruption {
+                        path: self.inner.root.join("consumequeue").join(topic).join(queue_id.to_string()),
+                        offset: at.0,
+                        kind: CorruptionKind::Misplaced { claimed: m.queue_offset().0, actual: at.0 },
+                    });
+                }
                 // The tag is looked up only when a filter needs it.
                 if matches!(filter, TagFilter::All) || filter.matches_tag(m.tags()) {
                     count += 1;
