@@ -2,6 +2,8 @@
 //! how far they got, read-only.
 
 use crate::report::{fail, json_str, output_failed, store_error, Status};
+use mqstore::consumer::membership::LiveGroup;
+use mqstore::consumer::MessageModel;
 use mqstore::offsetstore::OffsetEntry;
 use mqstore::store::StoreView;
 use mqstore::topic::{validate_group_name, TopicConfig};
@@ -56,7 +58,13 @@ pub struct ListArgs {
         committed, or max - min for a queue without a committed offset.\n\n\
         Read-only: takes no lock, changes nothing and may run while the store is open in \
         another process. Committed offsets are what the store last persisted; queue \
-        offsets come from the consume-queue files.",
+        offsets come from the consume-queue files.\n\n\
+        While a store holds the directory open (its config/consumers file exists and the \
+        process that wrote it is running), each queue also shows its owner: the running \
+        member holding it in a clustering group (- if none), or, in a broadcasting \
+        group, every member holding it (comma-separated). A running group with no \
+        persisted offsets yet is shown too, over the topics its members hold queues of. \
+        Broadcasting members keep their offsets under G%<instance>.",
     after_help = "Exit status: 0 success, 1 error (no store in DIR, bad or unknown group, \
         bad arguments), 2 a damaged metadata file."
 )]
@@ -68,8 +76,10 @@ pub struct ProgressArgs {
     #[arg(long, value_name = "G")]
     pub group: String,
     /// Print one JSON object: {"group", "lag", "topics": [{"topic", "lag",
-    /// "queues": [{"queue", "committed", "min", "max", "lag"}]}]};
-    /// committed is null for a queue without a committed offset
+    /// "queues": [{"queue", "committed", "min", "max", "lag", "owner"}]}]};
+    /// committed is null for a queue without a committed offset. "owner"
+    /// is present only while a store holds DIR open: the member id or null
+    /// (clustering), or an array of member ids (broadcasting)
     #[arg(long)]
     pub json: bool,
 }
@@ -134,6 +144,48 @@ struct QueueProgress {
     min: u64,
     max: u64,
     lag: u64,
+    /// Who holds the queue, while a store holds the directory open.
+    owner: Option<Owner>,
+}
+
+/// The running members holding a queue.
+enum Owner {
+    /// Clustering: at most one.
+    One(Option<String>),
+    /// Broadcasting: every member holding it.
+    Every(Vec<String>),
+}
+
+impl Owner {
+    /// The owner of `queue_id` of `topic` in `group` (`None`: no running
+    /// member, so nobody).
+    fn of(group: Option<&LiveGroup>, topic: &str, queue_id: u32) -> Self {
+        let ids: Vec<String> =
+            group.map(|g| g.owners(topic, queue_id).into_iter().map(str::to_owned).collect()).unwrap_or_default();
+        match group.map(|g| g.model) {
+            Some(MessageModel::Broadcasting) => Self::Every(ids),
+            _ => Self::One(ids.into_iter().next()),
+        }
+    }
+
+    fn json(&self) -> String {
+        match self {
+            Self::One(id) => id.as_deref().map_or_else(|| "null".to_owned(), json_str),
+            Self::Every(ids) => format!("[{}]", ids.iter().map(|i| json_str(i)).collect::<Vec<_>>().join(",")),
+        }
+    }
+
+    fn text(&self) -> String {
+        let ids = match self {
+            Self::One(id) => id.iter().cloned().collect(),
+            Self::Every(ids) => ids.clone(),
+        };
+        if ids.is_empty() {
+            "-".to_owned()
+        } else {
+            ids.join(",")
+        }
+    }
 }
 
 /// The group's progress on one topic.
@@ -149,11 +201,13 @@ impl TopicProgress {
 }
 
 /// Every read queue of each topic plus any other committed queue, with
-/// its range and lag.
+/// its range and lag, and its owner when `live` (the group's running
+/// members, `Some(None)` when it has none).
 fn progress_of(
     topics: &[TopicConfig],
     ranges: &BTreeMap<(String, u32), (u64, u64)>,
     committed: &BTreeMap<String, BTreeMap<u32, u64>>,
+    live: Option<Option<&LiveGroup>>,
 ) -> Vec<TopicProgress> {
     committed
         .iter()
@@ -167,7 +221,8 @@ fn progress_of(
                 .map(|queue| {
                     let (min, max) = ranges.get(&(topic.clone(), queue)).copied().unwrap_or((0, 0));
                     let c = offsets.get(&queue).copied();
-                    QueueProgress { queue, committed: c, min, max, lag: max.saturating_sub(c.unwrap_or(min)) }
+                    let owner = live.map(|g| Owner::of(g, topic, queue));
+                    QueueProgress { queue, committed: c, min, max, lag: max.saturating_sub(c.unwrap_or(min)), owner }
                 })
                 .collect();
             TopicProgress { topic: topic.clone(), queues }
@@ -186,16 +241,24 @@ fn progress(args: &ProgressArgs) -> Status {
     let read = || -> mqstore::Result<_> {
         let ranges: BTreeMap<(String, u32), (u64, u64)> =
             view.queue_ranges()?.into_iter().map(|(t, q, min, max)| ((t, q), (min, max))).collect();
-        Ok((view.topics()?, ranges, committed(&view)?))
+        Ok((view.topics()?, ranges, committed(&view)?, view.consumers()?))
     };
-    let (topics, ranges, mut groups) = match read() {
+    let (topics, ranges, mut groups, consumers) = match read() {
         Ok(r) => r,
         Err(e) => return store_error(&e),
     };
-    let Some(offsets) = groups.remove(&args.group) else {
+    // Membership only from a live store: a file whose writer is gone is stale.
+    let consumers = consumers.filter(|c| c.writer_alive);
+    let live = consumers.as_ref().map(|c| c.group(&args.group));
+    let mut offsets = groups.remove(&args.group).unwrap_or_default();
+    // Topics the running members hold queues of, committed or not yet.
+    for q in live.flatten().iter().flat_map(|g| g.members.iter()).flat_map(|m| m.queues.iter()) {
+        offsets.entry(q.topic.clone()).or_default();
+    }
+    if offsets.is_empty() {
         return fail(format_args!("group {} has no committed offsets in {}", args.group, args.dir.display()));
-    };
-    let progress = progress_of(&topics, &ranges, &offsets);
+    }
+    let progress = progress_of(&topics, &ranges, &offsets, live);
     let total: u64 = progress.iter().map(TopicProgress::lag).sum();
     let body = if args.json {
         let items: Vec<String> = progress
@@ -206,8 +269,9 @@ fn progress(args: &ProgressArgs) -> Status {
                     .iter()
                     .map(|q| {
                         let c = q.committed.map_or_else(|| "null".to_owned(), |c| c.to_string());
+                        let owner = q.owner.as_ref().map_or_else(String::new, |o| format!(r#","owner":{}"#, o.json()));
                         format!(
-                            r#"{{"queue":{},"committed":{c},"min":{},"max":{},"lag":{}}}"#,
+                            r#"{{"queue":{},"committed":{c},"min":{},"max":{},"lag":{}{owner}}}"#,
                             q.queue, q.min, q.max, q.lag
                         )
                     })
@@ -223,11 +287,11 @@ fn progress(args: &ProgressArgs) -> Status {
             let _ = writeln!(out, "topic {}: lag {}", t.topic, t.lag());
             for q in &t.queues {
                 let c = q.committed.map_or_else(|| "-".to_owned(), |c| c.to_string());
-                let _ = writeln!(
-                    out,
-                    "  queue {:<4} committed {c:<10} min {:<10} max {:<10} lag {}",
-                    q.queue, q.min, q.max, q.lag
-                );
+                let start = format!("  queue {:<4} committed {c:<10} min {:<10} max {:<10}", q.queue, q.min, q.max);
+                let _ = match &q.owner {
+                    Some(o) => writeln!(out, "{start} lag {:<10} owner {}", q.lag, o.text()),
+                    None => writeln!(out, "{start} lag {}", q.lag),
+                };
             }
         }
         out

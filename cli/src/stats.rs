@@ -1,6 +1,8 @@
 //! `mqstore stats`: topics, queues, consumer groups and the commit log.
 
 use crate::report::{json_str, output_failed, store_error, Status};
+use mqstore::consumer::membership::{LiveConsumers, LiveGroup, LiveMember};
+use mqstore::consumer::MessageModel;
 use mqstore::offsetstore::OffsetEntry;
 use mqstore::store::StoreView;
 use mqstore::topic::{Permission, TopicConfig};
@@ -17,6 +19,11 @@ use std::path::PathBuf;
         (max - committed) per queue of the topics it consumed, and the commit log's \
         segment count and size (the total length of its segment files, preallocated \
         room included).\n\n\
+        While a store holds the directory open, also its running consumer groups (from \
+        config/consumers, which the store rewrites after every rebalance): each member \
+        with the queues it holds, and idle members, which hold none (for example \
+        clustering members beyond the number of read queues). A file left by a process \
+        that is no longer running is reported as stale and otherwise ignored.\n\n\
         Read-only: takes no lock, changes nothing and may run while the store is open in \
         another process. Queue offsets come from the consume-queue files, so they show \
         what consumers can pull now; committed offsets are what the store last persisted.",
@@ -30,7 +37,10 @@ pub struct StatsArgs {
     /// Print one JSON object: {"commit_log_bytes", "segment_count", "topics":
     /// [{"topic", "read_queues", "write_queues", "permission", "queues":
     /// [{"queue", "min", "max"}]}], "groups": [{"group", "topic", "lag",
-    /// "queues": [{"queue", "committed", "max", "lag"}]}]}
+    /// "queues": [{"queue", "committed", "max", "lag"}]}], "consumers": null
+    /// (no live store) or {"pid", "written_at_ms", "groups": [{"group",
+    /// "model" ("clustering"|"broadcasting"), "members": [{"id", "idle",
+    /// "queues": [{"topic", "queue"}]}]}]}}
     #[arg(long)]
     pub json: bool,
 }
@@ -44,6 +54,8 @@ struct Snapshot {
     ranges: BTreeMap<(String, u32), (u64, u64)>,
     /// (group, topic) to queue to committed offset.
     groups: BTreeMap<(String, String), BTreeMap<u32, u64>>,
+    /// The membership file, if any (live or stale).
+    consumers: Option<LiveConsumers>,
 }
 
 /// One queue of a group: committed offset (if any), max and lag.
@@ -66,10 +78,17 @@ fn read(view: &StoreView) -> mqstore::Result<Snapshot> {
         topics: view.topics()?,
         ranges,
         groups,
+        consumers: view.consumers()?,
     })
 }
 
 impl Snapshot {
+    /// The live store's consumers: `None` without a membership file or
+    /// when its writer is gone.
+    fn live(&self) -> Option<&LiveConsumers> {
+        self.consumers.as_ref().filter(|c| c.writer_alive)
+    }
+
     fn range(&self, topic: &str, queue: u32) -> (u64, u64) {
         self.ranges.get(&(topic.to_owned(), queue)).copied().unwrap_or((0, 0))
     }
@@ -98,6 +117,54 @@ fn permission(p: Permission) -> &'static str {
         Permission::WriteOnly => "write-only",
         Permission::Deny => "deny",
     }
+}
+
+fn model(m: MessageModel) -> &'static str {
+    match m {
+        MessageModel::Clustering => "clustering",
+        MessageModel::Broadcasting => "broadcasting",
+    }
+}
+
+/// Why `m` of `g` holds no queue, or `None` if it holds some.
+fn idle_reason(g: &LiveGroup, m: &LiveMember) -> Option<&'static str> {
+    if !m.is_idle() {
+        return None;
+    }
+    let held: std::collections::BTreeSet<_> = g.members.iter().flat_map(|m| m.queues.iter()).collect();
+    Some(if g.model == MessageModel::Clustering && g.members.len() > held.len() {
+        "idle: more members than read queues"
+    } else {
+        "idle: no queue assigned"
+    })
+}
+
+fn consumers_json(c: &LiveConsumers) -> String {
+    let groups: Vec<String> = c
+        .groups
+        .iter()
+        .map(|g| {
+            let members: Vec<String> = g
+                .members
+                .iter()
+                .map(|m| {
+                    let queues: Vec<String> = m
+                        .queues
+                        .iter()
+                        .map(|q| format!(r#"{{"topic":{},"queue":{}}}"#, json_str(&q.topic), q.queue_id))
+                        .collect();
+                    format!(r#"{{"id":{},"idle":{},"queues":[{}]}}"#, json_str(&m.id), m.is_idle(), queues.join(","))
+                })
+                .collect();
+            format!(
+                r#"{{"group":{},"model":"{}","members":[{}]}}"#,
+                json_str(&g.group),
+                model(g.model),
+                members.join(",")
+            )
+        })
+        .collect();
+    format!(r#"{{"pid":{},"written_at_ms":{},"groups":[{}]}}"#, c.pid, c.written_at_ms, groups.join(","))
 }
 
 fn json(s: &Snapshot) -> String {
@@ -142,8 +209,9 @@ fn json(s: &Snapshot) -> String {
             )
         })
         .collect();
+    let consumers = s.live().map_or_else(|| "null".to_owned(), consumers_json);
     format!(
-        r#"{{"commit_log_bytes":{},"segment_count":{},"topics":[{}],"groups":[{}]}}"#,
+        r#"{{"commit_log_bytes":{},"segment_count":{},"topics":[{}],"groups":[{}],"consumers":{consumers}}}"#,
         s.bytes,
         s.segments,
         topics.join(","),
@@ -177,6 +245,34 @@ fn text(s: &Snapshot) -> String {
             let c = q.committed.map_or_else(|| "-".to_owned(), |c| c.to_string());
             let _ = writeln!(out, "  queue {:<4} committed {c:<10} max {:<10} lag {}", q.queue, q.max, q.lag);
         }
+    }
+    match (&s.consumers, s.live()) {
+        (_, Some(c)) => {
+            let _ = writeln!(out, "live consumers (store held by pid {}):", c.pid);
+            if c.groups.is_empty() {
+                let _ = writeln!(out, "  none running");
+            }
+            for g in &c.groups {
+                let n = g.members.len();
+                let members = if n == 1 { "member" } else { "members" };
+                let _ = writeln!(out, "consumer group {} ({}): {n} {members}", g.group, model(g.model));
+                for m in &g.members {
+                    let held = match idle_reason(g, m) {
+                        Some(why) => why.to_owned(),
+                        None => {
+                            let qs: Vec<String> =
+                                m.queues.iter().map(|q| format!("{}:{}", q.topic, q.queue_id)).collect();
+                            qs.join(" ")
+                        }
+                    };
+                    let _ = writeln!(out, "  member {}: {held}", m.id);
+                }
+            }
+        }
+        (Some(stale), None) => {
+            let _ = writeln!(out, "consumers: config/consumers is stale (pid {} is not running); ignored", stale.pid);
+        }
+        (None, None) => {}
     }
     out
 }

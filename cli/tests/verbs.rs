@@ -229,7 +229,9 @@ fn stats_json_has_every_key_and_the_text_form_agrees() {
     assert_eq!(out.lines().count(), 1);
     let v: Value = serde_json::from_str(&out).unwrap();
     let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
-    assert_eq!(keys(&v), ["commit_log_bytes", "groups", "segment_count", "topics"]);
+    assert_eq!(keys(&v), ["commit_log_bytes", "consumers", "groups", "segment_count", "topics"]);
+    // No store holds the directory: no live consumers.
+    assert_eq!(v["consumers"], Value::Null);
     assert_eq!(v["segment_count"], 1);
     let seg = std::fs::metadata(dir.join("commitlog").join(format!("{:020}", 0))).unwrap().len();
     assert_eq!(v["commit_log_bytes"], seg);

@@ -7,20 +7,34 @@
 //! (waiting for its in-flight work on them and committing their offsets),
 //! then every member takes the queues it gains. So a clustering queue never
 //! has two owners at once.
+//!
+//! After every rebalance and whenever a member leaves, the membership of
+//! every group is published to `config/consumers` (see [`membership`]),
+//! under the same lock that serializes rebalances, so the file always
+//! ends up describing the last assignment.
+//!
+//! [`membership`]: super::membership
 
+use super::membership::Publisher;
 use super::push::Member;
 use super::MessageModel;
+use crate::clock::Clock;
+use crate::storage::Storage;
 use crate::store::MessageQueue;
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 
 /// The members of every group, in one store.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     groups: Mutex<HashMap<String, Vec<Arc<Member>>>>,
-    /// One rebalance at a time (they block on hand-overs).
+    /// One rebalance at a time (they block on hand-overs). Also
+    /// serializes the writes of the membership file.
     rebalancing: Mutex<()>,
+    /// Writes `config/consumers` while the store is open.
+    membership: Publisher,
 }
 
 impl Registry {
@@ -29,13 +43,39 @@ impl Registry {
     }
 
     pub(crate) fn leave(&self, member: &Member) {
-        let mut groups = self.groups.lock();
-        if let Some(members) = groups.get_mut(&member.group) {
-            members.retain(|m| m.id != member.id);
-            if members.is_empty() {
-                groups.remove(&member.group);
+        let _one = self.rebalancing.lock();
+        {
+            let mut groups = self.groups.lock();
+            if let Some(members) = groups.get_mut(&member.group) {
+                members.retain(|m| m.id != member.id);
+                if members.is_empty() {
+                    groups.remove(&member.group);
+                }
             }
         }
+        self.publish();
+    }
+
+    /// The store in `root` opened: removes a membership file left by an
+    /// earlier run and publishes there from now on.
+    pub(crate) fn open_membership_file(&self, storage: Arc<dyn Storage>, root: &Path, clock: Arc<dyn Clock>) {
+        let _one = self.rebalancing.lock();
+        self.membership.attach(storage, root, clock);
+    }
+
+    /// The store is closing: removes the membership file; members that
+    /// shut down later do not write it again.
+    pub(crate) fn close_membership_file(&self) {
+        let _one = self.rebalancing.lock();
+        self.membership.detach();
+    }
+
+    /// Writes every group's membership to `config/consumers`. The caller
+    /// holds `rebalancing`. The groups lock is released before the members'
+    /// state locks are taken (briefly, one at a time), as in `rebalance`.
+    fn publish(&self) {
+        let members: Vec<Arc<Member>> = self.groups.lock().values().flatten().cloned().collect();
+        self.membership.publish(&members);
     }
 
     /// Rebalances every group with a member subscribed to `topic` (its
@@ -120,5 +160,7 @@ impl Registry {
                 m.assign(&gain);
             }
         }
+        // Publish the result (every group, so the file is whole).
+        self.publish();
     }
 }

@@ -139,6 +139,9 @@ impl Store {
             closed: AtomicBool::new(false),
             threads: Mutex::new(None),
         });
+        // A membership file left by an earlier run is stale: remove it.
+        let storage = inner.opts.commit_log.storage.clone();
+        inner.consumers.open_membership_file(storage, &inner.root, inner.opts.commit_log.clock.clone());
         dispatch::recover(&inner)?;
         // Offsets committed past what survived (or for queues that are
         // gone) are pulled back into the recovered range.
@@ -295,6 +298,8 @@ fn close(inner: &Inner) -> Result<()> {
     if inner.closed.swap(true, Ordering::AcqRel) {
         return drained;
     }
+    // The consumers' membership file describes a live store only.
+    inner.consumers.close_membership_file();
     let threads = inner.threads.lock().take();
     let result = match threads {
         Some(t) => t.stop(inner),

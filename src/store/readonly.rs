@@ -10,6 +10,7 @@
 
 use crate::commitlog::{CommitLog, COMMITLOG_DIR};
 use crate::consumequeue::{CqUnit, CQ_UNIT_LEN};
+use crate::consumer::membership::{self, LiveConsumers};
 use crate::error::{Error, Result};
 use crate::message::MessageExt;
 use crate::offset::PhysicalOffset;
@@ -91,6 +92,21 @@ impl StoreView {
     /// on its persist interval and at close).
     pub fn offsets(&self) -> Result<Vec<OffsetEntry>> {
         Ok(OffsetTable::open(self.storage.clone(), &self.root)?.entries())
+    }
+
+    /// The consumer groups of the live store, as it last published them
+    /// (`config/consumers`, FORMAT.md 11.8): `None` when the file is absent,
+    /// which means no store holds the directory open (or none of its
+    /// writes of the file succeeded).
+    ///
+    /// The store rewrites the file after every rebalance and removes it at
+    /// close and at open, so a file that is present was written by the
+    /// process holding the store, unless that process died:
+    /// [`LiveConsumers::writer_alive`] tells (on Linux, whether
+    /// `/proc/<pid>` exists); when it is `false` the file is stale and its
+    /// groups describe nobody. Like every call here this takes no lock.
+    pub fn consumers(&self) -> Result<Option<LiveConsumers>> {
+        membership::read(self.storage.as_ref(), &self.root)
     }
 
     /// Calls `each` for the messages of `topic` (only queue `queue` if
