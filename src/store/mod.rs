@@ -264,6 +264,11 @@ impl Store {
     /// Flushes everything, writes consumer offsets, stops the background
     /// threads and closes the commit log. Later calls on any clone fail
     /// with [`Error::Closed`]; closing twice is a no-op.
+    ///
+    /// Running push consumers first hand back their queues: this waits for
+    /// the listener calls already under way (and the batches already handed
+    /// to their workers) to return, so their offsets are committed. A
+    /// listener that never returns keeps `close` waiting.
     pub fn close(&self) -> Result<()> {
         close(&self.inner)
     }
