@@ -5,5 +5,7 @@
 //! `messageDelayLevel` table with its string syntax.
 
 mod delay;
+mod wheel;
 
 pub use delay::{DelayLevels, DEFAULT_DELAY_LEVELS, MAX_DELAY_LEVELS};
+pub use wheel::TimerWheel;
