@@ -25,6 +25,19 @@ pub struct ConsumeQueueSet {
     queues: RwLock<Queues>,
 }
 
+/// Lists `dir`; if it is a plain file (damage where one of our
+/// directories belongs), removes it and returns `None`.
+fn list_dir_or_remove_file(storage: &dyn Storage, dir: &Path) -> Result<Option<Vec<String>>> {
+    match storage.list_dir(dir) {
+        Ok(names) => Ok(Some(names)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+            storage.remove_file(dir).map_err(|e| Error::io("remove stray file", dir, e))?;
+            Ok(None)
+        }
+        Err(e) => Err(Error::io("list directory", dir, e)),
+    }
+}
+
 /// The queue id a queue directory name stands for: canonical decimal only,
 /// so two directories can never claim the same queue.
 fn parse_queue_id(name: &str) -> Option<u32> {
@@ -56,10 +69,19 @@ impl ConsumeQueueSet {
                 if validate_topic(&topic).is_err() {
                     continue;
                 }
-                for name in list(&topic_dir)? {
+                let Some(names) = list_dir_or_remove_file(storage.as_ref(), &topic_dir)? else {
+                    continue;
+                };
+                for name in names {
                     let Some(id) = parse_queue_id(&name) else {
                         continue;
                     };
+                    // A plain file where a queue's directory belongs is
+                    // damage in our own namespace: removed, the queue is
+                    // rebuilt from the log.
+                    if list_dir_or_remove_file(storage.as_ref(), &topic_dir.join(&name))?.is_none() {
+                        continue;
+                    }
                     let q = match ConsumeQueue::open(storage.clone(), root, &topic, id, units_per_file) {
                         Ok(q) => q,
                         // Derived data: a queue whose files are damaged

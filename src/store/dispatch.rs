@@ -156,9 +156,10 @@ fn apply(inner: &Inner, rec: &Record) -> Result<Applied> {
         return Ok(Applied::Gap { topic: topic.to_string(), queue_id: rec.queue_id() });
     }
     if at.0 < q.min_offset().0 {
-        // Below the queue's start (cleaned up, or an older incarnation of
-        // the topic): nothing to add.
-        return Ok(Applied::Skipped);
+        // Nothing removes a queue's head yet (there is no log retention),
+        // and older incarnations of the topic were skipped above: a record
+        // below the queue's start means its first file was lost. Rebuild.
+        return Ok(Applied::Gap { topic: topic.to_string(), queue_id: rec.queue_id() });
     }
     match q.put(at, unit) {
         Ok(()) => Ok(Applied::Ok),
@@ -186,10 +187,13 @@ pub(crate) fn recover(inner: &Inner) -> Result<()> {
     let mut from = inner.log.min_offset().get();
     if let Some((dispatched, ends)) = &checkpoint {
         from = (*dispatched).clamp(from, end.get());
-        // A queue shorter than its checkpointed end lost units: rebuild it.
-        for ((topic, queue_id), qend) in ends {
-            let have = inner.queues.queue(topic, *queue_id).map_or(0, |q| q.max_offset().0);
-            if have < *qend && inner.topics.get(topic).is_some() {
+        // A queue shorter than its checkpointed end, or starting later than
+        // it did (a lost first file: nothing removes a queue's head yet),
+        // lost units: rebuild it.
+        for ((topic, queue_id), (qstart, qend)) in ends {
+            let (start, have) =
+                inner.queues.queue(topic, *queue_id).map_or((0, 0), |q| (q.min_offset().0, q.max_offset().0));
+            if (have < *qend || start > *qstart) && inner.topics.get(topic).is_some() {
                 inner.queues.remove_queue(topic, *queue_id)?;
                 from = inner.log.min_offset().get();
             }
@@ -258,6 +262,45 @@ fn dispatch_recovering(inner: &Inner) -> Result<Option<(String, u32)>> {
     Ok(None)
 }
 
+/// Rebuilds one queue from the commit log: its files are deleted and every
+/// record of it below the dispatched offset is put again, in log order.
+/// Runs under the dispatch round lock, so the dispatcher (which continues
+/// from the dispatched offset) never interleaves with it. Used when a read
+/// finds a unit that does not lead to its record (consume-queue units
+/// carry no checksum, so damage inside a queue file is only found then).
+pub(crate) fn rebuild_queue(inner: &Inner, topic: &str, queue_id: u32) -> Result<()> {
+    let _round = inner.dispatch.round.lock();
+    let Some(since) = inner.topics.since(topic) else {
+        return Ok(());
+    };
+    // Collect first: if the log itself is damaged on the way (primary data),
+    // the queue is left as it was and the damage is reported.
+    let upto = inner.dispatch.dispatched.load(Ordering::Acquire);
+    let mut units = Vec::new();
+    for rec in inner.log.iter(PhysicalOffset(since)) {
+        let rec = rec?;
+        if rec.offset().get() >= upto {
+            break;
+        }
+        if rec.topic() != topic || rec.queue_id() != queue_id {
+            continue;
+        }
+        let props = rec.properties();
+        if pairs(&props).any(|p| p.is_err()) {
+            return Err(corrupt_record(inner, &rec, "properties"));
+        }
+        let tag = lookup(&props, TAGS).map_or(0, tag_hash);
+        units.push((rec.queue_offset(), CqUnit { physical_offset: rec.offset(), size: rec.size(), tag_hash: tag }));
+    }
+    inner.queues.remove_queue(topic, queue_id)?;
+    let q = inner.queues.get_or_create(topic, queue_id)?;
+    for (at, unit) in units {
+        q.put(QueueOffset(at), unit)?;
+    }
+    q.flush()?;
+    Ok(())
+}
+
 /// Writes the dispatch checkpoint. Callers flush the queues first.
 pub(crate) fn write_checkpoint(inner: &Inner) -> Result<()> {
     let dispatched = inner.dispatch.dispatched.load(Ordering::Acquire);
@@ -266,16 +309,17 @@ pub(crate) fn write_checkpoint(inner: &Inner) -> Result<()> {
     let mut entries = Vec::new();
     for topic in inner.queues.topics() {
         for (queue_id, q) in inner.queues.queues_of(&topic) {
-            entries.push((topic.clone(), queue_id, q.max_offset().0));
+            entries.push((topic.clone(), queue_id, q.min_offset().0, q.max_offset().0));
         }
     }
     let count = u32::try_from(entries.len()).map_err(|_| Error::InvalidArgument("too many queues".into()))?;
     payload.extend_from_slice(&count.to_be_bytes());
-    for (topic, queue_id, end) in entries {
+    for (topic, queue_id, start, end) in entries {
         let len = u16::try_from(topic.len()).map_err(|_| Error::InvalidArgument("topic name too long".into()))?;
         payload.extend_from_slice(&len.to_be_bytes());
         payload.extend_from_slice(topic.as_bytes());
         payload.extend_from_slice(&queue_id.to_be_bytes());
+        payload.extend_from_slice(&start.to_be_bytes());
         payload.extend_from_slice(&end.to_be_bytes());
     }
     let storage = inner.opts.commit_log.storage.as_ref();
@@ -289,9 +333,19 @@ pub(crate) fn write_checkpoint(inner: &Inner) -> Result<()> {
     )
 }
 
-type QueueEnds = HashMap<(String, u32), u64>;
+/// Per queue: its first offset and its end when the checkpoint was written.
+type QueueEnds = HashMap<(String, u32), (u64, u64)>;
 
+/// The dispatch checkpoint, or `None` when it is missing or damaged: it is
+/// derived data, and without it recovery re-dispatches the whole log.
 fn read_checkpoint(inner: &Inner) -> Result<Option<(u64, QueueEnds)>> {
+    match parse_checkpoint(inner) {
+        Err(Error::Corruption { .. }) => Ok(None),
+        other => other,
+    }
+}
+
+fn parse_checkpoint(inner: &Inner) -> Result<Option<(u64, QueueEnds)>> {
     let dir = inner.root.join("config");
     let storage = inner.opts.commit_log.storage.as_ref();
     let Some((version, payload)) =
@@ -321,8 +375,9 @@ fn read_checkpoint(inner: &Inner) -> Result<Option<(u64, QueueEnds)>> {
             kind: CorruptionKind::InvalidField { field: "topic" },
         })?;
         let queue_id = r.u32().ok_or_else(|| bad(r.at))?;
+        let start = r.u64().ok_or_else(|| bad(r.at))?;
         let end = r.u64().ok_or_else(|| bad(r.at))?;
-        ends.insert((topic.to_string(), queue_id), end);
+        ends.insert((topic.to_string(), queue_id), (start, end));
     }
     Ok(Some((dispatched, ends)))
 }

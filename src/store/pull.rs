@@ -162,6 +162,33 @@ impl Store {
         filter: &TagFilter,
         mut each: impl FnMut(MessageRef<'_>) -> Result<()>,
     ) -> Result<PullSummary> {
+        let mut delivered = 0;
+        let first = self.pull_once(topic, queue_id, offset, max, filter, &mut |m| {
+            delivered += 1;
+            each(m)
+        });
+        match first {
+            // A unit that does not lead to its record: rebuild the queue
+            // from the commit log and try once more from where the failed
+            // attempt stopped. If the record itself is damaged (primary
+            // data), the second attempt fails the same way and reports it.
+            Err(Error::Corruption { .. }) if delivered == 0 => {
+                super::dispatch::rebuild_queue(&self.inner, topic, queue_id)?;
+                self.pull_once(topic, queue_id, offset, max, filter, &mut each)
+            }
+            other => other,
+        }
+    }
+
+    fn pull_once(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        max: usize,
+        filter: &TagFilter,
+        each: &mut dyn FnMut(MessageRef<'_>) -> Result<()>,
+    ) -> Result<PullSummary> {
         self.ensure_open()?;
         self.inner.dispatch.check()?;
         let cfg = self
@@ -217,12 +244,14 @@ impl Store {
                 }
             }
             let offset_in_log = unit.physical_offset;
-            self.inner.log.visit_cached(&mut cache, offset_in_log, |src, pos, view, parts| {
+            let mut misplaced = false;
+            let visited = self.inner.log.visit_cached(&mut cache, offset_in_log, |src, pos, view, parts| {
                 let m = MessageRef::new(src, pos, view, parts, offset_in_log);
                 // The unit must point at this queue's record for this
                 // position: a damaged unit that happens to point at another
                 // valid record must not hand out the wrong message.
                 if m.queue_id() != queue_id || m.queue_offset() != at || m.topic() != topic {
+                    misplaced = true;
                     return Err(Error::Corruption {
                         path: self.inner.root.join("consumequeue").join(topic).join(queue_id.to_string()),
                         offset: at.0,
@@ -236,7 +265,21 @@ impl Store {
                 } else {
                     Ok(())
                 }
-            })??;
+            });
+            match visited {
+                Ok(Ok(())) => {}
+                // The callback's own error stops the pull as it is.
+                Ok(Err(e)) if !misplaced => return Err(e),
+                // The unit does not lead to its record. Messages before it
+                // were delivered: report them, so the next pull starts at
+                // the bad unit (where it is repaired, see `pull_with`).
+                Ok(Err(e)) | Err(e) => {
+                    if count > 0 {
+                        break;
+                    }
+                    return Err(e);
+                }
+            }
             next = at.0 + 1;
         }
         let status = if count == 0 { PullStatus::NoMatchedMessage } else { PullStatus::Found };
