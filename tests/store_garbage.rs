@@ -478,7 +478,10 @@ fn check_queue(store: &Store, fx: &Fixture, topic: &str, q: u32, full: bool, rng
                     if at < expect_at || at >= next.max(offset + 1) {
                         issues.push(format!("{ctx}: message at {at} served from a pull at {offset} (next {next})"));
                     }
-                    if matches!(filter, TagFilter::All) && at != expect_at {
+                    // With primary data damaged (a segment deleted), units
+                    // whose records are gone are stepped over: gaps are then
+                    // lost messages, not wrong ones.
+                    if full && matches!(filter, TagFilter::All) && at != expect_at {
                         issues.push(format!("{ctx}: message {at} served at position {expect_at}"));
                     }
                     if !fx.sent.get(&(topic.to_string(), q, at)).is_some_and(want_tag) {

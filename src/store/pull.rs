@@ -233,9 +233,16 @@ impl Store {
         let mut cache = crate::commitlog::ReadCache::default();
         let mut next = offset;
         let mut count = 0;
+        let log_start = self.inner.log.min_offset();
         for (at, unit) in units {
             if count >= max {
                 break;
+            }
+            // The record is gone from the commit log (its segment was
+            // removed): nothing to deliver; move on rather than stall.
+            if unit.physical_offset < log_start {
+                next = at.0 + 1;
+                continue;
             }
             if let Some(h) = &hashes {
                 if !h.contains(&unit.tag_hash) {
