@@ -52,7 +52,11 @@
 //! `append_1KiB_async`, `append_128B_durable`, `sync_flush_16_threads`,
 //! `sync_latency`).
 
-use criterion::{Criterion, SamplingMode, Throughput};
+#[path = "common/mod.rs"]
+mod common;
+
+use common::*;
+use criterion::{Criterion, Throughput};
 use mqstore::commitlog::{CommitLog, CommitLogOptions, FlushMode, RecordDraft};
 use std::cell::RefCell;
 use std::fs::OpenOptions;
@@ -63,8 +67,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-/// Root of every benchmark directory (same file system as the repository).
-const BENCH_ROOT: &str = "/work/bench-tmp";
 /// Segment size of the raw mmap baseline (matches mqstore's default).
 const RAW_MMAP_SEGMENT: usize = 1 << 30;
 const PAGE: usize = 4096;
@@ -114,14 +116,6 @@ fn variants(w: &Workload) -> Vec<Variant> {
     v
 }
 
-/// Multiplies every workload's message count (`MQSTORE_BENCH_SCALE`,
-/// default 1). Scale 10 gives the sizes of the peer harness in
-/// `performance.md` (2 M x 128 B, 500 k x 1 KiB, 1 M durable), where the
-/// final flush is disk-bound rather than absorbed by caches.
-fn scale() -> usize {
-    std::env::var("MQSTORE_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).filter(|&n| n > 0).unwrap_or(1)
-}
-
 fn scaled(w: Workload) -> Workload {
     Workload { messages: w.messages * scale(), ..w }
 }
@@ -135,38 +129,6 @@ impl Variant {
             Variant::MqstoreSyncBatch => "mqstore-sync-batch",
         }
     }
-}
-
-/// `count` random bodies of `size` bytes, stored back to back.
-struct Bodies {
-    data: Vec<u8>,
-    size: usize,
-}
-
-impl Bodies {
-    fn new(count: usize, size: usize, seed: u64) -> Self {
-        let mut data = vec![0u8; count * size];
-        let mut x = seed | 1;
-        for chunk in data.chunks_mut(8) {
-            // xorshift64*
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            let v = x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_be_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-        Self { data, size }
-    }
-
-    fn get(&self, i: usize) -> &[u8] {
-        &self.data[i * self.size..(i + 1) * self.size]
-    }
-}
-
-/// A fresh directory under [`BENCH_ROOT`], removed on drop.
-fn bench_dir(label: &str) -> tempfile::TempDir {
-    std::fs::create_dir_all(BENCH_ROOT).expect("create bench root");
-    tempfile::Builder::new().prefix(&format!("{label}-")).tempdir_in(BENCH_ROOT).expect("create bench dir")
 }
 
 /// Timings of one run of a workload.
@@ -187,13 +149,6 @@ fn is_sync_point(w: &Workload, done: usize) -> bool {
 // ---------------------------------------------------------------------------
 // Variant implementations
 // ---------------------------------------------------------------------------
-
-fn raw_header(body: &[u8]) -> [u8; 8] {
-    let mut h = [0u8; 8];
-    h[..4].copy_from_slice(&(body.len() as u32).to_be_bytes());
-    h[4..].copy_from_slice(&crc32fast::hash(body).to_be_bytes());
-    h
-}
 
 fn run_raw_file(w: &Workload, bodies: &Bodies) -> Sample {
     let dir = bench_dir("raw-file");
@@ -369,14 +324,6 @@ fn run_variant(v: Variant, w: &Workload, bodies: &Bodies) -> Sample {
     }
 }
 
-/// Flushes the whole file system before a run (untimed), so one run's
-/// writeback and the discards of its deleted files (the work disk is
-/// mounted with `discard`) do not land in the next run's timing.
-fn settle() {
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    unsafe { libc::sync() };
-}
-
 /// One run of the Sync group-commit workload.
 struct SyncRun {
     /// From releasing the threads to the last acknowledgement.
@@ -469,7 +416,7 @@ fn run_latency(v: LatVariant, n: usize, bodies: &Bodies) -> Vec<u64> {
                     topic: TOPIC,
                     queue_id: 0,
                     queue_offset: i as u64,
-                    body: bodies.get(i % (bodies.data.len() / bodies.size)),
+                    body: bodies.get(i % bodies.count()),
                     ..Default::default()
                 })
                 .expect("sync append");
@@ -523,39 +470,6 @@ fn run_latency(v: LatVariant, n: usize, bodies: &Bodies) -> Vec<u64> {
 // Statistics helpers
 // ---------------------------------------------------------------------------
 
-fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn min_max(xs: &[f64]) -> (f64, f64) {
-    xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)))
-}
-
-/// Nearest-rank percentile of unsorted nanosecond samples, in microseconds.
-fn percentile_us(samples: &[u64], q: f64) -> f64 {
-    let mut v = samples.to_vec();
-    v.sort_unstable();
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1] as f64 / 1000.0
-}
-
-fn rate(messages: usize, d: Duration) -> f64 {
-    messages as f64 / d.as_secs_f64()
-}
-
 fn ns_per_msg(messages: usize, d: Duration) -> f64 {
     d.as_nanos() as f64 / messages as f64
 }
@@ -600,11 +514,6 @@ fn print_latency_report(results: &[(LatVariant, Vec<u64>)], note: &str) {
 // ---------------------------------------------------------------------------
 // Interleaved ratio mode
 // ---------------------------------------------------------------------------
-
-fn rotated<T: Copy>(items: &[T], round: usize) -> Vec<T> {
-    let k = round % items.len();
-    items[k..].iter().chain(&items[..k]).copied().collect()
-}
 
 fn interleaved_workload(w: &Workload, rounds: usize) {
     let bodies = Bodies::new(w.messages, w.body_size, 0x5eed_0001 ^ w.body_size as u64);
@@ -765,27 +674,9 @@ fn run_interleaved(rounds: usize) {
     }
 }
 
-/// Whether the interleaved mode runs the workload `name`:
-/// `MQSTORE_BENCH_ONLY` holds a comma-separated list of substrings (all
-/// workloads when unset).
-fn selected(name: &str) -> bool {
-    match std::env::var("MQSTORE_BENCH_ONLY") {
-        Ok(list) => list.split(',').map(str::trim).any(|pat| !pat.is_empty() && name.contains(pat)),
-        Err(_) => true,
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Criterion mode
 // ---------------------------------------------------------------------------
-
-fn configure(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
-    group
-        .sampling_mode(SamplingMode::Flat)
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
-}
 
 fn bench_workload(c: &mut Criterion, w: &Workload, report_target: bool) {
     let bodies = Bodies::new(w.messages, w.body_size, 0x5eed_0001 ^ w.body_size as u64);

@@ -83,6 +83,10 @@
 //! 20 threads (4 pull threads, 16 workers) and the latency producer spins
 //! on one of the two cores, so the figures are CPU-bound and noisy.
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::*;
 use criterion::{Criterion, SamplingMode, Throughput};
 use mqstore::consumer::{ConsumeContext, ConsumeFrom, ConsumeStatus, PushConsumer};
 use mqstore::message::{Message, MessageExt};
@@ -93,8 +97,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// Root of every benchmark directory (same file system as the repository).
-const BENCH_ROOT: &str = "/work/bench-tmp";
 const TOPIC: &str = "bench";
 /// Queues of the bench topic (both workloads).
 const QUEUES: u32 = 8;
@@ -123,29 +125,6 @@ const LAT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// Multiplies the throughput workload's message count
-/// (`MQSTORE_BENCH_SCALE`, default 1).
-fn scale() -> usize {
-    std::env::var("MQSTORE_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).filter(|&n| n > 0).unwrap_or(1)
-}
-
-/// A fresh directory under [`BENCH_ROOT`], removed on drop.
-fn bench_dir(label: &str) -> tempfile::TempDir {
-    std::fs::create_dir_all(BENCH_ROOT).expect("create bench root");
-    tempfile::Builder::new().prefix(&format!("{label}-")).tempdir_in(BENCH_ROOT).expect("create bench dir")
-}
-
-/// Flushes the whole file system before a run (untimed), so writeback and
-/// discards of earlier work do not land in the timed region.
-fn settle() {
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    unsafe { libc::sync() };
-}
-
-fn now_ns(base: Instant) -> u64 {
-    base.elapsed().as_nanos() as u64
-}
 
 /// `count` random bodies of `size` bytes (xorshift64*), back to back.
 fn random_bodies(count: usize, size: usize, seed: u64) -> Vec<u8> {
@@ -519,24 +498,6 @@ fn rate_label(rate: u64) -> String {
 // Statistics helpers
 // ---------------------------------------------------------------------------
 
-fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn min_max(xs: &[f64]) -> (f64, f64) {
-    xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)))
-}
-
 /// Nearest-rank percentiles of unsorted nanosecond samples, in
 /// microseconds.
 fn percentiles_us(samples: &[u64], qs: &[f64]) -> Vec<f64> {
@@ -551,10 +512,6 @@ fn percentiles_us(samples: &[u64], qs: &[f64]) -> Vec<f64> {
             v[rank - 1] as f64 / 1000.0
         })
         .collect()
-}
-
-fn rate(messages: usize, d: Duration) -> f64 {
-    messages as f64 / d.as_secs_f64()
 }
 
 fn fmt_rate(r: f64) -> String {
@@ -611,11 +568,6 @@ fn print_latency_report(results: &[(u64, LatRun)], note: &str) {
 // ---------------------------------------------------------------------------
 // Interleaved ratio mode
 // ---------------------------------------------------------------------------
-
-fn rotated<T: Copy>(items: &[T], round: usize) -> Vec<T> {
-    let k = round % items.len();
-    items[k..].iter().chain(&items[..k]).copied().collect()
-}
 
 fn interleaved_throughput(rounds: usize) {
     let n = MESSAGES * scale();
@@ -742,16 +694,6 @@ fn selected_variants() -> Vec<Variant> {
             VARIANTS.into_iter().filter(|v| *v == Variant::Pull || names.contains(&v.name().as_str())).collect()
         }
         Err(_) => VARIANTS.to_vec(),
-    }
-}
-
-/// Whether the interleaved mode runs the workload `name`:
-/// `MQSTORE_BENCH_ONLY` holds a comma-separated list of substrings (all
-/// workloads when unset).
-fn selected(name: &str) -> bool {
-    match std::env::var("MQSTORE_BENCH_ONLY") {
-        Ok(list) => list.split(',').map(str::trim).any(|pat| !pat.is_empty() && name.contains(pat)),
-        Err(_) => true,
     }
 }
 

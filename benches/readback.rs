@@ -82,6 +82,10 @@
 //! contain one of the given substrings (`readback_128B`, `readback_1KiB`,
 //! `e2e_latency`).
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::*;
 use criterion::{Criterion, SamplingMode, Throughput};
 use mqstore::commitlog::FlushMode;
 use mqstore::message::Message;
@@ -94,8 +98,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// Root of every benchmark directory (same file system as the repository).
-const BENCH_ROOT: &str = "/work/bench-tmp";
 /// Segment size of the raw mmap baseline (matches mqstore's default).
 const RAW_MMAP_SEGMENT: usize = 1 << 30;
 const PAGE: usize = 4096;
@@ -129,13 +131,6 @@ struct Workload {
 const W_128B: Workload = Workload { name: "readback_128B", messages: 200_000, body_size: 128 };
 const W_1KIB: Workload = Workload { name: "readback_1KiB", messages: 50_000, body_size: 1024 };
 
-/// Multiplies every read-back workload's message count
-/// (`MQSTORE_BENCH_SCALE`, default 1). Scale 10 gives the sizes of the peer
-/// harness in `performance.md` (2 M x 128 B, 500 k x 1 KiB).
-fn scale() -> usize {
-    std::env::var("MQSTORE_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).filter(|&n| n > 0).unwrap_or(1)
-}
-
 fn scaled(w: Workload) -> Workload {
     Workload { messages: w.messages * scale(), ..w }
 }
@@ -163,35 +158,7 @@ impl Variant {
     }
 }
 
-/// `count` random bodies of `size` bytes, stored back to back.
-struct Bodies {
-    data: Vec<u8>,
-    size: usize,
-}
-
 impl Bodies {
-    fn new(count: usize, size: usize, seed: u64) -> Self {
-        let mut data = vec![0u8; count * size];
-        let mut x = seed | 1;
-        for chunk in data.chunks_mut(8) {
-            // xorshift64*
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            let v = x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_be_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-        Self { data, size }
-    }
-
-    fn count(&self) -> usize {
-        self.data.len() / self.size
-    }
-
-    fn get(&self, i: usize) -> &[u8] {
-        &self.data[i * self.size..(i + 1) * self.size]
-    }
-
     /// Sum of [`touch`] over every body (what a full read must reproduce).
     fn touch_sum(&self, mode: Touch) -> u64 {
         (0..self.count()).map(|i| touch(mode, self.get(i))).fold(0, u64::wrapping_add)
@@ -230,29 +197,9 @@ fn touch(mode: Touch, body: &[u8]) -> u64 {
     }
 }
 
-/// A fresh directory under [`BENCH_ROOT`], removed on drop.
-fn bench_dir(label: &str) -> tempfile::TempDir {
-    std::fs::create_dir_all(BENCH_ROOT).expect("create bench root");
-    tempfile::Builder::new().prefix(&format!("{label}-")).tempdir_in(BENCH_ROOT).expect("create bench dir")
-}
-
-/// Flushes the whole file system before a run (untimed), so writeback and
-/// discards of earlier work do not land in the timed region.
-fn settle() {
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    unsafe { libc::sync() };
-}
-
 // ---------------------------------------------------------------------------
 // Raw mmap baseline
 // ---------------------------------------------------------------------------
-
-fn raw_header(body: &[u8]) -> [u8; 8] {
-    let mut h = [0u8; 8];
-    h[..4].copy_from_slice(&(body.len() as u32).to_be_bytes());
-    h[4..].copy_from_slice(&crc32fast::hash(body).to_be_bytes());
-    h
-}
 
 /// The plain mmap + memcpy log of `benches/append.rs`, keeping every
 /// segment mapped for reading.
@@ -515,10 +462,6 @@ impl LatVariant {
     }
 }
 
-fn now_ns(base: Instant) -> u64 {
-    base.elapsed().as_nanos() as u64
-}
-
 /// Send -> visible latency of `n` paced messages, in nanoseconds, after
 /// [`LAT_DISCARD`] untimed ones on the same store and threads.
 fn run_latency(v: LatVariant, n: usize) -> Vec<u64> {
@@ -630,39 +573,6 @@ fn run_condvar(n: usize) -> Vec<u64> {
 // Statistics helpers
 // ---------------------------------------------------------------------------
 
-fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn min_max(xs: &[f64]) -> (f64, f64) {
-    xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)))
-}
-
-/// Nearest-rank percentile of unsorted nanosecond samples, in microseconds.
-fn percentile_us(samples: &[u64], q: f64) -> f64 {
-    let mut v = samples.to_vec();
-    v.sort_unstable();
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1] as f64 / 1000.0
-}
-
-fn rate(messages: usize, d: Duration) -> f64 {
-    messages as f64 / d.as_secs_f64()
-}
-
 fn fmt_rate(r: f64) -> String {
     // Thousands separators for readability.
     let n = r.round() as u64;
@@ -703,11 +613,6 @@ fn print_latency_report(results: &[(LatVariant, Vec<u64>)], note: &str) {
 // ---------------------------------------------------------------------------
 // Interleaved ratio mode
 // ---------------------------------------------------------------------------
-
-fn rotated<T: Copy>(items: &[T], round: usize) -> Vec<T> {
-    let k = round % items.len();
-    items[k..].iter().chain(&items[..k]).copied().collect()
-}
 
 fn interleaved_workload(w: &Workload, rounds: usize) {
     println!();
@@ -827,27 +732,9 @@ fn run_interleaved(rounds: usize) {
     }
 }
 
-/// Whether the interleaved mode runs the workload `name`:
-/// `MQSTORE_BENCH_ONLY` holds a comma-separated list of substrings (all
-/// workloads when unset).
-fn selected(name: &str) -> bool {
-    match std::env::var("MQSTORE_BENCH_ONLY") {
-        Ok(list) => list.split(',').map(str::trim).any(|pat| !pat.is_empty() && name.contains(pat)),
-        Err(_) => true,
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Criterion mode
 // ---------------------------------------------------------------------------
-
-fn configure(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
-    group
-        .sampling_mode(SamplingMode::Flat)
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
-}
 
 fn bench_workload(c: &mut Criterion, w: &Workload) {
     let filled = fill(w);

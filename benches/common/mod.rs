@@ -1,0 +1,133 @@
+//! Helpers shared by the benches (`#[path = "common/mod.rs"] mod common;`
+//! in each): scratch directories, settling the disk between runs, the
+//! statistics and formatting of the interleaved tables, workload
+//! selection, and the raw baselines' inputs.
+
+// Each bench uses a different subset.
+#![allow(dead_code)]
+
+use criterion::SamplingMode;
+use std::time::{Duration, Instant};
+
+/// Root of every benchmark directory (same file system as the repository).
+pub const BENCH_ROOT: &str = "/work/bench-tmp";
+
+/// Multiplies every workload's message count (`MQSTORE_BENCH_SCALE`,
+/// default 1). Scale 10 gives the sizes of the peer harness in
+/// `performance.md` (2 M x 128 B, 500 k x 1 KiB, 1 M durable), where the
+/// final flush is disk-bound rather than absorbed by caches.
+pub fn scale() -> usize {
+    std::env::var("MQSTORE_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).filter(|&n| n > 0).unwrap_or(1)
+}
+
+/// A fresh directory under [`BENCH_ROOT`], removed on drop.
+pub fn bench_dir(label: &str) -> tempfile::TempDir {
+    std::fs::create_dir_all(BENCH_ROOT).expect("create bench root");
+    tempfile::Builder::new().prefix(&format!("{label}-")).tempdir_in(BENCH_ROOT).expect("create bench dir")
+}
+
+/// Flushes the whole file system before a run (untimed), so one run's
+/// writeback and the discards of its deleted files (the work disk is
+/// mounted with `discard`) do not land in the next run's timing.
+pub fn settle() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
+pub fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+pub fn min_max(xs: &[f64]) -> (f64, f64) {
+    xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)))
+}
+
+pub fn rate(messages: usize, d: Duration) -> f64 {
+    messages as f64 / d.as_secs_f64()
+}
+
+pub fn rotated<T: Copy>(items: &[T], round: usize) -> Vec<T> {
+    let k = round % items.len();
+    items[k..].iter().chain(&items[..k]).copied().collect()
+}
+
+/// Whether the interleaved mode runs the workload `name`:
+/// `MQSTORE_BENCH_ONLY` holds a comma-separated list of substrings (all
+/// workloads when unset).
+pub fn selected(name: &str) -> bool {
+    match std::env::var("MQSTORE_BENCH_ONLY") {
+        Ok(list) => list.split(',').map(str::trim).any(|pat| !pat.is_empty() && name.contains(pat)),
+        Err(_) => true,
+    }
+}
+
+pub fn configure(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+}
+
+/// Nearest-rank percentile of unsorted nanosecond samples, in microseconds.
+pub fn percentile_us(samples: &[u64], q: f64) -> f64 {
+    let mut v = samples.to_vec();
+    v.sort_unstable();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1] as f64 / 1000.0
+}
+
+pub fn raw_header(body: &[u8]) -> [u8; 8] {
+    let mut h = [0u8; 8];
+    h[..4].copy_from_slice(&(body.len() as u32).to_be_bytes());
+    h[4..].copy_from_slice(&crc32fast::hash(body).to_be_bytes());
+    h
+}
+
+pub fn now_ns(base: Instant) -> u64 {
+    base.elapsed().as_nanos() as u64
+}
+
+/// `count` random bodies of `size` bytes, stored back to back.
+pub struct Bodies {
+    data: Vec<u8>,
+    size: usize,
+}
+
+impl Bodies {
+    pub fn new(count: usize, size: usize, seed: u64) -> Self {
+        let mut data = vec![0u8; count * size];
+        let mut x = seed | 1;
+        for chunk in data.chunks_mut(8) {
+            // xorshift64*
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let v = x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_be_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+        Self { data, size }
+    }
+
+    pub fn get(&self, i: usize) -> &[u8] {
+        &self.data[i * self.size..(i + 1) * self.size]
+    }
+
+    /// How many bodies there are.
+    pub fn count(&self) -> usize {
+        self.data.len() / self.size
+    }
+}
