@@ -62,7 +62,7 @@ use mqstore::commitlog::{
 };
 use mqstore::PhysicalOffset;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -228,29 +228,20 @@ fn parse_line(line: &str, round: u32) -> Option<Event> {
 }
 
 fn read_reports(stdout: ChildStdout, round: u32, tx: &Sender<Event>) {
-    let mut r = BufReader::new(stdout);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match r.read_until(b'\n', &mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) => {
-                let _ = tx.send(Event::ReadError(e.to_string()));
-                return;
-            }
+    common::read_report_lines(stdout, |line| match line {
+        common::ReportLine::Complete(l) => match parse_line(&l, round) {
+            Some(ev) => tx.send(ev).is_ok(),
+            None => true,
+        },
+        common::ReportLine::Torn(l) => {
+            let _ = tx.send(Event::Torn(l));
+            false
         }
-        let line = String::from_utf8_lossy(&buf).into_owned();
-        if buf.last() != Some(&b'\n') {
-            let _ = tx.send(Event::Torn(line));
-            return;
+        common::ReportLine::ReadError(e) => {
+            let _ = tx.send(Event::ReadError(e));
+            false
         }
-        if let Some(ev) = parse_line(line.trim_end(), round) {
-            if tx.send(ev).is_err() {
-                return;
-            }
-        }
-    }
+    });
 }
 
 // ---------------------------------------------------------------------------

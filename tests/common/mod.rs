@@ -71,3 +71,42 @@ pub fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     v.sort();
     v
 }
+
+/// One read from a crash-test child's report pipe.
+pub enum ReportLine {
+    /// A whole line, without its newline.
+    Complete(String),
+    /// The child died mid-line: the bytes it got out.
+    Torn(String),
+    /// Reading the pipe failed.
+    ReadError(String),
+}
+
+/// Reads a crash-test child's report lines until end of file, a torn last
+/// line or a read error, handing each to `each`; stops early when `each`
+/// returns false. Shared by the SIGKILL tests, whose children report one
+/// line per acknowledged operation.
+pub fn read_report_lines(stdout: impl std::io::Read, mut each: impl FnMut(ReportLine) -> bool) {
+    use std::io::BufRead;
+    let mut r = std::io::BufReader::new(stdout);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match r.read_until(b'\n', &mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) => {
+                each(ReportLine::ReadError(e.to_string()));
+                return;
+            }
+        }
+        let line = String::from_utf8_lossy(&buf).into_owned();
+        if buf.last() != Some(&b'\n') {
+            each(ReportLine::Torn(line));
+            return;
+        }
+        if !each(ReportLine::Complete(line.trim_end().to_string())) {
+            return;
+        }
+    }
+}
