@@ -474,31 +474,6 @@ fn ns_per_msg(messages: usize, d: Duration) -> f64 {
     d.as_nanos() as f64 / messages as f64
 }
 
-fn fmt_rate(r: f64) -> String {
-    // Thousands separators for readability.
-    let n = r.round() as u64;
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn latency_line(name: &str, lat: &[u64]) -> String {
-    format!(
-        "| {name} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
-        lat.len(),
-        percentile_us(lat, 0.50),
-        percentile_us(lat, 0.99),
-        percentile_us(lat, 0.999),
-        *lat.iter().max().unwrap_or(&0) as f64 / 1000.0,
-    )
-}
-
 fn print_latency_report(results: &[(LatVariant, Vec<u64>)], note: &str) {
     println!();
     println!("### single-thread durable-append latency ({note})");

@@ -514,19 +514,6 @@ fn percentiles_us(samples: &[u64], qs: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-fn fmt_rate(r: f64) -> String {
-    let n = r.round() as u64;
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn latency_rows(label: &str, r: &LatRun) -> Vec<String> {
     let qs = [0.5, 0.99, 0.999, 1.0];
     [
