@@ -127,19 +127,6 @@ const LAT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 // ---------------------------------------------------------------------------
 
 /// `count` random bodies of `size` bytes (xorshift64*), back to back.
-fn random_bodies(count: usize, size: usize, seed: u64) -> Vec<u8> {
-    let mut data = vec![0u8; count * size];
-    let mut x = seed | 1;
-    for chunk in data.chunks_mut(8) {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        let v = x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_be_bytes();
-        chunk.copy_from_slice(&v[..chunk.len()]);
-    }
-    data
-}
-
 /// Wrapping sum of the body's big-endian u64 words (reads every byte).
 fn touch(body: &[u8]) -> u64 {
     let words = body.chunks_exact(8);
@@ -201,28 +188,11 @@ impl Drop for Filled {
 }
 
 fn fill(messages: usize) -> Filled {
-    let bodies = random_bodies(messages, BODY, 0x5eed_c0de);
+    let bodies = Bodies::new(messages, BODY, 0x5eed_c0de);
     let dir = bench_dir("consume-tput");
     let store = Store::open(dir.path(), StoreOptions::default()).expect("open store");
-    store.create_topic(TopicConfig::new(TOPIC, QUEUES)).expect("create topic");
-    let mut i = 0;
-    while i < messages {
-        let end = (i + FILL_BATCH).min(messages);
-        let msgs: Vec<Message> =
-            (i..end).map(|k| Message::new(TOPIC, bodies[k * BODY..(k + 1) * BODY].to_vec())).collect();
-        store.send_batch(msgs).expect("send_batch");
-        i = end;
-    }
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let dispatched: u64 = (0..QUEUES).map(|q| store.max_offset(TOPIC, q).expect("max_offset")).sum();
-        if dispatched == messages as u64 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "only {dispatched} of {messages} messages dispatched");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let touch_sum = bodies.chunks_exact(BODY).map(touch).fold(0, u64::wrapping_add);
+    fill_topic(&store, TOPIC, QUEUES, &bodies, FILL_BATCH);
+    let touch_sum = (0..messages).map(|k| touch(bodies.get(k))).fold(0, u64::wrapping_add);
     settle();
     Filled { messages, touch_sum, store, _dir: dir }
 }

@@ -299,23 +299,7 @@ fn fill_store(label: &str, queues: u32, bodies: &Bodies) -> (Store, f64, tempfil
     let dir = bench_dir(label);
     let n = bodies.count();
     let store = Store::open(dir.path(), StoreOptions::default()).expect("open store");
-    store.create_topic(TopicConfig::new(TOPIC, queues)).expect("create topic");
-    let mut i = 0;
-    while i < n {
-        let end = (i + FILL_BATCH).min(n);
-        let msgs: Vec<Message> = (i..end).map(|k| Message::new(TOPIC, bodies.get(k).to_vec())).collect();
-        store.send_batch(msgs).expect("send_batch");
-        i = end;
-    }
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let dispatched: u64 = (0..queues).map(|q| store.max_offset(TOPIC, q).expect("max_offset")).sum();
-        if dispatched == n as u64 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{label}: only {dispatched} of {n} messages dispatched");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    fill_topic(&store, TOPIC, queues, bodies, FILL_BATCH);
     let bytes_per_msg = store.commit_log().max_offset().0 as f64 / n as f64;
     store.close().expect("close store");
     drop(store);

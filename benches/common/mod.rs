@@ -158,3 +158,28 @@ pub fn latency_line(name: &str, lat: &[u64]) -> String {
         *lat.iter().max().unwrap_or(&0) as f64 / 1000.0,
     )
 }
+
+/// Sends every body to `topic` (created with `queues` queues) in batches of
+/// `batch`, then waits until dispatch has put all of them in the consume
+/// queues (untimed fill for the read benches).
+pub fn fill_topic(store: &mqstore::store::Store, topic: &str, queues: u32, bodies: &Bodies, batch: usize) {
+    use mqstore::message::Message;
+    store.create_topic(mqstore::topic::TopicConfig::new(topic, queues)).expect("create topic");
+    let n = bodies.count();
+    let mut i = 0;
+    while i < n {
+        let end = (i + batch).min(n);
+        let msgs: Vec<Message> = (i..end).map(|k| Message::new(topic, bodies.get(k).to_vec())).collect();
+        store.send_batch(msgs).expect("send_batch");
+        i = end;
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let dispatched: u64 = (0..queues).map(|q| store.max_offset(topic, q).expect("max_offset")).sum();
+        if dispatched == n as u64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{topic}: only {dispatched} of {n} messages dispatched");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
