@@ -85,13 +85,12 @@ use mqstore::message::{Message, MessageExt};
 use mqstore::store::{PullStatus, SendStatus, Store, StoreOptions, StoreView, TagFilter};
 use mqstore::topic::TopicConfig;
 use std::collections::HashSet;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Name of the test that becomes the consumer in the child process.
@@ -594,18 +593,6 @@ enum KillPlan {
     AfterReady(u64),
 }
 
-/// Kills and reaps the child if a round bails out early.
-struct ChildGuard(Option<Child>);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// The persisted offsets, read at `at` (`CLOCK_MONOTONIC`, taken after the
 /// read finished).
 #[derive(Debug, Clone)]
@@ -899,28 +886,13 @@ impl Harness {
     /// Runs one child to its kill (a plan) or its exit (none), polling
     /// the persisted offsets meanwhile.
     fn observe(&self, conf: &ChildConf, plan: Option<KillPlan>) -> Result<Observed, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let view = StoreView::open(self.store_dir()).map_err(|e| format!("StoreView::open: {e}"))?;
-        let mut child = Command::new(exe)
-            .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
-            .env(ENV_CHILD_DIR, self.store_dir())
-            .env(ENV_CHILD_CONF, conf.encode())
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("spawning the child: {e}"))?;
-        let stdout = child.stdout.take().ok_or("no child stdout")?;
-        let mut stderr = child.stderr.take().ok_or("no child stderr")?;
-        let mut guard = ChildGuard(Some(child));
+        let common::TestChild { mut guard, stdout, stderr: err_reader } = common::spawn_test_child(
+            CHILD_TEST,
+            &[(ENV_CHILD_DIR, self.store_dir().into_os_string()), (ENV_CHILD_CONF, conf.encode().into())],
+        )?;
         let (tx, rx) = mpsc::channel();
         let reader = std::thread::spawn(move || read_reports(stdout, &tx));
-        let err_reader: JoinHandle<String> = std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = stderr.read_to_end(&mut s);
-            String::from_utf8_lossy(&s).into_owned()
-        });
 
         let mut events = Vec::new();
         let mut polls = Vec::new();

@@ -80,15 +80,14 @@ use mqstore::store::{HashByKeySelector, PullStatus, SendResult, SendStatus, Stor
 use mqstore::topic::TopicConfig;
 use mqstore::PhysicalOffset;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::ChildStdout;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Name of the test that becomes the producer in the child process.
@@ -620,18 +619,6 @@ enum KillPlan {
     AfterReady(u64),
 }
 
-/// Kills and reaps the child if a round bails out early.
-struct ChildGuard(Option<Child>);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Where each message found in the recovered store is.
 #[derive(Debug, Clone)]
 struct Found {
@@ -804,27 +791,12 @@ impl Harness {
         };
         let in_place = self.rng.below(100) < 15;
 
-        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-        let mut child = Command::new(exe)
-            .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
-            .env(ENV_CHILD_DIR, self.epoch_dir())
-            .env(ENV_CHILD_CONF, conf.encode())
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("spawning the child: {e}"))?;
-        let stdout = child.stdout.take().ok_or("no child stdout")?;
-        let mut stderr = child.stderr.take().ok_or("no child stderr")?;
-        let mut guard = ChildGuard(Some(child));
+        let common::TestChild { mut guard, stdout, stderr: err_reader } = common::spawn_test_child(
+            CHILD_TEST,
+            &[(ENV_CHILD_DIR, self.epoch_dir().into_os_string()), (ENV_CHILD_CONF, conf.encode().into())],
+        )?;
         let (tx, rx) = mpsc::channel();
         let reader = std::thread::spawn(move || read_reports(stdout, round, &tx));
-        let err_reader: JoinHandle<String> = std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = stderr.read_to_end(&mut s);
-            String::from_utf8_lossy(&s).into_owned()
-        });
 
         let mut events = Vec::new();
         let waited = wait_and_kill(&rx, plan, &mut events);

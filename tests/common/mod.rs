@@ -110,3 +110,54 @@ pub fn read_report_lines(stdout: impl std::io::Read, mut each: impl FnMut(Report
         }
     }
 }
+
+/// Kills and reaps a crash-test child when dropped (a failing parent must
+/// not leave it running).
+pub struct ChildGuard(pub Option<std::process::Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A crash-test child: the test binary re-run with only `child_test`.
+pub struct TestChild {
+    /// Owns the process.
+    pub guard: ChildGuard,
+    /// Its report pipe.
+    pub stdout: std::process::ChildStdout,
+    /// Collects everything it writes to stderr, for failure messages.
+    pub stderr: std::thread::JoinHandle<String>,
+}
+
+/// Starts the running test binary again with only `child_test` selected,
+/// with `envs` set, stdout piped for reports and stderr collected.
+pub fn spawn_test_child(child_test: &str, envs: &[(&str, std::ffi::OsString)]) -> Result<TestChild, String> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["--exact", child_test, "--nocapture", "--test-threads=1"]).env("RUST_BACKTRACE", "1");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawning the child: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no child stdout")?;
+    let mut stderr = child.stderr.take().ok_or("no child stderr")?;
+    let guard = ChildGuard(Some(child));
+    let stderr = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    Ok(TestChild { guard, stdout, stderr })
+}
