@@ -37,7 +37,8 @@ pub struct StatsArgs {
     /// Print one JSON object: {"commit_log_bytes", "segment_count", "topics":
     /// [{"topic", "read_queues", "write_queues", "permission", "queues":
     /// [{"queue", "min", "max"}]}], "groups": [{"group", "topic", "lag",
-    /// "queues": [{"queue", "committed", "max", "lag"}]}], "consumers": null
+    /// "queues": [{"queue", "committed", "max", "lag"}]}], "delayed":
+    /// {"waiting", "levels": [{"level", "waiting"}]}, "consumers": null
     /// (no live store) or {"pid", "written_at_ms", "groups": [{"group",
     /// "model" ("clustering"|"broadcasting"), "members": [{"id", "idle",
     /// "queues": [{"topic", "queue"}]}]}]}}
@@ -49,7 +50,11 @@ pub struct StatsArgs {
 struct Snapshot {
     segments: usize,
     bytes: u64,
+    /// User, retry and dead-letter topics (the schedule topic is shown as
+    /// `delayed`).
     topics: Vec<TopicConfig>,
+    /// (delay level, messages waiting).
+    delayed: Vec<(usize, u64)>,
     /// (topic, queue) to (min, max).
     ranges: BTreeMap<(String, u32), (u64, u64)>,
     /// (group, topic) to queue to committed offset.
@@ -75,7 +80,8 @@ fn read(view: &StoreView) -> mqstore::Result<Snapshot> {
     Ok(Snapshot {
         segments: view.segment_count()?,
         bytes: view.commit_log_bytes()?,
-        topics: view.topics()?,
+        topics: view.topics()?.into_iter().filter(|t| t.name != mqstore::retry::SCHEDULE_TOPIC).collect(),
+        delayed: view.delayed()?,
         ranges,
         groups,
         consumers: view.consumers()?,
@@ -210,12 +216,15 @@ fn json(s: &Snapshot) -> String {
         })
         .collect();
     let consumers = s.live().map_or_else(|| "null".to_owned(), consumers_json);
+    let levels: Vec<String> = s.delayed.iter().map(|(l, n)| format!(r#"{{"level":{l},"waiting":{n}}}"#)).collect();
+    let waiting: u64 = s.delayed.iter().map(|(_, n)| n).sum();
     format!(
-        r#"{{"commit_log_bytes":{},"segment_count":{},"topics":[{}],"groups":[{}],"consumers":{consumers}}}"#,
+        r#"{{"commit_log_bytes":{},"segment_count":{},"topics":[{}],"groups":[{}],"delayed":{{"waiting":{waiting},"levels":[{}]}},"consumers":{consumers}}}"#,
         s.bytes,
         s.segments,
         topics.join(","),
-        groups.join(",")
+        groups.join(","),
+        levels.join(",")
     )
 }
 
@@ -245,6 +254,12 @@ fn text(s: &Snapshot) -> String {
             let c = q.committed.map_or_else(|| "-".to_owned(), |c| c.to_string());
             let _ = writeln!(out, "  queue {:<4} committed {c:<10} max {:<10} lag {}", q.queue, q.max, q.lag);
         }
+    }
+    let waiting: u64 = s.delayed.iter().map(|(_, n)| n).sum();
+    if waiting > 0 {
+        let levels: Vec<String> =
+            s.delayed.iter().filter(|(_, n)| *n > 0).map(|(l, n)| format!("level {l}: {n}")).collect();
+        let _ = writeln!(out, "delayed messages waiting: {waiting} ({})", levels.join(", "));
     }
     match (&s.consumers, s.live()) {
         (_, Some(c)) => {

@@ -229,7 +229,8 @@ fn stats_json_has_every_key_and_the_text_form_agrees() {
     assert_eq!(out.lines().count(), 1);
     let v: Value = serde_json::from_str(&out).unwrap();
     let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
-    assert_eq!(keys(&v), ["commit_log_bytes", "consumers", "groups", "segment_count", "topics"]);
+    assert_eq!(keys(&v), ["commit_log_bytes", "consumers", "delayed", "groups", "segment_count", "topics"]);
+    assert_eq!(v["delayed"]["waiting"], 0);
     // No store holds the directory: no live consumers.
     assert_eq!(v["consumers"], Value::Null);
     assert_eq!(v["segment_count"], 1);

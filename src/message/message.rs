@@ -2,7 +2,9 @@
 //! checked against.
 
 use super::id::UNIQUE_ID_HEX_LEN;
-use super::properties::{is_reserved, pair_len, push_pair, validate_pair, DELAY, KEYS, KEY_SEPARATOR, TAGS, UNIQ_KEY};
+use super::properties::{
+    is_reserved, pair_len, push_pair, validate_pair, DELAY, KEYS, KEY_SEPARATOR, TAGS, TIMER_DELIVER_MS, UNIQ_KEY,
+};
 use crate::commitlog::{MAX_PROPERTIES_LEN, MAX_TOPIC_LEN};
 use crate::error::{Error, Result};
 use bytes::Bytes;
@@ -66,6 +68,7 @@ pub struct Message {
     keys: Vec<String>,
     properties: BTreeMap<String, String>,
     delay_level: Option<u8>,
+    deliver_at: Option<u64>,
     flag: u32,
 }
 
@@ -80,6 +83,7 @@ impl Message {
             keys: Vec::new(),
             properties: BTreeMap::new(),
             delay_level: None,
+            deliver_at: None,
             flag: 0,
         }
     }
@@ -120,6 +124,16 @@ impl Message {
     #[must_use]
     pub fn with_delay_level(mut self, level: u8) -> Self {
         self.delay_level = Some(level);
+        self
+    }
+
+    /// Requests delivery at `timestamp_ms` (milliseconds since the Unix
+    /// epoch, as the store's clock reads), any time ahead: RocketMQ 5's
+    /// `setDeliverTimeMs`, without its 3-day cap. A time already reached
+    /// delivers at once. Not together with a delay level.
+    #[must_use]
+    pub fn with_deliver_at(mut self, timestamp_ms: u64) -> Self {
+        self.deliver_at = Some(timestamp_ms);
         self
     }
 
@@ -165,6 +179,11 @@ impl Message {
     pub fn delay_level(&self) -> Option<u8> {
         self.delay_level
     }
+    /// Requested delivery time, if any (see [`Message::with_deliver_at`]).
+    #[must_use]
+    pub fn deliver_at(&self) -> Option<u64> {
+        self.deliver_at
+    }
     /// Opaque user flag.
     #[must_use]
     pub fn flag(&self) -> u32 {
@@ -196,6 +215,9 @@ impl Message {
         if let Some(level) = self.delay_level {
             if level == 0 || level > limits.max_delay_level {
                 return bad(format!("delay level {level} is outside 1..={}", limits.max_delay_level));
+            }
+            if self.deliver_at.is_some() {
+                return bad("a message takes a delay level or a delivery time, not both".to_string());
             }
         }
         for name in self.properties.keys() {
@@ -247,6 +269,9 @@ impl Message {
         }
         if let Some(level) = self.delay_level {
             f(DELAY, &level.to_string())?;
+        }
+        if let Some(at) = self.deliver_at {
+            f(TIMER_DELIVER_MS, &at.to_string())?;
         }
         if !uniq_key.is_empty() {
             f(UNIQ_KEY, uniq_key)?;

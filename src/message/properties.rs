@@ -56,6 +56,22 @@ pub const RECONSUME_TIME: &str = "RECONSUME_TIME";
 pub const MAX_RECONSUME_TIMES: &str = "MAX_RECONSUME_TIMES";
 /// When a consumer started processing the message (ms since the epoch).
 pub const CONSUME_START_TIME: &str = "CONSUME_START_TIME";
+/// Absolute delivery time (ms since the epoch) the producer asked for with
+/// [`Message::with_deliver_at`](super::Message::with_deliver_at) (RocketMQ
+/// 5's `TIMER_DELIVER_MS`).
+pub const TIMER_DELIVER_MS: &str = "TIMER_DELIVER_MS";
+/// When a record of the schedule topic is due (ms since the epoch); also
+/// its consume-queue unit's tag hash, so the delivery thread reads due
+/// times without reading records.
+pub const DELAY_DUE_MS: &str = "DELAY_DUE_MS";
+/// On a record the delivery thread wrote: the schedule entry it came from,
+/// `<level>:<queue offset>`. Recovery reads it to know which entries were
+/// delivered, so a crash neither loses nor repeats a delivery.
+pub const DELAY_SOURCE: &str = "DELAY_SOURCE";
+/// On a dead-lettered record: the record whose failures sent it there,
+/// `<topic>:<queue id>:<queue offset>`, so a crash between dead-lettering
+/// and committing the offset does not dead-letter it twice.
+pub const DLQ_SOURCE: &str = "DLQ_SOURCE";
 /// Original topic of a dead-lettered message.
 pub const DLQ_ORIGIN_TOPIC: &str = "DLQ_ORIGIN_TOPIC";
 /// Original message id of a dead-lettered message.
@@ -78,6 +94,10 @@ pub const RESERVED_PROPERTIES: &[&str] = &[
     CONSUME_START_TIME,
     DLQ_ORIGIN_TOPIC,
     DLQ_ORIGIN_MESSAGE_ID,
+    TIMER_DELIVER_MS,
+    DELAY_DUE_MS,
+    DELAY_SOURCE,
+    DLQ_SOURCE,
 ];
 
 /// True when `name` is one of [`RESERVED_PROPERTIES`].
@@ -175,9 +195,41 @@ pub(crate) fn push_pair(out: &mut Vec<u8>, name: &str, value: &str) -> Result<()
     Ok(())
 }
 
+/// A copy of the blob `bytes` without the pairs named in `remove` or in
+/// `add`, followed by the pairs of `add`: how the store re-addresses a
+/// stored message (delayed delivery, send-back, dead-lettering). Fails with
+/// [`Error::InvalidArgument`] if a pair does not decode or an added one is
+/// invalid.
+pub(crate) fn rewrite(bytes: &[u8], remove: &[&str], add: &[(&str, &str)]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len() + add.iter().map(|(k, v)| pair_len(k, v)).sum::<usize>());
+    for pair in pairs(bytes) {
+        let (name, value) =
+            pair.map_err(|k| Error::InvalidArgument(format!("stored properties do not decode: {k:?}")))?;
+        if remove.contains(&name) || add.iter().any(|(k, _)| *k == name) {
+            continue;
+        }
+        push_pair(&mut out, name, value)?;
+    }
+    for (k, v) in add {
+        push_pair(&mut out, k, v)?;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rewrite_replaces_and_removes() {
+        let mut b = Vec::new();
+        push_pair(&mut b, "A", "1").unwrap();
+        push_pair(&mut b, "B", "2").unwrap();
+        push_pair(&mut b, "C", "3").unwrap();
+        let out = rewrite(&b, &["B"], &[("C", "9"), ("D", "4")]).unwrap();
+        let got: Vec<(&str, &str)> = pairs(&out).map(|p| p.unwrap()).collect();
+        assert_eq!(got, [("A", "1"), ("C", "9"), ("D", "4")]);
+    }
 
     /// Fixed-seed xorshift; failures print the seed and iteration.
     struct Rng(u64);
@@ -277,6 +329,6 @@ mod tests {
     fn reserved_names_use_rocketmq_spellings() {
         assert!(is_reserved("UNIQ_KEY") && is_reserved("REAL_QID") && is_reserved("CONSUME_START_TIME"));
         assert!(!is_reserved("tags") && !is_reserved("my-prop"));
-        assert_eq!(RESERVED_PROPERTIES.len(), 14);
+        assert_eq!(RESERVED_PROPERTIES.len(), 18);
     }
 }

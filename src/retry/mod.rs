@@ -1,14 +1,20 @@
 //! Retry policy and delay levels. A message a listener cannot handle is sent
 //! back with a growing delay (RocketMQ: delay level `3 + reconsume times`).
 //!
-//! This module currently provides [`DelayLevels`], RocketMQ's
-//! `messageDelayLevel` table with its string syntax, and [`TimerWheel`],
-//! the in-memory hierarchical wheel that will drive delayed delivery (the
-//! schedule topic, its persisted progress and the retry path build on
-//! them).
+//! * [`DelayLevels`]: RocketMQ's `messageDelayLevel` table with its string
+//!   syntax;
+//! * [`TimerWheel`]: the in-memory hierarchical wheel the delivery thread
+//!   plans its wake-ups with;
+//! * the schedule topic ([`SCHEDULE_TOPIC`]) and the `mqstore:delay`
+//!   thread that delivers due messages, with its persisted progress
+//!   (`config/delay`);
+//! * (send-back of failed messages builds on the schedule topic)
 
 mod delay;
+pub(crate) mod progress;
+pub(crate) mod schedule;
 mod wheel;
 
 pub use delay::{DelayLevels, DEFAULT_DELAY_LEVELS, MAX_DELAY_LEVELS};
+pub use schedule::{ScheduleStats, SCHEDULE_TOPIC};
 pub use wheel::TimerWheel;

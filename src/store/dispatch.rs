@@ -12,8 +12,9 @@ use crate::commitlog::wake::Broadcast;
 use crate::commitlog::Record;
 use crate::consumequeue::{tag_hash, CqUnit};
 use crate::error::{CorruptionKind, Error, Result};
-use crate::message::properties::{lookup, pairs, TAGS};
+use crate::message::properties::{lookup, pairs, DELAY_DUE_MS, TAGS};
 use crate::offset::{PhysicalOffset, QueueOffset};
+use crate::retry::SCHEDULE_TOPIC;
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -148,7 +149,9 @@ fn apply(inner: &Inner, rec: &Record) -> Result<Applied> {
     if pairs(&props).any(|p| p.is_err()) {
         return Err(corrupt_record(inner, rec, "properties"));
     }
-    let tag = lookup(&props, TAGS).map_or(0, tag_hash);
+    let tag = unit_tag(topic, &props);
+    // A record the delivery thread wrote: its source entry is delivered.
+    inner.schedule.note_dispatched(&props);
     let unit = CqUnit { physical_offset: rec.offset(), size: rec.size(), tag_hash: tag };
     let q = inner.queues.get_or_create(topic, rec.queue_id())?;
     let at = QueueOffset(rec.queue_offset());
@@ -162,11 +165,27 @@ fn apply(inner: &Inner, rec: &Record) -> Result<Applied> {
         return Ok(Applied::Gap { topic: topic.to_string(), queue_id: rec.queue_id() });
     }
     match q.put(at, unit) {
-        Ok(()) => Ok(Applied::Ok),
+        Ok(()) => {
+            if topic == SCHEDULE_TOPIC {
+                inner.schedule.nudge();
+            }
+            Ok(Applied::Ok)
+        }
         // A different unit at this position: the queue does not match the
         // log, so it must be rebuilt.
         Err(Error::InvalidArgument(_)) => Ok(Applied::Gap { topic: topic.to_string(), queue_id: rec.queue_id() }),
         Err(e) => Err(e),
+    }
+}
+
+/// The tag hash of a record's unit: the hash of its tag, except in the
+/// schedule topic, where it is the due time (as RocketMQ), so the delivery
+/// thread plans from units alone.
+fn unit_tag(topic: &str, props: &[u8]) -> u64 {
+    if topic == SCHEDULE_TOPIC {
+        lookup(props, DELAY_DUE_MS).and_then(|v| v.parse().ok()).unwrap_or(0)
+    } else {
+        lookup(props, TAGS).map_or(0, tag_hash)
     }
 }
 
@@ -184,9 +203,14 @@ pub(crate) fn recover(inner: &Inner) -> Result<()> {
     let end = inner.log.max_offset();
     inner.queues.truncate_physical_all(end)?;
     let checkpoint = read_checkpoint(inner)?;
+    // Without its progress file, delayed delivery learns what was delivered
+    // from every copy in the log: dispatch all of it again.
+    let rescan = inner.schedule.load(inner)?;
     let mut from = inner.log.min_offset().get();
     if let Some((dispatched, ends)) = &checkpoint {
-        from = (*dispatched).clamp(from, end.get());
+        if !rescan {
+            from = (*dispatched).clamp(from, end.get());
+        }
         // A queue shorter than its checkpointed end, or starting later than
         // it did (a lost first file: nothing removes a queue's head yet),
         // lost units: rebuild it.
@@ -242,6 +266,7 @@ pub(crate) fn recover(inner: &Inner) -> Result<()> {
         }
     }
     drop(next);
+    inner.schedule.clamp(inner);
     inner.queues.flush_all()?;
     write_checkpoint(inner)
 }
@@ -289,7 +314,7 @@ pub(crate) fn rebuild_queue(inner: &Inner, topic: &str, queue_id: u32) -> Result
         if pairs(&props).any(|p| p.is_err()) {
             return Err(corrupt_record(inner, &rec, "properties"));
         }
-        let tag = lookup(&props, TAGS).map_or(0, tag_hash);
+        let tag = unit_tag(topic, &props);
         units.push((rec.queue_offset(), CqUnit { physical_offset: rec.offset(), size: rec.size(), tag_hash: tag }));
     }
     inner.queues.remove_queue(topic, queue_id)?;
@@ -301,9 +326,16 @@ pub(crate) fn rebuild_queue(inner: &Inner, topic: &str, queue_id: u32) -> Result
     Ok(())
 }
 
-/// Writes the dispatch checkpoint. Callers flush the queues first.
+/// Writes the delay progress, then the dispatch checkpoint. Callers flush
+/// the queues first.
+///
+/// Order matters: the dispatched offset is read first, so the progress
+/// written next already counts every delivered copy below it; recovery
+/// re-dispatches from that offset and so sees every copy the progress does
+/// not count.
 pub(crate) fn write_checkpoint(inner: &Inner) -> Result<()> {
     let dispatched = inner.dispatch.dispatched.load(Ordering::Acquire);
+    inner.schedule.persist(inner)?;
     let mut payload = Vec::new();
     payload.extend_from_slice(&dispatched.to_be_bytes());
     let mut entries = Vec::new();
@@ -412,6 +444,7 @@ impl<'a> Reader<'a> {
 #[derive(Debug)]
 pub(crate) struct Threads {
     dispatcher: JoinHandle<()>,
+    delay: Option<JoinHandle<()>>,
 }
 
 /// Marks dispatch failed if the thread unwinds, and wakes readers.
@@ -420,7 +453,8 @@ struct PanicGuard<'a>(&'a Inner);
 impl Drop for PanicGuard<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            *self.0.dispatch.failed.lock() = Some("the dispatch thread panicked".into());
+            let name = std::thread::current().name().unwrap_or("a background thread").to_string();
+            *self.0.dispatch.failed.lock() = Some(format!("{name} panicked"));
             self.0.dispatch.arrivals.wake_all();
         }
     }
@@ -436,7 +470,22 @@ impl Threads {
                 run(&i);
             })
             .map_err(|e| Error::io("spawn thread", &inner.root, e))?;
-        Ok(Self { dispatcher })
+        let i = inner.clone();
+        let delay = std::thread::Builder::new()
+            .name("mqstore:delay".into())
+            .spawn(move || {
+                let _guard = PanicGuard(&i);
+                crate::retry::schedule::run(&i);
+            })
+            .map_err(|e| Error::io("spawn thread", &inner.root, e));
+        let delay = match delay {
+            Ok(h) => Some(h),
+            Err(e) => {
+                let _ = Self { dispatcher, delay: None }.stop(inner);
+                return Err(e);
+            }
+        };
+        Ok(Self { dispatcher, delay })
     }
 
     /// Stops and joins the thread.
@@ -446,8 +495,13 @@ impl Threads {
             st.stop = true;
             inner.dispatch.cv.notify_all();
         }
+        inner.schedule.stop();
+        let delay_panicked = self.delay.is_some_and(|h| h.join().is_err());
         if self.dispatcher.join().is_err() {
             return Err(Error::Fenced { reason: "the dispatch thread panicked".into() });
+        }
+        if delay_panicked {
+            return Err(Error::Fenced { reason: "the delay thread panicked".into() });
         }
         Ok(())
     }

@@ -17,12 +17,12 @@
 //!
 //! [`FlushMode::Sync`]: crate::commitlog::FlushMode::Sync
 
-mod dispatch;
+pub(crate) mod dispatch;
 mod layout;
 mod options;
 mod pull;
 mod readonly;
-mod send;
+pub(crate) mod send;
 
 pub use options::StoreOptions;
 pub use pull::{PullResult, PullStatus, PullSummary, TagFilter};
@@ -100,6 +100,8 @@ pub(crate) struct Inner {
     pub(crate) next_queue_offset: Mutex<HashMap<(String, u32), u64>>,
     pub(crate) ids: MessageIdGenerator,
     pub(crate) dispatch: Arc<dispatch::Dispatch>,
+    /// Delayed delivery progress (see [`crate::retry::schedule`]).
+    pub(crate) schedule: crate::retry::schedule::Scheduler,
     pub(crate) round_robin: RoundRobinSelector,
     pub(crate) async_sends: send::AsyncSends,
     /// Running push consumers, by group.
@@ -133,6 +135,7 @@ impl Store {
             next_queue_offset: Mutex::new(HashMap::new()),
             ids: MessageIdGenerator::new(),
             dispatch: Arc::default(),
+            schedule: crate::retry::schedule::Scheduler::default(),
             round_robin: RoundRobinSelector::default(),
             async_sends: send::AsyncSends::default(),
             consumers: crate::consumer::Registry::default(),
@@ -142,6 +145,7 @@ impl Store {
         // A membership file left by an earlier run is stale: remove it.
         let storage = inner.opts.commit_log.storage.clone();
         inner.consumers.open_membership_file(storage, &inner.root, inner.opts.commit_log.clock.clone());
+        ensure_schedule_topic(&inner)?;
         dispatch::recover(&inner)?;
         // Offsets committed past what survived (or for queues that are
         // gone) are pulled back into the recovered range.
@@ -205,6 +209,9 @@ impl Store {
     /// records stay in the commit log until log cleanup removes them.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         self.ensure_open()?;
+        if name == crate::retry::SCHEDULE_TOPIC {
+            return Err(Error::InvalidArgument(format!("topic {name} belongs to the store and cannot be deleted")));
+        }
         if self.inner.topics.get(name).is_none() {
             return Err(Error::InvalidArgument(format!("topic {name} does not exist")));
         }
@@ -249,6 +256,13 @@ impl Store {
         crate::message::MessageExt::from_record(&rec)
     }
 
+    /// Delayed delivery: messages delivered and dropped since open, and
+    /// per level how many wait.
+    #[must_use]
+    pub fn schedule_stats(&self) -> crate::retry::ScheduleStats {
+        self.inner.schedule.stats(&self.inner)
+    }
+
     /// The store directory.
     #[must_use]
     pub fn dir(&self) -> &Path {
@@ -289,6 +303,20 @@ impl Store {
             Ok(())
         }
     }
+}
+
+/// Creates the schedule topic, or widens it to the configured delay levels
+/// (it never shrinks: waiting messages of a dropped level still drain).
+fn ensure_schedule_topic(inner: &Inner) -> Result<()> {
+    let levels = u32::try_from(inner.opts.delay_levels.len()).unwrap_or(u32::MAX);
+    let existing = inner.topics.get(crate::retry::SCHEDULE_TOPIC);
+    if existing.as_ref().is_some_and(|c| c.read_queues >= levels && c.write_queues >= levels) {
+        return Ok(());
+    }
+    let queues = existing.map_or(levels, |c| c.read_queues.max(levels));
+    // An existing topic keeps its incarnation start; a new one starts here.
+    let since = inner.log.append_end().get();
+    inner.topics.upsert(TopicConfig::new(crate::retry::SCHEDULE_TOPIC, queues), since).map(|_| ())
 }
 
 /// [`Store::close`], shared with the drop of the last handle.

@@ -5,6 +5,7 @@ use crate::commitlog::{CommitLogOptions, FlushMode};
 use crate::consumequeue::DEFAULT_UNITS_PER_FILE;
 use crate::error::{Error, Result};
 use crate::message::MessageLimits;
+use crate::retry::DelayLevels;
 use std::time::Duration;
 
 /// Options for [`Store::open`](super::Store::open).
@@ -24,6 +25,8 @@ pub struct StoreOptions {
     pub(crate) default_queues: u32,
     pub(crate) async_send_threads: usize,
     pub(crate) async_send_backlog: usize,
+    pub(crate) delay_levels: DelayLevels,
+    pub(crate) delay_poll_interval: Duration,
 }
 
 impl Default for StoreOptions {
@@ -36,6 +39,8 @@ impl Default for StoreOptions {
             default_queues: crate::topic::DEFAULT_QUEUES,
             async_send_threads: 4,
             async_send_backlog: 10_000,
+            delay_levels: DelayLevels::default(),
+            delay_poll_interval: Duration::from_millis(100),
         }
     }
 }
@@ -119,6 +124,28 @@ impl StoreOptions {
         self
     }
 
+    /// The delay levels (RocketMQ's `messageDelayLevel`). Default
+    /// [`DEFAULT_DELAY_LEVELS`](crate::retry::DEFAULT_DELAY_LEVELS), the 18
+    /// levels `1s 5s 10s 30s 1m 2m ... 1h 2h`; messages may use levels
+    /// `1..=levels.len()`. Changing the table of an existing store applies
+    /// to messages sent from then on (waiting ones keep their due times).
+    #[must_use]
+    pub fn delay_levels(mut self, levels: DelayLevels) -> Self {
+        self.limits.max_delay_level = u8::try_from(levels.len()).unwrap_or(u8::MAX);
+        self.delay_levels = levels;
+        self
+    }
+
+    /// How often the delivery thread looks at the clock when it has
+    /// nothing due sooner (it also wakes for new delayed messages and at
+    /// each due time). Default 100 ms (RocketMQ's schedule service checks
+    /// every 100 ms); 1 ms to 10 s. Matters with a clock moved by hand.
+    #[must_use]
+    pub fn delay_poll_interval(mut self, d: Duration) -> Self {
+        self.delay_poll_interval = d;
+        self
+    }
+
     /// The commit-log options in effect.
     #[must_use]
     pub fn commit_log(&self) -> &CommitLogOptions {
@@ -151,6 +178,9 @@ impl StoreOptions {
                 "default_queues",
                 format!("{} is outside 1..={}", self.default_queues, crate::topic::MAX_QUEUES),
             );
+        }
+        if self.delay_poll_interval < Duration::from_millis(1) || self.delay_poll_interval > Duration::from_secs(10) {
+            return bad("delay_poll_interval", format!("{:?} is outside 1 ms..=10 s", self.delay_poll_interval));
         }
         if self.async_send_threads == 0 || self.async_send_threads > 64 {
             return bad("async_send_threads", format!("{} is outside 1..=64", self.async_send_threads));

@@ -174,6 +174,24 @@ impl StoreView {
         Ok(out)
     }
 
+    /// Delayed messages waiting, per delay level: `(level, waiting)` for
+    /// every level whose schedule queue has entries, counted from the
+    /// persisted delivery progress (`config/delay`). Beside a live writer
+    /// the progress lags by up to the offset persist interval, so this may
+    /// count a few messages already delivered.
+    pub fn delayed(&self) -> Result<Vec<(usize, u64)>> {
+        let done = crate::retry::progress::read(self.storage.as_ref(), &self.root)?.unwrap_or_default();
+        Ok(self
+            .queue_ranges()?
+            .into_iter()
+            .filter(|(t, ..)| t == crate::retry::SCHEDULE_TOPIC)
+            .map(|(_, q, min, max)| {
+                let from = done.get(q as usize).copied().unwrap_or(0).max(min);
+                (q as usize + 1, max.saturating_sub(from))
+            })
+            .collect())
+    }
+
     /// The first queue offset of queue `queue_id` of `topic` whose message
     /// was stored at or after `timestamp_ms`; the queue's end (its `max` in
     /// [`StoreView::queue_ranges`]) if none was, and `0` for a queue without
@@ -412,7 +430,9 @@ mod tests {
 
         let view = StoreView::open(dir.path()).unwrap();
         let topics = view.topics().unwrap();
-        assert_eq!(topics, [TopicConfig::new("A", 3), TopicConfig::new("B", 1)]);
+        // The store's own schedule topic is listed too (as RocketMQ lists it).
+        let schedule = TopicConfig::new(crate::retry::SCHEDULE_TOPIC, 18);
+        assert_eq!(topics, [TopicConfig::new("A", 3), TopicConfig::new("B", 1), schedule]);
         let offsets = view.offsets().unwrap();
         assert_eq!(offsets.len(), 1);
         assert_eq!((offsets[0].group.as_str(), offsets[0].queue_id, offsets[0].offset), ("g1", 1, 4));
@@ -478,7 +498,8 @@ mod tests {
         assert_eq!(all(&view, "T", None, 0, 0).len(), 10);
         wait_dispatched(&store, "T", 2, 10);
         assert_eq!(view.queue_ranges().unwrap(), [("T".into(), 0, 0, 5), ("T".into(), 1, 0, 5)]);
-        assert_eq!(view.topics().unwrap(), [TopicConfig::new("T", 2)]);
+        let schedule = TopicConfig::new(crate::retry::SCHEDULE_TOPIC, 18);
+        assert_eq!(view.topics().unwrap(), [schedule, TopicConfig::new("T", 2)]);
 
         // The store keeps working beside the view, over several segments.
         let more = send(&store, "T", 5000);

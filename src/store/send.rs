@@ -4,8 +4,10 @@
 use super::Store;
 use crate::commitlog::{Durability, RecordDraft};
 use crate::error::{Error, Result};
+use crate::message::properties::{rewrite, DELAY, DELAY_DUE_MS, REAL_QID, REAL_TOPIC};
 use crate::message::Message;
 use crate::offset::PhysicalOffset;
+use crate::retry::{schedule, SCHEDULE_TOPIC};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,7 +38,9 @@ pub struct SendResult {
     pub offset_msg_id: String,
     /// The queue the message went to.
     pub queue_id: u32,
-    /// Its position in that queue.
+    /// Its position in that queue. For a delayed message (a delay level
+    /// or a delivery time in the future): its position in the schedule
+    /// queue it waits in; it gets its place in `queue_id` when delivered.
     pub queue_offset: u64,
     /// Where its record starts in the commit log.
     pub physical_offset: PhysicalOffset,
@@ -168,8 +172,8 @@ impl Store {
                 m.topic()
             )));
         }
-        if msgs.iter().any(|m| m.delay_level().is_some()) {
-            return Err(Error::InvalidArgument("batch messages cannot carry a delay level".into()));
+        if msgs.iter().any(|m| m.delay_level().is_some() || m.deliver_at().is_some()) {
+            return Err(Error::InvalidArgument("batch messages cannot carry a delay level or delivery time".into()));
         }
         let queues = self.write_queues(&topic)?;
         let i = self.inner.round_robin.select(&queues, first);
@@ -234,18 +238,42 @@ impl Store {
         let now = inner.opts.commit_log.clock.now_ms();
         let mut ids = Vec::with_capacity(msgs.len());
         let mut props = Vec::with_capacity(msgs.len());
-        for m in msgs {
+        let mut targets = Vec::with_capacity(msgs.len());
+        for (m, &queue_id) in msgs.iter().zip(queue_ids) {
             m.check(&inner.opts.limits)?;
             let id = inner.ids.next(now);
-            props.push(m.encode_properties_for_store(&id)?);
+            let mut p = m.encode_properties_for_store(&id)?;
+            // A delayed message waits in the schedule topic, carrying where
+            // it goes and when (see `crate::retry::schedule`).
+            match schedule::route(&inner.opts.delay_levels, now, m.delay_level(), m.deliver_at()) {
+                Some((level, due)) => {
+                    let (level_s, qid_s, due_s) = (level.to_string(), queue_id.to_string(), due.to_string());
+                    let add = [
+                        (DELAY, level_s.as_str()),
+                        (REAL_TOPIC, m.topic()),
+                        (REAL_QID, qid_s.as_str()),
+                        (DELAY_DUE_MS, due_s.as_str()),
+                    ];
+                    p = rewrite(&p, &[], &add)?;
+                    if p.len() > crate::commitlog::MAX_PROPERTIES_LEN {
+                        return Err(Error::MessageTooLarge {
+                            size: p.len() as u64,
+                            max: crate::commitlog::MAX_PROPERTIES_LEN as u64,
+                        });
+                    }
+                    targets.push((SCHEDULE_TOPIC, (level - 1) as u32));
+                }
+                None => targets.push((m.topic(), queue_id)),
+            }
+            props.push(p);
             ids.push(id);
         }
         let drafts: Vec<RecordDraft<'_>> = msgs
             .iter()
             .zip(&props)
-            .zip(queue_ids)
-            .map(|((m, p), &queue_id)| RecordDraft {
-                topic: m.topic(),
+            .zip(&targets)
+            .map(|((m, p), &(topic, queue_id))| RecordDraft {
+                topic,
                 queue_id,
                 flag: m.flag(),
                 born_timestamp: now,
@@ -254,29 +282,7 @@ impl Store {
                 ..RecordDraft::default()
             })
             .collect();
-        // Numbered under the append lock: queue order is log order.
-        let mut positions = Vec::with_capacity(drafts.len());
-        let (appended, durable) = inner.log.append_batch_assigned(&drafts, wait, |_, d| {
-            let mut next = inner.next_queue_offset.lock();
-            let slot = next.entry((d.topic.to_string(), d.queue_id)).or_insert(0);
-            let at = *slot;
-            *slot += 1;
-            positions.push(at);
-            at
-        })?;
-        let status = match durable {
-            Ok(()) => SendStatus::SendOk,
-            Err(Error::Timeout { .. }) => SendStatus::FlushDiskTimeout,
-            Err(e) => return Err(e),
-        };
-        match inner.opts.commit_log.flush_mode {
-            // Readable now: dispatch on this thread if nobody else is.
-            crate::commitlog::FlushMode::Async => super::dispatch::dispatch_inline(inner),
-            // Readable once committed; the flush thread's publish hook
-            // nudges the dispatcher then (this nudge covers a commit that
-            // already happened).
-            crate::commitlog::FlushMode::Sync => inner.dispatch.nudge(),
-        }
+        let (appended, positions, status) = append_numbered(inner, &drafts, wait)?;
         Ok(appended
             .into_iter()
             .zip(ids)
@@ -295,6 +301,41 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// Appends `drafts`, numbering each one's queue position under the commit
+/// log's append lock (so queue order is log order), and gets the records
+/// dispatched. Returns where each went, its queue offset, and whether the
+/// flush confirmed them in time. Every store-internal write (delayed
+/// delivery, send-back, dead-lettering) goes through here too.
+pub(crate) fn append_numbered(
+    inner: &super::Inner,
+    drafts: &[RecordDraft<'_>],
+    wait: Durability,
+) -> Result<(Vec<crate::commitlog::Appended>, Vec<u64>, SendStatus)> {
+    let mut positions = Vec::with_capacity(drafts.len());
+    let (appended, durable) = inner.log.append_batch_assigned(drafts, wait, |_, d| {
+        let mut next = inner.next_queue_offset.lock();
+        let slot = next.entry((d.topic.to_string(), d.queue_id)).or_insert(0);
+        let at = *slot;
+        *slot += 1;
+        positions.push(at);
+        at
+    })?;
+    let status = match durable {
+        Ok(()) => SendStatus::SendOk,
+        Err(Error::Timeout { .. }) => SendStatus::FlushDiskTimeout,
+        Err(e) => return Err(e),
+    };
+    match inner.opts.commit_log.flush_mode {
+        // Readable now: dispatch on this thread if nobody else is.
+        crate::commitlog::FlushMode::Async => super::dispatch::dispatch_inline(inner),
+        // Readable once committed; the flush thread's publish hook nudges
+        // the dispatcher then (this nudge covers a commit that already
+        // happened).
+        crate::commitlog::FlushMode::Sync => inner.dispatch.nudge(),
+    }
+    Ok((appended, positions, status))
 }
 
 type AsyncJob = (Message, Box<dyn SendCallback>);

@@ -89,6 +89,9 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
 /// [`Error::InvalidArgument`] for an invalid or reserved name.
 pub fn validate_user_topic(name: &str) -> Result<()> {
     validate_topic_name(name)?;
+    if name == crate::retry::SCHEDULE_TOPIC {
+        return Err(Error::InvalidArgument(format!("topic name {name:?} is the store's schedule topic")));
+    }
     if crate::dlq::is_reserved_topic(name) {
         return Err(Error::InvalidArgument(format!(
             "topic name {name:?} uses a reserved prefix ({} or {}); those topics belong to the store",
