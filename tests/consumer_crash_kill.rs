@@ -620,12 +620,16 @@ struct Observed {
     stderr: String,
 }
 
-/// Reads the persisted offsets; any entry but the group's on the topic is
-/// an error.
+/// Reads the persisted offsets; any entry but the group's on the topic (or
+/// on its retry topic, which the child's listeners never fail into, so it
+/// must stay at 0) is an error.
 fn read_committed(view: &StoreView) -> Result<Vec<Option<u64>>, String> {
     let entries = view.offsets().map_err(|e| format!("StoreView::offsets failed: {e} ({e:?})"))?;
     let mut out = vec![None; QUEUES as usize];
     for e in entries {
+        if e.group == GROUP && e.topic == mqstore::dlq::retry_topic(GROUP) && e.queue_id == 0 && e.offset == 0 {
+            continue;
+        }
         if e.group != GROUP || e.topic != TOPIC || e.queue_id >= QUEUES {
             return Err(format!("unexpected committed offset entry {e:?}"));
         }

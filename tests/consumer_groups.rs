@@ -6,7 +6,7 @@
 use mqstore::commitlog::CommitLogOptions;
 use mqstore::consumer::{ConsumeContext, ConsumeFrom, ConsumeStatus, MessageModel, OrderlyStatus};
 use mqstore::message::{Message, MessageExt};
-use mqstore::store::{HashByKeySelector, Store, StoreOptions};
+use mqstore::store::{HashByKeySelector, MessageQueue, Store, StoreOptions};
 use mqstore::topic::TopicConfig;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +19,12 @@ fn opts() -> StoreOptions {
         .max_body_size(4 << 10)
         .max_properties_size(1 << 10)
         .consume_queue_units_per_file(256)
+}
+
+/// The queues of `v` that are not a retry topic's (clustering members are
+/// assigned their group's retry queue too).
+fn user(v: Vec<MessageQueue>) -> Vec<MessageQueue> {
+    v.into_iter().filter(|q| !q.topic.starts_with("%RETRY%")).collect()
 }
 
 /// Every delivery, by consumer name: (body, queue, queue offset, attempt).
@@ -68,11 +74,11 @@ fn a_clustering_group_gets_every_message_exactly_once() {
         })
         .collect();
     // 8 queues over 3 members, averagely: 3 + 3 + 2, none shared.
-    let mut all: Vec<_> = consumers.iter().flat_map(|c| c.assigned_queues()).collect();
+    let mut all: Vec<_> = consumers.iter().flat_map(|c| user(c.assigned_queues())).collect();
     all.sort();
     all.dedup();
     assert_eq!(all.len(), 8);
-    assert_eq!(consumers.iter().map(|c| c.assigned_queues().len()).sum::<usize>(), 8);
+    assert_eq!(consumers.iter().map(|c| user(c.assigned_queues()).len()).sum::<usize>(), 8);
     for i in 0..2000 {
         store.send(Message::new("t", format!("m{i}"))).unwrap();
     }
@@ -177,7 +183,7 @@ fn broadcasting_delivers_everything_to_every_member() {
         })
         .collect();
     for c in &consumers {
-        assert_eq!(c.assigned_queues().len(), 3);
+        assert_eq!(user(c.assigned_queues()).len(), 3);
     }
     for i in 0..300 {
         store.send(Message::new("t", format!("m{i}"))).unwrap();
@@ -200,10 +206,37 @@ fn broadcasting_delivers_everything_to_every_member() {
     store.close().unwrap();
 }
 
+/// Moves `clock` forward by 10 s every millisecond until the returned
+/// guard drops, so retries sent back through the delay levels come due.
+fn run_clock(clock: Arc<mqstore::ManualClock>) -> impl Drop {
+    struct Stop(Arc<std::sync::atomic::AtomicBool>, Option<std::thread::JoinHandle<()>>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+            if let Some(h) = self.1.take() {
+                h.join().unwrap();
+            }
+        }
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    let h = std::thread::spawn(move || {
+        while !s.load(Ordering::SeqCst) {
+            clock.advance_ms(10_000);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    Stop(stop, Some(h))
+}
+
 #[test]
 fn reconsume_later_and_panics_redeliver_without_skipping() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), opts()).unwrap();
+    let clock = Arc::new(mqstore::ManualClock::new(1_000));
+    let cl = CommitLogOptions::default().segment_size(1 << 20).max_record_size(16 << 10).clock(clock.clone());
+    let opts = opts().commit_log_options(cl).delay_poll_interval(Duration::from_millis(1));
+    let store = Store::open(dir.path(), opts).unwrap();
+    let _clock = run_clock(clock);
     store.create_topic(TopicConfig::new("t", 2)).unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let log: Log = Arc::default();
@@ -228,7 +261,9 @@ fn reconsume_later_and_panics_redeliver_without_skipping() {
                     String::from_utf8(m.body().to_vec()).unwrap(),
                     m.queue_id(),
                     m.queue_offset().0,
-                    ctx.delivery_attempt,
+                    // Failed messages come back through the retry topic
+                    // with their reconsume count.
+                    ctx.delivery_attempt + m.reconsume_times(),
                 ));
             }
             ConsumeStatus::Success
@@ -248,6 +283,10 @@ fn reconsume_later_and_panics_redeliver_without_skipping() {
     for q in 0..2 {
         assert_eq!(store.committed_offset("g", "t", q), Some(store.max_offset("t", q).unwrap()));
     }
+    // Retries went through the group's retry topic, and nothing was
+    // dead-lettered (each message failed at most a few times).
+    assert!(store.max_offset("%RETRY%g", 0).unwrap() > 0);
+    assert_eq!(store.dlq_count("g").unwrap(), 0);
     store.close().unwrap();
 }
 
@@ -387,10 +426,10 @@ fn consumers_follow_topic_changes_and_store_close_commits_their_work() {
         .listener(recorder("c", &log))
         .start()
         .unwrap();
-    assert_eq!(c.assigned_queues().len(), 2);
+    assert_eq!(user(c.assigned_queues()).len(), 2);
     // More queues: the consumer gets them at once, not on the 20 s tick.
     store.create_topic(TopicConfig::new("t", 4)).unwrap();
-    assert_eq!(c.assigned_queues().len(), 4);
+    assert_eq!(user(c.assigned_queues()).len(), 4);
     for i in 0..100 {
         store.send(Message::new("t", format!("m{i}"))).unwrap();
     }
@@ -404,9 +443,9 @@ fn consumers_follow_topic_changes_and_store_close_commits_their_work() {
     }
     // Deleting the topic takes its queues away from consumers.
     let c = store.push_consumer("g").subscribe("t", "*").unwrap().listener(recorder("c", &log)).start().unwrap();
-    assert_eq!(c.assigned_queues().len(), 4);
+    assert_eq!(user(c.assigned_queues()).len(), 4);
     store.delete_topic("t").unwrap();
-    assert!(c.assigned_queues().is_empty());
+    assert!(user(c.assigned_queues()).is_empty());
     c.shutdown().unwrap();
     store.close().unwrap();
 }

@@ -51,6 +51,8 @@ struct Settings {
     max_cached_messages: usize,
     max_cached_bytes: u64,
     reconsume_delay: Duration,
+    /// As given: -1 means RocketMQ's default, 16.
+    max_reconsume_times: i32,
     suspend_interval: Duration,
     rebalance_interval: Duration,
     consume_from: ConsumeFrom,
@@ -65,6 +67,7 @@ impl Default for Settings {
             max_cached_messages: 1000,
             max_cached_bytes: 100 << 20,
             reconsume_delay: Duration::from_secs(1),
+            max_reconsume_times: -1,
             suspend_interval: Duration::from_secs(1),
             rebalance_interval: Duration::from_secs(20),
             consume_from: ConsumeFrom::LastOffset,
@@ -235,10 +238,28 @@ impl PushConsumerBuilder {
         self
     }
 
-    /// Delay before a batch that returned `ReconsumeLater` is delivered
-    /// again. Default 1 s.
+    /// Broadcasting only: delay before a batch that returned
+    /// `ReconsumeLater` is delivered again by this consumer (broadcast
+    /// messages have no retry topic). Default 1 s. Clustering consumers
+    /// send failed messages back through the group's retry topic instead,
+    /// and use this delay only if that send-back fails.
     pub fn reconsume_delay(mut self, d: Duration) -> Self {
         self.settings.reconsume_delay = d;
+        self
+    }
+
+    /// Failed deliveries after the first before a message goes to the
+    /// group's dead-letter queue (`%DLQ%<group>`): RocketMQ's
+    /// `maxReconsumeTimes`. Default -1, meaning 16 (as RocketMQ for
+    /// concurrent listeners); 0 to 65,535 otherwise. A concurrent listener's
+    /// failure number `n` (from 0) is retried through `%RETRY%<group>` at
+    /// delay level `3 + n` (10 s, 30 s, 1 min, ..., capped at the last
+    /// level); failure number `max` dead-letters it. An orderly listener's
+    /// message is retried in place after the suspend interval and
+    /// dead-lettered the same way, so a poison message never blocks its
+    /// queue forever (set a large value to retry longer).
+    pub fn max_reconsume_times(mut self, n: i32) -> Self {
+        self.settings.max_reconsume_times = n;
         self
     }
 
@@ -280,10 +301,25 @@ impl PushConsumerBuilder {
         if s.max_cached_messages == 0 || s.max_cached_bytes == 0 {
             return bad("flow control limits must be positive".into());
         }
+        if !(-1..=65_535).contains(&s.max_reconsume_times) {
+            return bad(format!("max_reconsume_times {} is outside -1..=65535", s.max_reconsume_times));
+        }
         for (topic, _) in &self.subscriptions {
             if self.store.topic(topic).is_none() {
                 return bad(format!("consumer group {}: topic {topic} does not exist", self.group));
             }
+        }
+        let mut subscriptions = self.subscriptions;
+        if self.model == MessageModel::Clustering {
+            // Every clustering member consumes the group's retry topic too
+            // (RocketMQ subscribes it automatically).
+            let retry = crate::dlq::retry_topic(&self.group);
+            crate::topic::validate_topic_name(&retry)?;
+            if self.store.topic(&retry).is_none() {
+                self.store.put_topic(crate::topic::TopicConfig::new(&retry, 1))?;
+            }
+            subscriptions.retain(|(t, _)| *t != retry);
+            subscriptions.push((retry, TagFilter::All));
         }
         let instance =
             self.instance.unwrap_or_else(|| format!("consumer-{}", NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed)));
@@ -303,7 +339,7 @@ impl PushConsumerBuilder {
             group: self.group.clone(),
             offset_group,
             model: self.model,
-            subscriptions: self.subscriptions,
+            subscriptions,
             strategy: self.strategy,
             listener,
             rebalance_listener: self.rebalance_listener,
@@ -492,6 +528,11 @@ impl Member {
         self.state.lock().queues.keys().cloned().collect()
     }
 
+    /// The maximum reconsume count in effect (-1 is RocketMQ's 16).
+    fn max_reconsume(&self) -> u32 {
+        u32::try_from(self.settings.max_reconsume_times).unwrap_or(crate::retry::DEFAULT_MAX_RECONSUME_TIMES)
+    }
+
     fn filter(&self, topic: &str) -> TagFilter {
         self.subscriptions.iter().find(|(t, _)| t == topic).map_or(TagFilter::All, |(_, f)| f.clone())
     }
@@ -541,8 +582,12 @@ impl Member {
         let mut starts = Vec::with_capacity(queues.len());
         for q in queues {
             let committed = store.committed_offset(&self.offset_group, &q.topic, q.queue_id);
+            let retry = q.topic.starts_with(crate::dlq::RETRY_TOPIC_PREFIX);
             let start = match committed {
                 Some(o) => o,
+                // A retry topic holds only this group's failed messages:
+                // always from its start (as RocketMQ).
+                None if retry => store.min_offset(&q.topic, q.queue_id).unwrap_or(0),
                 None => match self.settings.consume_from {
                     ConsumeFrom::LastOffset => store.max_offset(&q.topic, q.queue_id).unwrap_or(0),
                     ConsumeFrom::FirstOffset => store.min_offset(&q.topic, q.queue_id).unwrap_or(0),
@@ -705,7 +750,14 @@ impl Member {
         let mut moved = false;
         for (q, from) in targets {
             let filter = self.filter(&q.topic);
-            let r = self.store.pull(&q.topic, q.queue_id, from, self.settings.pull_batch_size, &filter)?;
+            let mut r = self.store.pull(&q.topic, q.queue_id, from, self.settings.pull_batch_size, &filter)?;
+            if q.topic.starts_with(crate::dlq::RETRY_TOPIC_PREFIX) {
+                // Listeners see a retry under its original topic.
+                for m in &mut r.messages {
+                    let original = crate::retry::sendback::original_topic(m).to_string();
+                    m.show_topic(&original);
+                }
+            }
             let mut tasks = Vec::new();
             let mut commit = None;
             {
@@ -816,6 +868,25 @@ impl Member {
                         ConsumeStatus::ReconsumeLater => failed.extend_from_slice(batch),
                     }
                 }
+                if self.model == MessageModel::Clustering && !failed.is_empty() {
+                    // Sent back (a delayed retry, or the dead-letter queue
+                    // past the maximum): acknowledged here. Kept for a local
+                    // re-delivery only if the send-back failed.
+                    failed.retain(|m| {
+                        let sent = crate::retry::sendback::send_back(
+                            &self.store,
+                            &self.group,
+                            m,
+                            m.reconsume_times(),
+                            self.max_reconsume(),
+                            false,
+                        );
+                        if sent.is_ok() {
+                            done.push(m.queue_offset().0);
+                        }
+                        sent.is_err()
+                    });
+                }
                 let now = self.now_ms();
                 let mut st = self.state.lock();
                 let delay = self.settings.reconsume_delay.as_millis() as u64;
@@ -844,8 +915,20 @@ impl Member {
                 self.drained.notify_all();
             }
             Listener::Orderly(l) => {
-                let status = catch_unwind(AssertUnwindSafe(|| l.consume(&task.msgs, &ctx)))
+                let mut status = catch_unwind(AssertUnwindSafe(|| l.consume(&task.msgs, &ctx)))
                     .unwrap_or(OrderlyStatus::SuspendCurrentQueueAMoment);
+                // The failure that reaches the maximum dead-letters the
+                // message and moves on, so the queue is never blocked
+                // forever (kept suspended if the dead-lettering failed).
+                let failures = task.attempt.saturating_sub(1);
+                if status == OrderlyStatus::SuspendCurrentQueueAMoment && failures >= self.max_reconsume() {
+                    let dead = task.msgs.iter().all(|m| {
+                        crate::retry::sendback::send_back(&self.store, &self.group, m, failures, 0, true).is_ok()
+                    });
+                    if dead {
+                        status = OrderlyStatus::Success;
+                    }
+                }
                 let now = self.now_ms();
                 let mut st = self.state.lock();
                 if let Some(pq) = st.queues.get_mut(&task.queue) {

@@ -1,8 +1,19 @@
 //! Dead-letter queues: messages that failed more than the maximum number of
-//! reconsume attempts are parked in `%DLQ%<group>` for a person to inspect.
+//! reconsume attempts are parked in `%DLQ%<group>` (one queue) for a person
+//! to inspect, resend or purge.
 //!
-//! This module currently provides the reserved topic names shared by the
-//! retry and dead-letter paths, with RocketMQ's prefixes.
+//! * the reserved topic names shared by the retry and dead-letter paths,
+//!   with RocketMQ's prefixes;
+//! * [`DeadLetter`] and the store's DLQ API
+//!   ([`Store::dlq_count`](crate::store::Store::dlq_count),
+//!   [`Store::dlq_list`](crate::store::Store::dlq_list),
+//!   [`Store::dlq_resend`](crate::store::Store::dlq_resend),
+//!   [`Store::dlq_purge`](crate::store::Store::dlq_purge)).
+
+mod api;
+
+pub(crate) use api::stored_sources;
+pub use api::{DeadLetter, DlqSelect, ResendTarget};
 
 /// Prefix of a consumer group's retry topic.
 pub const RETRY_TOPIC_PREFIX: &str = "%RETRY%";

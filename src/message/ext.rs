@@ -45,6 +45,10 @@ pub struct MessageExt {
     crc: u32,
     store_host: [u8; 4],
     store_port: u32,
+    /// The topic a consumer is shown instead of the stored one: a retry
+    /// message is delivered under its original topic (RocketMQ's
+    /// `resetRetryAndNamespace`).
+    shown_topic: Option<std::sync::Arc<str>>,
 }
 
 /// Equal when the stored bytes and the store host are (whether the
@@ -173,10 +177,12 @@ impl MessageExt {
             crc: h.crc,
             store_host: DEFAULT_STORE_HOST,
             store_port: DEFAULT_STORE_PORT,
+            shown_topic: None,
         })
     }
 
-    fn raw_properties(&self) -> &[u8] {
+    /// The stored properties blob (checked at construction).
+    pub(crate) fn raw_properties(&self) -> &[u8] {
         self.record.get(self.props.clone()).unwrap_or_default()
     }
 
@@ -188,11 +194,28 @@ impl MessageExt {
         self
     }
 
-    /// Topic the message is stored under.
+    /// Topic of the message: the one it is stored under, except for a
+    /// retry delivered by a push consumer, which shows its original topic
+    /// (as RocketMQ does; [`MessageExt::stored_topic`] has the retry
+    /// topic).
     #[must_use]
     pub fn topic(&self) -> &str {
+        match &self.shown_topic {
+            Some(t) => t,
+            None => self.stored_topic(),
+        }
+    }
+
+    /// Topic the message is stored under.
+    #[must_use]
+    pub fn stored_topic(&self) -> &str {
         // Checked at construction.
         self.record.get(self.topic.clone()).and_then(|t| std::str::from_utf8(t).ok()).unwrap_or_default()
+    }
+
+    /// Shows `topic` as the message's topic (a retry's original topic).
+    pub(crate) fn show_topic(&mut self, topic: &str) {
+        self.shown_topic = Some(topic.into());
     }
     /// Queue id within the topic.
     #[must_use]

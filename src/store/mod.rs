@@ -104,6 +104,9 @@ pub(crate) struct Inner {
     pub(crate) schedule: crate::retry::schedule::Scheduler,
     pub(crate) round_robin: RoundRobinSelector,
     pub(crate) async_sends: send::AsyncSends,
+    /// Per consumer group: the sources (`DLQ_SOURCE`) of its dead letters,
+    /// loaded on first use, so a message is dead-lettered once.
+    pub(crate) dead_letters: Mutex<HashMap<String, std::collections::HashSet<String>>>,
     /// Running push consumers, by group.
     pub(crate) consumers: crate::consumer::Registry,
     pub(crate) closed: AtomicBool,
@@ -138,6 +141,7 @@ impl Store {
             schedule: crate::retry::schedule::Scheduler::default(),
             round_robin: RoundRobinSelector::default(),
             async_sends: send::AsyncSends::default(),
+            dead_letters: Mutex::new(HashMap::new()),
             consumers: crate::consumer::Registry::default(),
             closed: AtomicBool::new(false),
             threads: Mutex::new(None),

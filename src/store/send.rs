@@ -216,6 +216,11 @@ impl Store {
         }
     }
 
+    /// The writable queues of `topic` (for store-internal resends).
+    pub(crate) fn write_queues_of(&self, topic: &str) -> Result<Vec<MessageQueue>> {
+        self.write_queues(topic)
+    }
+
     /// The writable queues of `topic`.
     fn write_queues(&self, topic: &str) -> Result<Vec<MessageQueue>> {
         self.ensure_open()?;
