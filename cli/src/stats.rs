@@ -137,8 +137,15 @@ fn idle_reason(g: &LiveGroup, m: &LiveMember) -> Option<&'static str> {
     if !m.is_idle() {
         return None;
     }
-    let held: std::collections::BTreeSet<_> = g.members.iter().flat_map(|m| m.queues.iter()).collect();
-    Some(if g.model == MessageModel::Clustering && g.members.len() > held.len() {
+    // Queues are shared out topic by topic (the group's retry topic is one
+    // of them): a member gets none when every topic has fewer queues than
+    // the group has members.
+    let mut per_topic: BTreeMap<&str, std::collections::BTreeSet<u32>> = BTreeMap::new();
+    for q in g.members.iter().flat_map(|m| m.queues.iter()) {
+        per_topic.entry(q.topic.as_str()).or_default().insert(q.queue_id);
+    }
+    let widest = per_topic.values().map(std::collections::BTreeSet::len).max().unwrap_or(0);
+    Some(if g.model == MessageModel::Clustering && g.members.len() > widest {
         "idle: more members than read queues"
     } else {
         "idle: no queue assigned"

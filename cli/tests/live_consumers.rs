@@ -65,9 +65,15 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// `owner` of every queue of the first topic of a `group progress --json`.
+/// Topic "orders" of a `group progress --json` (a clustering group also
+/// lists its retry topic).
+fn orders(p: &Value) -> &Value {
+    p["topics"].as_array().unwrap().iter().find(|t| t["topic"] == "orders").unwrap()
+}
+
+/// `owner` of every queue of topic "orders" of a `group progress --json`.
 fn owners(p: &Value) -> Vec<Value> {
-    p["topics"][0]["queues"].as_array().unwrap().iter().map(|q| q["owner"].clone()).collect()
+    orders(p)["queues"].as_array().unwrap().iter().map(|q| q["owner"].clone()).collect()
 }
 
 /// Rewrites the pid in `config/consumers` (payload offset 0, file offset
@@ -112,7 +118,9 @@ fn stats_and_progress_show_members_idle_members_and_owners_of_a_live_store() {
         c["groups"],
         json!([
             {"group": "billing", "model": "clustering", "members": [
-                {"id": "c1", "idle": false, "queues": [{"topic": "orders", "queue": 0}]},
+                // The group's retry topic has one queue; the first member
+                // holds it.
+                {"id": "c1", "idle": false, "queues": [{"topic": "%RETRY%billing", "queue": 0}, {"topic": "orders", "queue": 0}]},
                 {"id": "c2", "idle": false, "queues": [{"topic": "orders", "queue": 1}]},
                 {"id": "c3", "idle": true, "queues": []}]},
             {"group": "cache", "model": "broadcasting", "members": [
@@ -124,7 +132,7 @@ fn stats_and_progress_show_members_idle_members_and_owners_of_a_live_store() {
     let text = ok(STATS, dir, &[]);
     assert!(text.contains(&format!("live consumers (store held by pid {}):", std::process::id())), "{text}");
     assert!(text.contains("consumer group billing (clustering): 3 members\n"), "{text}");
-    assert!(text.contains("  member c1: orders:0\n"), "{text}");
+    assert!(text.contains("  member c1: %RETRY%billing:0 orders:0\n"), "{text}");
     assert!(text.contains("  member c3: idle: more members than read queues\n"), "{text}");
     assert!(text.contains("consumer group cache (broadcasting): 2 members\n"), "{text}");
     assert!(text.contains("  member n2: orders:0 orders:1\n"), "{text}");
@@ -133,12 +141,16 @@ fn stats_and_progress_show_members_idle_members_and_owners_of_a_live_store() {
     let p = ok_json(PROGRESS, dir, &["--group", "billing"]);
     assert_eq!(p["lag"], 0);
     assert_eq!(owners(&p), [json!("c1"), json!("c2")]);
-    assert_eq!(p["topics"][0]["queues"][0]["committed"], 3);
+    assert_eq!(orders(&p)["queues"][0]["committed"], 3);
     let text = ok(PROGRESS, dir, &["--group", "billing"]);
     let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+    // The retry topic comes first (its one queue held by c1), then orders.
     assert_eq!(
-        lines[2..],
+        lines[1..],
         [
+            vec!["topic", "%RETRY%billing:", "lag", "0"],
+            vec!["queue", "0", "committed", "-", "min", "0", "max", "0", "lag", "0", "owner", "c1"],
+            vec!["topic", "orders:", "lag", "0"],
             vec!["queue", "0", "committed", "3", "min", "0", "max", "3", "lag", "0", "owner", "c1"],
             vec!["queue", "1", "committed", "3", "min", "0", "max", "3", "lag", "0", "owner", "c2"],
         ],
@@ -148,7 +160,7 @@ fn stats_and_progress_show_members_idle_members_and_owners_of_a_live_store() {
     // member, so the group itself has none: shown from its live queues).
     let p = ok_json(PROGRESS, dir, &["--group", "cache"]);
     assert_eq!(owners(&p), [json!(["n1", "n2"]), json!(["n1", "n2"])]);
-    assert_eq!(p["topics"][0]["queues"][0]["committed"], Value::Null);
+    assert_eq!(orders(&p)["queues"][0]["committed"], Value::Null);
     assert!(ok(PROGRESS, dir, &["--group", "cache"]).contains("owner n1,n2"));
     // A group with no running member: nobody owns its queues.
     let p = ok_json(PROGRESS, dir, &["--group", "audit"]);
@@ -170,7 +182,7 @@ fn stats_and_progress_show_members_idle_members_and_owners_of_a_live_store() {
         assert_eq!(ok_json(STATS, dir, &[])["consumers"], Value::Null);
         let text = ok(STATS, dir, &[]);
         assert!(text.contains(&format!("config/consumers is stale (pid {} is not running)", u32::MAX)), "{text}");
-        assert!(ok_json(PROGRESS, dir, &["--group", "billing"])["topics"][0]["queues"][0].get("owner").is_none());
+        assert!(orders(&ok_json(PROGRESS, dir, &["--group", "billing"]))["queues"][0].get("owner").is_none());
     }
     std::fs::write(&file, saved).unwrap();
 
@@ -183,6 +195,6 @@ fn stats_and_progress_show_members_idle_members_and_owners_of_a_live_store() {
     assert_eq!(ok_json(STATS, dir, &[])["consumers"], Value::Null);
     assert!(!ok(STATS, dir, &[]).contains("consumer"));
     let p = ok_json(PROGRESS, dir, &["--group", "billing"]);
-    assert!(p["topics"][0]["queues"][0].get("owner").is_none(), "{p}");
+    assert!(orders(&p)["queues"][0].get("owner").is_none(), "{p}");
     assert!(!ok(PROGRESS, dir, &["--group", "billing"]).contains("owner"));
 }
