@@ -46,7 +46,9 @@ const CQ_CHUNK_UNITS: usize = 16 << 10;
 /// store.send(Message::new("orders", "hello"))?;
 /// // Works while the store is open.
 /// let view = StoreView::open(dir.path())?;
-/// assert_eq!(view.topics()?[0].name, "orders");
+/// // Sorted by name; the store's own schedule topic is listed too.
+/// let names: Vec<String> = view.topics()?.into_iter().map(|t| t.name).collect();
+/// assert_eq!(names, ["SCHEDULE_TOPIC_XXXX", "orders"]);
 /// let mut bodies = Vec::new();
 /// view.messages("orders", None, 0, 0, |m| {
 ///     bodies.push(m.body().clone());
