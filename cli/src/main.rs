@@ -3,13 +3,14 @@
 //! Read-only verbs: `verify` (full CRC scan of the commit log), `dump` (list
 //! its records), `print` (a topic's messages), `stats` (topics, queues,
 //! groups, lag), `group list` / `group progress` (consumer groups and their
-//! lag) and `offset reset` without `--execute` (a dry run). They take no
-//! lock and change nothing, so they can run beside a live store. Writing
-//! verbs: `produce`, `consume` and `offset reset --execute` open the store
-//! as an application would, taking its lock (a second writer fails at
-//! once). Exit status: 0 success, 1 error, 2 corruption found.
+//! lag), `dlq list` and `offset reset` / `dlq resend` without `--execute`
+//! (dry runs). They take no lock and change nothing, so they can run beside
+//! a live store. Writing verbs: `produce`, `consume`, `offset reset
+//! --execute` and `dlq resend --execute` open the store as an application
+//! would, taking its lock (a second writer fails at once). Exit status: 0 success, 1 error, 2 corruption found.
 
 mod consume;
+mod dlq;
 mod dump;
 mod group;
 mod message_line;
@@ -33,9 +34,10 @@ use std::process::ExitCode;
     version,
     about = "Admin tool for mqstore store directories",
     after_help = "Exit status: 0 success, 1 error (including bad arguments and a store \
-        locked by another writer), 2 corruption found. verify, dump, print, stats, group \
-        and offset reset without --execute are read-only and take no lock; produce, \
-        consume and offset reset --execute take the store's lock."
+        locked by another writer), 2 corruption found. verify, dump, print, stats, group, \
+        dlq list, and offset reset and dlq resend without --execute are read-only and take \
+        no lock; produce, consume, offset reset --execute and dlq resend --execute take the \
+        store's lock."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -52,6 +54,7 @@ enum Command {
     Stats(stats::StatsArgs),
     Group(group::GroupArgs),
     Offset(offset_reset::OffsetArgs),
+    Dlq(dlq::DlqArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Command::Stats(args) => stats::run(args),
         Command::Group(args) => group::run(args),
         Command::Offset(args) => offset_reset::run(args),
+        Command::Dlq(args) => dlq::run(args),
     };
     status.into()
 }

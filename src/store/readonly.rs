@@ -176,6 +176,27 @@ impl StoreView {
         Ok(out)
     }
 
+    /// The dead letters of consumer group `group`, oldest first: the
+    /// read-only twin of [`Store::dlq_list`](super::Store::dlq_list) (empty
+    /// when the group has none). Found by scanning the commit log, like
+    /// [`StoreView::messages`]; records of a dead-letter queue that was
+    /// purged are not listed.
+    pub fn dead_letters(&self, group: &str) -> Result<Vec<crate::dlq::DeadLetter>> {
+        crate::topic::validate_group_name(group)?;
+        let topic = crate::dlq::dlq_topic(group);
+        let Some(since) = TopicTable::open(self.storage.clone(), &self.root)?.since(&topic) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        self.messages(&topic, Some(0), 0, 0, |m| {
+            if m.physical_offset().0 >= since {
+                out.push(crate::dlq::DeadLetter::from_message(m));
+            }
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
     /// Delayed messages waiting, per delay level: `(level, waiting)` for
     /// every level whose schedule queue has entries, counted from the
     /// persisted delivery progress (`config/delay`). Beside a live writer
