@@ -275,7 +275,20 @@ fn dead_letters_are_listed_resent_and_purged() {
     let tail: Vec<(String, String)> = log.lock().unwrap()[3..].iter().map(|e| (e.1.clone(), e.3.clone())).collect();
     assert!(tail.contains(&("t".into(), "a".into())) && tail.contains(&("t".into(), "b".into())), "{tail:?}");
     assert_eq!(store.dlq_count("g").unwrap(), 2, "resending keeps the dead letters");
-    assert_eq!(store.dlq_purge("g").unwrap(), 2);
+    // Resent messages that fail again are dead-lettered again (once each).
+    fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(store.dlq_resend("g", &DlqSelect::All, ResendTarget::OriginalTopic).unwrap(), 2);
+    wait_for("dead again", || store.dlq_count("g").unwrap() == 4);
+    std::thread::sleep(SETTLE);
+    assert_eq!(store.dlq_count("g").unwrap(), 4);
+    let resends: Vec<Option<String>> = store
+        .dlq_list("g", 0, 10)
+        .unwrap()
+        .iter()
+        .map(|d| d.message.property("DLQ_RESENDS").map(String::from))
+        .collect();
+    assert_eq!(resends, [None, None, Some("1".into()), Some("1".into())]);
+    assert_eq!(store.dlq_purge("g").unwrap(), 4);
     assert_eq!(store.dlq_count("g").unwrap(), 0);
     assert!(store.dlq_list("g", 0, 10).unwrap().is_empty());
     consumer.shutdown().unwrap();

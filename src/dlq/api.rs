@@ -5,7 +5,7 @@ use crate::commitlog::{Durability, RecordDraft};
 use crate::error::{Error, Result};
 use crate::message::properties::{
     rewrite, CONSUME_START_TIME, DELAY, DELAY_DUE_MS, DELAY_SOURCE, DLQ_ORIGIN_MESSAGE_ID, DLQ_ORIGIN_TOPIC,
-    DLQ_SOURCE, MAX_RECONSUME_TIMES, ORIGIN_MESSAGE_ID, REAL_QID, REAL_TOPIC, RECONSUME_TIME, RETRY_TOPIC,
+    DLQ_RESENDS, DLQ_SOURCE, MAX_RECONSUME_TIMES, ORIGIN_MESSAGE_ID, REAL_QID, REAL_TOPIC, RECONSUME_TIME, RETRY_TOPIC,
     TIMER_DELIVER_MS,
 };
 use crate::message::MessageExt;
@@ -93,14 +93,12 @@ pub enum ResendTarget {
     RetryTopic,
 }
 
-/// The `DLQ_SOURCE` of every dead letter stored in `topic` (empty if the
-/// topic does not exist).
-pub(crate) fn stored_sources(store: &Store, topic: &str) -> Result<HashSet<String>> {
+/// The deduplication key ([`crate::retry::sendback::dlq_key`]) of every
+/// dead letter stored in `topic` (empty if the topic does not exist).
+pub(crate) fn stored_keys(store: &Store, topic: &str) -> Result<HashSet<String>> {
     let mut out = HashSet::new();
     walk(store, topic, 0, usize::MAX, |m| {
-        if let Some(s) = m.property(DLQ_SOURCE) {
-            out.insert(s.to_string());
-        }
+        out.insert(crate::retry::sendback::dlq_key(&m));
     })?;
     Ok(out)
 }
@@ -174,6 +172,10 @@ impl Store {
         // Check every destination before sending anything.
         let mut plans = Vec::with_capacity(letters.len());
         for d in &letters {
+            // One more resend: if it fails past the maximum again it is
+            // dead-lettered again (a new generation of the same id).
+            let resends = d.message.property(DLQ_RESENDS).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            let resends = resends.saturating_add(1).to_string();
             let (topic, queue_id, props) = match target {
                 ResendTarget::OriginalTopic => {
                     let queues = self.write_queues_of(&d.original_topic)?;
@@ -181,11 +183,13 @@ impl Store {
                     let q = queues.get(i).map_or(0, |q| q.queue_id);
                     let mut remove = BOOKKEEPING.to_vec();
                     remove.extend([RETRY_TOPIC, ORIGIN_MESSAGE_ID]);
-                    (d.original_topic.clone(), q, rewrite(d.message.raw_properties(), &remove, &[])?)
+                    let add = [(DLQ_RESENDS, resends.as_str())];
+                    (d.original_topic.clone(), q, rewrite(d.message.raw_properties(), &remove, &add)?)
                 }
                 ResendTarget::RetryTopic => {
                     let props = d.message.raw_properties();
-                    (retry.clone(), 0, rewrite(props, &BOOKKEEPING, &[(RETRY_TOPIC, d.original_topic.as_str())])?)
+                    let add = [(RETRY_TOPIC, d.original_topic.as_str()), (DLQ_RESENDS, resends.as_str())];
+                    (retry.clone(), 0, rewrite(props, &BOOKKEEPING, &add)?)
                 }
             };
             plans.push((topic, queue_id, props));

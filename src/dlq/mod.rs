@@ -12,7 +12,7 @@
 
 mod api;
 
-pub(crate) use api::stored_sources;
+pub(crate) use api::stored_keys;
 pub use api::{DeadLetter, DlqSelect, ResendTarget};
 
 /// Prefix of a consumer group's retry topic.

@@ -69,9 +69,14 @@ pub const DELAY_DUE_MS: &str = "DELAY_DUE_MS";
 /// delivered, so a crash neither loses nor repeats a delivery.
 pub const DELAY_SOURCE: &str = "DELAY_SOURCE";
 /// On a dead-lettered record: the record whose failures sent it there,
-/// `<topic>:<queue id>:<queue offset>`, so a crash between dead-lettering
-/// and committing the offset does not dead-letter it twice.
+/// `<topic>:<queue id>:<queue offset>` (for people; deduplication uses the
+/// unique id and [`DLQ_RESENDS`]).
 pub const DLQ_SOURCE: &str = "DLQ_SOURCE";
+/// How many times the message was resent from a dead-letter queue (absent:
+/// never). A message is dead-lettered at most once per value, so a
+/// duplicate delivery after a crash never dead-letters it twice, while a
+/// resent message that fails again is dead-lettered again.
+pub const DLQ_RESENDS: &str = "DLQ_RESENDS";
 /// Original topic of a dead-lettered message.
 pub const DLQ_ORIGIN_TOPIC: &str = "DLQ_ORIGIN_TOPIC";
 /// Original message id of a dead-lettered message.
@@ -98,6 +103,7 @@ pub const RESERVED_PROPERTIES: &[&str] = &[
     DELAY_DUE_MS,
     DELAY_SOURCE,
     DLQ_SOURCE,
+    DLQ_RESENDS,
 ];
 
 /// True when `name` is one of [`RESERVED_PROPERTIES`].
@@ -329,6 +335,6 @@ mod tests {
     fn reserved_names_use_rocketmq_spellings() {
         assert!(is_reserved("UNIQ_KEY") && is_reserved("REAL_QID") && is_reserved("CONSUME_START_TIME"));
         assert!(!is_reserved("tags") && !is_reserved("my-prop"));
-        assert_eq!(RESERVED_PROPERTIES.len(), 18);
+        assert_eq!(RESERVED_PROPERTIES.len(), 19);
     }
 }

@@ -14,7 +14,7 @@ use crate::dlq::{dlq_topic, retry_topic};
 use crate::error::{Error, Result};
 use crate::message::properties::{
     rewrite, CONSUME_START_TIME, DELAY, DELAY_DUE_MS, DELAY_SOURCE, DLQ_ORIGIN_MESSAGE_ID, DLQ_ORIGIN_TOPIC,
-    DLQ_SOURCE, MAX_RECONSUME_TIMES, ORIGIN_MESSAGE_ID, REAL_QID, REAL_TOPIC, RECONSUME_TIME, RETRY_TOPIC,
+    DLQ_RESENDS, DLQ_SOURCE, MAX_RECONSUME_TIMES, ORIGIN_MESSAGE_ID, REAL_QID, REAL_TOPIC, RECONSUME_TIME, RETRY_TOPIC,
     TIMER_DELIVER_MS,
 };
 use crate::message::MessageExt;
@@ -47,6 +47,16 @@ pub(crate) fn original_topic(msg: &MessageExt) -> &str {
 /// from.
 pub(crate) fn dlq_source(msg: &MessageExt) -> String {
     format!("{}:{}:{}", msg.stored_topic(), msg.queue_id(), msg.queue_offset().0)
+}
+
+/// What makes a dead letter unique within its group: the message's unique
+/// id and how often it was resent from the queue. Copies of one message
+/// made by at-least-once redelivery (a crash between a send-back and its
+/// offset commit duplicates the retry chain) share it, so only the first
+/// to fail past the maximum is dead-lettered.
+pub(crate) fn dlq_key(msg: &MessageExt) -> String {
+    let id = msg.msg_id().map_or_else(|| dlq_source(msg), str::to_string);
+    format!("{id}#{}", msg.property(DLQ_RESENDS).unwrap_or("0"))
 }
 
 /// Properties a message leaves behind when the store re-addresses it.
@@ -100,14 +110,15 @@ fn send_to_dlq(store: &Store, group: &str, msg: &MessageExt, failures: u32) -> R
     let inner = &store.inner;
     let topic = dlq_topic(group);
     let source = dlq_source(msg);
+    let key = dlq_key(msg);
     // One dead-lettering per group at a time, so the check and the write
-    // cannot interleave with a second one for the same source.
+    // cannot interleave with a second one for the same message.
     let mut seen = inner.dead_letters.lock();
     let sources = match seen.entry(group.to_string()) {
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-        std::collections::hash_map::Entry::Vacant(e) => e.insert(crate::dlq::stored_sources(store, &topic)?),
+        std::collections::hash_map::Entry::Vacant(e) => e.insert(crate::dlq::stored_keys(store, &topic)?),
     };
-    if sources.contains(&source) {
+    if sources.contains(&key) {
         return Ok(SentBack::AlreadyDeadLettered);
     }
     if store.topic(&topic).is_none() {
@@ -126,7 +137,7 @@ fn send_to_dlq(store: &Store, group: &str, msg: &MessageExt, failures: u32) -> R
     ];
     let props = rewrite(msg.raw_properties(), &SCHEDULE_BOOKKEEPING, &add)?;
     store_copy(store, &topic, 0, msg, failures, &props)?;
-    sources.insert(source);
+    sources.insert(key);
     Ok(SentBack::DeadLettered)
 }
 
