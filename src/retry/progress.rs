@@ -70,6 +70,15 @@ mod tests {
     use super::*;
     use crate::storage::StdStorage;
 
+    /// FORMAT.md section 11.9: these values are the format.
+    #[test]
+    fn format_constants_are_pinned() {
+        assert_eq!(PROGRESS_MAGIC, *b"\x8DMQY\r\n\x1A\n");
+        assert_eq!(PROGRESS_VERSION, 1);
+        assert_eq!(MAX_PAYLOAD, 516);
+        assert_eq!(PROGRESS_FILE, "delay");
+    }
+
     #[test]
     fn round_trip_and_missing() {
         let dir = tempfile::tempdir().unwrap();
