@@ -145,10 +145,10 @@ fn parse_source(v: &str) -> Option<(usize, u64)> {
 }
 
 impl Scheduler {
-    /// Dispatch saw a record with these properties: if the delivery thread
-    /// wrote it, its source entry is delivered.
-    pub(crate) fn note_dispatched(&self, props: &[u8]) {
-        if let Some((l, at)) = lookup(props, DELAY_SOURCE).and_then(parse_source) {
+    /// Dispatch saw a record whose [`DELAY_SOURCE`] is `source`: the
+    /// delivery thread wrote it, so its source entry is delivered.
+    pub(crate) fn note_dispatched(&self, source: &str) {
+        if let Some((l, at)) = parse_source(source) {
             self.confirmed[l - 1].fetch_max(at.saturating_add(1), Ordering::AcqRel);
         }
     }

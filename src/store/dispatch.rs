@@ -12,7 +12,7 @@ use crate::commitlog::wake::Broadcast;
 use crate::commitlog::Record;
 use crate::consumequeue::{tag_hash, CqUnit};
 use crate::error::{CorruptionKind, Error, Result};
-use crate::message::properties::{lookup, pairs, DELAY_DUE_MS, TAGS};
+use crate::message::properties::{pairs, DELAY_DUE_MS, DELAY_SOURCE, TAGS};
 use crate::offset::{PhysicalOffset, QueueOffset};
 use crate::retry::SCHEDULE_TOPIC;
 use parking_lot::{Condvar, Mutex};
@@ -144,14 +144,16 @@ fn apply(inner: &Inner, rec: &Record) -> Result<Applied> {
         Some(since) if rec.offset().get() >= since => {}
         _ => return Ok(Applied::Skipped),
     }
-    // Checked without allocating: dispatch runs once per message.
+    // One pass, without allocating: dispatch runs once per message.
     let props = rec.properties();
-    if pairs(&props).any(|p| p.is_err()) {
+    let Some(found) = scan_properties(&props) else {
         return Err(corrupt_record(inner, rec, "properties"));
-    }
-    let tag = unit_tag(topic, &props);
+    };
+    let tag = found.unit_tag(topic);
     // A record the delivery thread wrote: its source entry is delivered.
-    inner.schedule.note_dispatched(&props);
+    if let Some(source) = found.delay_source {
+        inner.schedule.note_dispatched(source);
+    }
     let unit = CqUnit { physical_offset: rec.offset(), size: rec.size(), tag_hash: tag };
     let q = inner.queues.get_or_create(topic, rec.queue_id())?;
     let at = QueueOffset(rec.queue_offset());
@@ -178,14 +180,40 @@ fn apply(inner: &Inner, rec: &Record) -> Result<Applied> {
     }
 }
 
-/// The tag hash of a record's unit: the hash of its tag, except in the
-/// schedule topic, where it is the due time (as RocketMQ), so the delivery
-/// thread plans from units alone.
-fn unit_tag(topic: &str, props: &[u8]) -> u64 {
-    if topic == SCHEDULE_TOPIC {
-        lookup(props, DELAY_DUE_MS).and_then(|v| v.parse().ok()).unwrap_or(0)
-    } else {
-        lookup(props, TAGS).map_or(0, tag_hash)
+/// The properties dispatch needs, found in one pass (the last value of a
+/// repeated name wins, as when decoding).
+#[derive(Default)]
+struct Found<'a> {
+    tags: Option<&'a str>,
+    due: Option<&'a str>,
+    delay_source: Option<&'a str>,
+}
+
+/// Checks every pair of `props` and picks out what dispatch needs; `None`
+/// if a pair does not decode.
+fn scan_properties(props: &[u8]) -> Option<Found<'_>> {
+    let mut f = Found::default();
+    for pair in pairs(props) {
+        match pair.ok()? {
+            (TAGS, v) => f.tags = Some(v),
+            (DELAY_DUE_MS, v) => f.due = Some(v),
+            (DELAY_SOURCE, v) => f.delay_source = Some(v),
+            _ => {}
+        }
+    }
+    Some(f)
+}
+
+impl Found<'_> {
+    /// The tag hash of the record's unit: the hash of its tag, except in
+    /// the schedule topic, where it is the due time (as RocketMQ), so the
+    /// delivery thread plans from units alone.
+    fn unit_tag(&self, topic: &str) -> u64 {
+        if topic == SCHEDULE_TOPIC {
+            self.due.and_then(|v| v.parse().ok()).unwrap_or(0)
+        } else {
+            self.tags.map_or(0, tag_hash)
+        }
     }
 }
 
@@ -311,10 +339,10 @@ pub(crate) fn rebuild_queue(inner: &Inner, topic: &str, queue_id: u32) -> Result
             continue;
         }
         let props = rec.properties();
-        if pairs(&props).any(|p| p.is_err()) {
+        let Some(found) = scan_properties(&props) else {
             return Err(corrupt_record(inner, &rec, "properties"));
-        }
-        let tag = unit_tag(topic, &props);
+        };
+        let tag = found.unit_tag(topic);
         units.push((rec.queue_offset(), CqUnit { physical_offset: rec.offset(), size: rec.size(), tag_hash: tag }));
     }
     inner.queues.remove_queue(topic, queue_id)?;
