@@ -153,6 +153,15 @@ impl Scheduler {
         }
     }
 
+    /// Dispatch put entry `at` into schedule queue `queue_id`: wakes the
+    /// thread if it is that level's next entry (a new head).
+    pub(crate) fn dispatched_entry(&self, queue_id: u32, at: u64) {
+        let head = self.confirmed.get(queue_id as usize).map(|c| c.load(Ordering::Acquire));
+        if head.is_some_and(|h| at <= h) {
+            self.nudge();
+        }
+    }
+
     /// New entries may be due sooner than the thread planned.
     pub(crate) fn nudge(&self) {
         let mut w = self.wake.lock();

@@ -168,8 +168,11 @@ fn apply(inner: &Inner, rec: &Record) -> Result<Applied> {
     }
     match q.put(at, unit) {
         Ok(()) => {
+            // A new head of its level may be due before the delivery
+            // thread's next planned wake-up; entries behind a head never
+            // are (each level is one delay), so they need no wake-up.
             if topic == SCHEDULE_TOPIC {
-                inner.schedule.nudge();
+                inner.schedule.dispatched_entry(rec.queue_id(), at.0);
             }
             Ok(Applied::Ok)
         }

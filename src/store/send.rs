@@ -4,7 +4,7 @@
 use super::Store;
 use crate::commitlog::{Durability, RecordDraft};
 use crate::error::{Error, Result};
-use crate::message::properties::{rewrite, DELAY, DELAY_DUE_MS, REAL_QID, REAL_TOPIC};
+use crate::message::properties::{push_pair, DELAY, DELAY_DUE_MS, REAL_QID, REAL_TOPIC};
 use crate::message::Message;
 use crate::offset::PhysicalOffset;
 use crate::retry::{schedule, SCHEDULE_TOPIC};
@@ -252,14 +252,15 @@ impl Store {
             // it goes and when (see `crate::retry::schedule`).
             match schedule::route(&inner.opts.delay_levels, now, m.delay_level(), m.deliver_at()) {
                 Some((level, due)) => {
-                    let (level_s, qid_s, due_s) = (level.to_string(), queue_id.to_string(), due.to_string());
-                    let add = [
-                        (DELAY, level_s.as_str()),
-                        (REAL_TOPIC, m.topic()),
-                        (REAL_QID, qid_s.as_str()),
-                        (DELAY_DUE_MS, due_s.as_str()),
-                    ];
-                    p = rewrite(&p, &[], &add)?;
+                    // Appended as they are: the store's own names are never
+                    // among the message's properties (`check` refuses them),
+                    // and a delay level is already there as DELAY.
+                    if m.delay_level().is_none() {
+                        push_pair(&mut p, DELAY, &level.to_string())?;
+                    }
+                    push_pair(&mut p, REAL_TOPIC, m.topic())?;
+                    push_pair(&mut p, REAL_QID, &queue_id.to_string())?;
+                    push_pair(&mut p, DELAY_DUE_MS, &due.to_string())?;
                     if p.len() > crate::commitlog::MAX_PROPERTIES_LEN {
                         return Err(Error::MessageTooLarge {
                             size: p.len() as u64,
