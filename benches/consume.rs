@@ -737,9 +737,7 @@ fn bench_latency(c: &mut Criterion) {
 }
 
 fn main() {
-    if let Ok(v) = std::env::var("MQSTORE_BENCH_INTERLEAVED") {
-        let rounds: usize = v.trim().parse().expect("MQSTORE_BENCH_INTERLEAVED must be a round count");
-        assert!(rounds > 0, "MQSTORE_BENCH_INTERLEAVED must be at least 1");
+    if let Some(rounds) = interleaved_rounds() {
         run_interleaved(rounds);
         return;
     }

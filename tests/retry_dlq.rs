@@ -32,6 +32,16 @@ fn open(dir: &std::path::Path, clock: &Arc<ManualClock>) -> Store {
 /// (clock at delivery, topic shown, reconsume times, body) of every call.
 type Log = Arc<Mutex<Vec<(u64, String, u32, String)>>>;
 
+/// A store on a manual clock at `T0` with topic "t" of `queues` queues,
+/// and an empty delivery log.
+fn setup(queues: u32) -> (tempfile::TempDir, Arc<ManualClock>, Store, Log) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = open(dir.path(), &clock);
+    store.create_topic(TopicConfig::new("t", queues)).unwrap();
+    (dir, clock, store, Log::default())
+}
+
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !f() {
@@ -46,11 +56,7 @@ fn entry(clock: &ManualClock, m: &MessageExt) -> (u64, String, u32, String) {
 
 #[test]
 fn failures_escalate_through_level_3_plus_n_then_dead_letter_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(T0));
-    let store = open(dir.path(), &clock);
-    store.create_topic(TopicConfig::new("t", 1)).unwrap();
-    let log: Log = Arc::default();
+    let (_dir, clock, store, log) = setup(1);
     let (l, c) = (log.clone(), clock.clone());
     let consumer = store
         .push_consumer("g")
@@ -129,11 +135,7 @@ fn run_until(clock: &ManualClock, what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn exactly_max_retries_then_one_dead_letter_and_never_both() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(T0));
-    let store = open(dir.path(), &clock);
-    store.create_topic(TopicConfig::new("t", 2)).unwrap();
-    let log: Log = Arc::default();
+    let (_dir, clock, store, log) = setup(2);
     let consumer = store
         .push_consumer("g")
         .subscribe("t", "*")
@@ -189,11 +191,7 @@ fn exactly_max_retries_then_one_dead_letter_and_never_both() {
 
 #[test]
 fn orderly_listener_dead_letters_a_poison_message_instead_of_blocking() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(T0));
-    let store = open(dir.path(), &clock);
-    store.create_topic(TopicConfig::new("t", 1)).unwrap();
-    let log: Log = Arc::default();
+    let (_dir, clock, store, log) = setup(1);
     let (l, c) = (log.clone(), clock.clone());
     let consumer = store
         .push_consumer("g")
@@ -227,11 +225,7 @@ fn orderly_listener_dead_letters_a_poison_message_instead_of_blocking() {
 
 #[test]
 fn dead_letters_are_listed_resent_and_purged() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(T0));
-    let store = open(dir.path(), &clock);
-    store.create_topic(TopicConfig::new("t", 1)).unwrap();
-    let log: Log = Arc::default();
+    let (dir, clock, store, log) = setup(1);
     let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let (l, c, f) = (log.clone(), clock.clone(), fail.clone());
     let listener = move |msgs: &[MessageExt], _: &ConsumeContext| {

@@ -20,6 +20,15 @@ pub fn scale() -> usize {
     std::env::var("MQSTORE_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).filter(|&n| n > 0).unwrap_or(1)
 }
 
+/// The round count of the interleaved mode (`MQSTORE_BENCH_INTERLEAVED`),
+/// or `None` for criterion mode.
+pub fn interleaved_rounds() -> Option<usize> {
+    let v = std::env::var("MQSTORE_BENCH_INTERLEAVED").ok()?;
+    let rounds: usize = v.trim().parse().expect("MQSTORE_BENCH_INTERLEAVED must be a round count");
+    assert!(rounds > 0, "MQSTORE_BENCH_INTERLEAVED must be at least 1");
+    Some(rounds)
+}
+
 /// A fresh directory under [`BENCH_ROOT`], removed on drop.
 pub fn bench_dir(label: &str) -> tempfile::TempDir {
     std::fs::create_dir_all(BENCH_ROOT).expect("create bench root");
