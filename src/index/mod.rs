@@ -1,8 +1,16 @@
 //! The message index: a durable hash index from `topic#key` and
 //! `topic#unique id` to commit-log offsets (RocketMQ's IndexFile shape).
 //!
-//! This module currently provides how index keys are formed and hashed;
-//! the index files build on these.
+//! This module currently provides how index keys are formed and hashed and
+//! the index file itself ([`file`]: a preallocated, mapped, chained hash
+//! table with checksummed entries and crash recovery); the store's index
+//! (rolling files, feeding from dispatch, queries) builds on these.
+
+pub(crate) mod file;
+pub(crate) mod set;
+
+pub use file::{IndexFileRecovery, IndexFileSize};
+pub use set::{Index, IndexRecovery};
 
 /// The index key of `key` in `topic`, as RocketMQ builds it.
 ///

@@ -1,0 +1,291 @@
+//! The store's index: the index files under `index/`, named by the
+//! physical offset of the first record they may index (20 digits), rolled
+//! when full, fed in commit-log order.
+//!
+//! Invariants: files are in ascending order of their names and of the
+//! offsets they hold; only the newest file is written; every older file is
+//! full and sealed. Everything below the newest entry's record is indexed
+//! (the index resumes at that record after a crash: its keys may be
+//! indexed twice, which lookups fold).
+
+use super::file::{IndexFile, IndexFileSize};
+use crate::error::{Error, Result};
+use crate::storage::Storage;
+use parking_lot::{Mutex, RwLock};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Directory of the index files under the store root.
+pub(crate) const INDEX_DIR: &str = "index";
+
+/// What index recovery did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexRecovery {
+    /// Index files kept.
+    pub files: usize,
+    /// Entries kept in them.
+    pub entries: u64,
+    /// Damaged files removed (with every newer file): their records are
+    /// indexed again from the commit log.
+    pub files_removed: usize,
+}
+
+/// A durable multimap from keys to commit-log offsets, in index files
+/// under `<root>/index/` (RocketMQ's IndexFile shape, with checksummed
+/// entries and crash recovery). The store feeds it from dispatch; it also
+/// works on its own, like [`CommitLog`](crate::commitlog::CommitLog).
+///
+/// ```
+/// use mqstore::index::{Index, IndexFileSize};
+/// use std::sync::Arc;
+/// # fn main() -> mqstore::Result<()> {
+/// let dir = tempfile::tempdir().map_err(|e| mqstore::Error::InvalidArgument(e.to_string()))?;
+/// let size = IndexFileSize { slots: 1024, max_entries: 4096 };
+/// let storage = Arc::new(mqstore::storage::StdStorage);
+/// let (index, _) = Index::open(storage.clone(), dir.path(), size, u64::MAX)?;
+/// index.put(["orders#o-1", "orders#o-2"], 4_096, 1_700_000_000_000, 0)?;
+/// index.put(["orders#o-1"], 8_192, 1_700_000_000_500, 0)?;
+/// assert_eq!(index.lookup("orders#o-1", 0, u64::MAX, 10), [8_192, 4_096]);
+/// index.flush()?;
+/// drop(index);
+/// // Reopened: everything is still there.
+/// let (index, report) = Index::open(storage, dir.path(), size, u64::MAX)?;
+/// assert_eq!((report.files, report.entries), (1, 3));
+/// assert_eq!(index.lookup("orders#o-2", 0, u64::MAX, 10), [4_096]);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Index {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    size: IndexFileSize,
+    /// Ascending by first offset.
+    files: RwLock<Vec<Arc<IndexFile>>>,
+    /// Serialises writers (dispatch, recovery, flush).
+    writer: Mutex<()>,
+}
+
+fn file_name(first_phy: u64) -> String {
+    format!("{first_phy:020}")
+}
+
+fn parse_name(name: &str) -> Option<u64> {
+    (name.len() == 20 && name.bytes().all(|b| b.is_ascii_digit())).then(|| name.parse().ok()).flatten()
+}
+
+impl Index {
+    /// Opens (or starts) the index files of `root` with files of `size`
+    /// for new files (existing files keep theirs), keeping only entries of
+    /// records below `log_end` (the commit log's end: entries of records a
+    /// crash cut off go). A damaged file is removed with every newer one;
+    /// [`Index::resume_at`] then says where indexing must resume.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        root: &Path,
+        size: IndexFileSize,
+        log_end: u64,
+    ) -> Result<(Self, IndexRecovery)> {
+        let dir = root.join(INDEX_DIR);
+        let mut report = IndexRecovery::default();
+        let mut files: Vec<Arc<IndexFile>> = Vec::new();
+        if storage.exists(&dir).map_err(|e| Error::io("stat directory", &dir, e))? {
+            let mut names: Vec<(u64, String)> = storage
+                .list_dir(&dir)
+                .map_err(|e| Error::io("list directory", &dir, e))?
+                .into_iter()
+                .filter_map(|n| parse_name(&n).map(|p| (p, n)))
+                .collect();
+            names.sort();
+            let mut damaged_from = None;
+            for (i, (first, name)) in names.iter().enumerate() {
+                let path = dir.join(name);
+                // Files for records the log no longer has go entirely.
+                if *first >= log_end && *first > 0 {
+                    damaged_from = Some(i);
+                    break;
+                }
+                match IndexFile::open(storage.as_ref(), &path, log_end) {
+                    Ok((f, r)) if f.first_phy == *first => {
+                        report.entries += u64::from(r.entries);
+                        // Only the newest file may be unsealed.
+                        if let Some(prev) = files.last() {
+                            if !prev.is_sealed() {
+                                damaged_from = Some(i - 1);
+                                break;
+                            }
+                        }
+                        files.push(Arc::new(f));
+                    }
+                    Ok(_) | Err(Error::Corruption { .. }) => {
+                        damaged_from = Some(i);
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if let Some(from) = damaged_from {
+                files.truncate(from);
+                for (_, name) in &names[from..] {
+                    let path = dir.join(name);
+                    storage.remove_file(&path).map_err(|e| Error::io("remove index file", &path, e))?;
+                    report.files_removed += 1;
+                }
+                storage.sync_dir(&dir).map_err(|e| Error::io("sync index directory", &dir, e))?;
+                report.entries = files.iter().map(|f| u64::from(f.count())).sum();
+            }
+        }
+        report.files = files.len();
+        let index = Self { storage, dir, size, files: RwLock::new(files), writer: Mutex::new(()) };
+        Ok((index, report))
+    }
+
+    /// Where indexing resumes: the record of the newest entry (indexed
+    /// again, in case the crash came between its keys), or `None` when the
+    /// index is empty (index from the start of the log).
+    pub fn resume_at(&self) -> Option<u64> {
+        let files = self.files.read();
+        let newest = files.iter().rev().find(|f| f.count() > 0)?;
+        Some(newest.last_phy())
+    }
+
+    /// Indexes `keys` of the record at `phy` stored at `ts` (a new file,
+    /// when one is needed, records `created_ms`). Records must come in
+    /// commit-log order; records below the newest entry's are already
+    /// indexed and skipped.
+    pub fn put<'a>(&self, keys: impl IntoIterator<Item = &'a str>, phy: u64, ts: u64, created_ms: u64) -> Result<()> {
+        let _w = self.writer.lock();
+        if self.resume_at().is_some_and(|last| phy < last) {
+            return Ok(());
+        }
+        for key in keys {
+            let active = self.files.read().last().cloned();
+            let active = match active {
+                Some(f) if !f.is_full() => f,
+                full => {
+                    if let Some(f) = full {
+                        f.seal()?;
+                    }
+                    self.roll(phy, created_ms)?
+                }
+            };
+            if !active.put(key, phy, ts)? {
+                return Err(Error::InvalidArgument("a new index file is full".into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn roll(&self, first_phy: u64, created_ms: u64) -> Result<Arc<IndexFile>> {
+        self.storage.create_dir_all(&self.dir).map_err(|e| Error::io("create directory", &self.dir, e))?;
+        let path = self.dir.join(file_name(first_phy));
+        let f = Arc::new(IndexFile::create(self.storage.as_ref(), &path, self.size, first_phy, created_ms)?);
+        self.files.write().push(f.clone());
+        Ok(f)
+    }
+
+    /// Writes the newest file's new entries to disk.
+    pub fn flush(&self) -> Result<()> {
+        let _w = self.writer.lock();
+        let active = self.files.read().last().cloned();
+        match active {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Physical offsets of up to `max` records whose index entries match
+    /// `key` and whose store time is in `[begin, end]`, newest first,
+    /// without repeats. Candidates: the caller checks the records' keys.
+    pub fn lookup(&self, key: &str, begin: u64, end: u64, max: usize) -> Vec<u64> {
+        let files: Vec<Arc<IndexFile>> = self.files.read().clone();
+        let mut found = Vec::new();
+        for f in files.iter().rev() {
+            if found.len() >= max {
+                break;
+            }
+            match f.time_range() {
+                Some((lo, hi)) if lo <= end && begin <= hi => {}
+                _ => continue,
+            }
+            let mut part = Vec::new();
+            f.lookup(key, begin, end, usize::MAX, &mut part);
+            for (phy, _) in part {
+                if found.last() != Some(&phy) && !found.contains(&phy) {
+                    found.push(phy);
+                }
+            }
+        }
+        found.truncate(max);
+        found
+    }
+
+    /// Index files and their entries.
+    pub fn stats(&self) -> (usize, u64) {
+        let files = self.files.read();
+        (files.len(), files.iter().map(|f| u64::from(f.count())).sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::StdStorage;
+
+    const SIZE: IndexFileSize = IndexFileSize { slots: 5, max_entries: 8 };
+
+    fn open(root: &Path, end: u64) -> (Index, IndexRecovery) {
+        Index::open(Arc::new(StdStorage), root, SIZE, end).unwrap()
+    }
+
+    #[test]
+    fn rolls_when_full_and_finds_keys_across_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ix, r) = open(dir.path(), u64::MAX);
+        assert_eq!(r, IndexRecovery::default());
+        for i in 0..30u64 {
+            ix.put([format!("t#k{}", i % 4).as_str(), "t#all"], i * 10, 100 + i, 1).unwrap();
+        }
+        assert_eq!(ix.stats(), (8, 60));
+        assert_eq!(ix.lookup("t#k1", 0, u64::MAX, 100), [290, 250, 210, 170, 130, 90, 50, 10]);
+        assert_eq!(ix.lookup("t#all", 0, u64::MAX, 3), [290, 280, 270]);
+        assert_eq!(ix.lookup("t#all", 105, 107, 100), [70, 60, 50]);
+        drop(ix);
+        // Reopen: all sealed files trusted, the last one scanned.
+        let (ix, r) = open(dir.path(), u64::MAX);
+        assert_eq!((r.files, r.entries, r.files_removed), (8, 60, 0));
+        assert_eq!(ix.resume_at(), Some(290));
+        // Records at or after the newest one are indexed; earlier ones
+        // (a re-dispatch) are skipped.
+        ix.put(["t#k1"], 200, 1, 1).unwrap();
+        ix.put(["t#k1"], 300, 1, 1).unwrap();
+        assert_eq!(ix.lookup("t#k1", 0, u64::MAX, 3), [300, 290, 250]);
+    }
+
+    #[test]
+    fn a_cut_log_cuts_the_index_and_damage_removes_files_from_there() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (ix, _) = open(dir.path(), u64::MAX);
+            for i in 0..30u64 {
+                ix.put([format!("k{}", i % 3).as_str()], i * 10, i, 1).unwrap();
+            }
+            ix.flush().unwrap();
+        }
+        // The log now ends at 125: entries of records 130.. go, and so do
+        // files that start after the end.
+        let (ix, r) = open(dir.path(), 125);
+        assert_eq!(ix.resume_at(), Some(120));
+        assert_eq!(r.entries, 13);
+        assert_eq!(ix.lookup("k0", 0, u64::MAX, 100), [120, 90, 60, 30, 0]);
+        drop(ix);
+        // Damage the second file's header: it and every newer file go.
+        let second = dir.path().join(INDEX_DIR).join(file_name(80));
+        let mut b = std::fs::read(&second).unwrap();
+        b[20] ^= 1;
+        std::fs::write(&second, &b).unwrap();
+        let (ix, r) = open(dir.path(), u64::MAX);
+        assert_eq!((r.files, r.files_removed), (1, 1));
+        assert_eq!(ix.resume_at(), Some(70));
+    }
+}
