@@ -85,6 +85,15 @@ pub struct IndexFileSize {
     pub max_entries: u32,
 }
 
+impl Default for IndexFileSize {
+    /// 131,072 slots and 262,144 entries: files of about 8.5 MiB, so a
+    /// small store stays small (RocketMQ's files are 420 MB: 5,000,000
+    /// slots, 20,000,000 entries).
+    fn default() -> Self {
+        Self { slots: 131_072, max_entries: 262_144 }
+    }
+}
+
 impl IndexFileSize {
     /// Total file length.
     #[must_use]
@@ -94,7 +103,7 @@ impl IndexFileSize {
             + u64::from(self.max_entries) * INDEX_ENTRY_LEN as u64
     }
 
-    fn check(&self) -> std::result::Result<(), String> {
+    pub(crate) fn check(&self) -> std::result::Result<(), String> {
         if self.slots == 0 || self.slots > MAX_INDEX_SLOTS {
             return Err(format!("{} hash slots is outside 1..={MAX_INDEX_SLOTS}", self.slots));
         }

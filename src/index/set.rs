@@ -196,14 +196,25 @@ impl Index {
 
     /// Physical offsets of up to `max` records whose index entries match
     /// `key` and whose store time is in `[begin, end]`, newest first,
-    /// without repeats. Candidates: the caller checks the records' keys.
+    /// without repeats. Candidates: another key may share both hashes, so
+    /// a caller that must be exact checks the records (see
+    /// [`Index::lookup_with`]).
     pub fn lookup(&self, key: &str, begin: u64, end: u64, max: usize) -> Vec<u64> {
-        let files: Vec<Arc<IndexFile>> = self.files.read().clone();
         let mut found = Vec::new();
+        self.lookup_with(key, begin, end, max, |phy| {
+            found.push(phy);
+            true
+        });
+        found
+    }
+
+    /// Like [`Index::lookup`], offering each candidate offset (newest
+    /// first, without repeats) to `accept`, until `max` were accepted.
+    pub fn lookup_with(&self, key: &str, begin: u64, end: u64, max: usize, mut accept: impl FnMut(u64) -> bool) {
+        let files: Vec<Arc<IndexFile>> = self.files.read().clone();
+        let mut seen: Vec<u64> = Vec::new();
+        let mut accepted = 0;
         for f in files.iter().rev() {
-            if found.len() >= max {
-                break;
-            }
             match f.time_range() {
                 Some((lo, hi)) if lo <= end && begin <= hi => {}
                 _ => continue,
@@ -211,13 +222,20 @@ impl Index {
             let mut part = Vec::new();
             f.lookup(key, begin, end, usize::MAX, &mut part);
             for (phy, _) in part {
-                if found.last() != Some(&phy) && !found.contains(&phy) {
-                    found.push(phy);
+                if accepted >= max {
+                    return;
+                }
+                // Repeats (a record indexed again after a crash) sit next to
+                // each other in offset order.
+                if seen.contains(&phy) {
+                    continue;
+                }
+                seen.push(phy);
+                if accept(phy) {
+                    accepted += 1;
                 }
             }
         }
-        found.truncate(max);
-        found
     }
 
     /// Index files and their entries.

@@ -12,7 +12,7 @@ use crate::commitlog::wake::Broadcast;
 use crate::commitlog::Record;
 use crate::consumequeue::{tag_hash, CqUnit};
 use crate::error::{CorruptionKind, Error, Result};
-use crate::message::properties::{pairs, DELAY_DUE_MS, DELAY_SOURCE, TAGS};
+use crate::message::properties::{pairs, DELAY_DUE_MS, DELAY_SOURCE, KEYS, KEY_SEPARATOR, TAGS, UNIQ_KEY};
 use crate::offset::{PhysicalOffset, QueueOffset};
 use crate::retry::SCHEDULE_TOPIC;
 use parking_lot::{Condvar, Mutex};
@@ -154,6 +154,7 @@ fn apply(inner: &Inner, rec: &Record) -> Result<Applied> {
     if let Some(source) = found.delay_source {
         inner.schedule.note_dispatched(source);
     }
+    index_record(inner, rec, topic, &found)?;
     let unit = CqUnit { physical_offset: rec.offset(), size: rec.size(), tag_hash: tag };
     let q = inner.queues.get_or_create(topic, rec.queue_id())?;
     let at = QueueOffset(rec.queue_offset());
@@ -188,6 +189,8 @@ fn apply(inner: &Inner, rec: &Record) -> Result<Applied> {
 #[derive(Default)]
 struct Found<'a> {
     tags: Option<&'a str>,
+    keys: Option<&'a str>,
+    uniq: Option<&'a str>,
     due: Option<&'a str>,
     delay_source: Option<&'a str>,
 }
@@ -199,6 +202,8 @@ fn scan_properties(props: &[u8]) -> Option<Found<'_>> {
     for pair in pairs(props) {
         match pair.ok()? {
             (TAGS, v) => f.tags = Some(v),
+            (KEYS, v) => f.keys = Some(v),
+            (UNIQ_KEY, v) => f.uniq = Some(v),
             (DELAY_DUE_MS, v) => f.due = Some(v),
             (DELAY_SOURCE, v) => f.delay_source = Some(v),
             _ => {}
@@ -218,6 +223,18 @@ impl Found<'_> {
             self.tags.map_or(0, tag_hash)
         }
     }
+}
+
+/// Indexes a record's keys and unique id as `<topic>#<key>` (records
+/// waiting in the schedule topic are indexed once delivered).
+fn index_record(inner: &Inner, rec: &Record, topic: &str, found: &Found<'_>) -> Result<()> {
+    if topic == SCHEDULE_TOPIC || (found.uniq.is_none() && found.keys.is_none()) {
+        return Ok(());
+    }
+    let keys = found.keys.into_iter().flat_map(|k| k.split(KEY_SEPARATOR)).filter(|k| !k.is_empty());
+    let names: Vec<String> = found.uniq.into_iter().chain(keys).map(|k| crate::index::index_key(topic, k)).collect();
+    let now = inner.opts.commit_log.clock.now_ms();
+    inner.index.put(names.iter().map(String::as_str), rec.offset().get(), rec.store_timestamp(), now)
 }
 
 fn corrupt_record(inner: &Inner, rec: &Record, field: &'static str) -> Error {
@@ -242,6 +259,9 @@ pub(crate) fn recover(inner: &Inner) -> Result<()> {
         if !rescan {
             from = (*dispatched).clamp(from, end.get());
         }
+        // The index resumes at its newest record (everything after it is
+        // indexed again; without index files, the whole log is).
+        from = from.min(inner.index.resume_at().unwrap_or(0).max(inner.log.min_offset().get()));
         // A queue shorter than its checkpointed end, or starting later than
         // it did (a lost first file: nothing removes a queue's head yet),
         // lost units: rebuild it.
@@ -366,6 +386,7 @@ pub(crate) fn rebuild_queue(inner: &Inner, topic: &str, queue_id: u32) -> Result
 /// not count.
 pub(crate) fn write_checkpoint(inner: &Inner) -> Result<()> {
     let dispatched = inner.dispatch.dispatched.load(Ordering::Acquire);
+    inner.index.flush()?;
     inner.schedule.persist(inner)?;
     let mut payload = Vec::new();
     payload.extend_from_slice(&dispatched.to_be_bytes());

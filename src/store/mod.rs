@@ -21,11 +21,13 @@ pub(crate) mod dispatch;
 mod layout;
 mod options;
 mod pull;
+mod query;
 mod readonly;
 pub(crate) mod send;
 
 pub use options::StoreOptions;
 pub use pull::{PullResult, PullStatus, PullSummary, TagFilter};
+pub use query::MAX_QUERY_RESULTS;
 pub use readonly::StoreView;
 pub use send::{
     HashByKeySelector, MessageQueue, MessageQueueSelector, RandomSelector, RoundRobinSelector, SendCallback,
@@ -94,6 +96,8 @@ pub(crate) struct Inner {
     pub(crate) log: CommitLog,
     pub(crate) topics: TopicTable,
     pub(crate) queues: ConsumeQueueSet,
+    /// Keys and unique ids to commit-log offsets, fed by dispatch.
+    pub(crate) index: crate::index::Index,
     pub(crate) offsets: OffsetTable,
     /// Next queue offset per (topic, queue id). Only changed inside the
     /// commit log's append lock (see `send`), so positions follow log order.
@@ -127,13 +131,15 @@ impl Store {
         // Fixed at creation: later opens use the recorded value whatever
         // their options say (the files were sized with it).
         let units = layout::units_per_file(storage.as_ref(), &root, opts.cq_units_per_file)?;
-        let queues = ConsumeQueueSet::open(storage, &root, units)?;
+        let queues = ConsumeQueueSet::open(storage.clone(), &root, units)?;
+        let (index, _) = crate::index::Index::open(storage, &root, opts.index_file_size, log.max_offset().get())?;
         let inner = Arc::new(Inner {
             root,
             opts,
             log,
             topics,
             queues,
+            index,
             offsets,
             next_queue_offset: Mutex::new(HashMap::new()),
             ids: MessageIdGenerator::new(),

@@ -4,6 +4,7 @@
 use crate::commitlog::{CommitLogOptions, FlushMode};
 use crate::consumequeue::DEFAULT_UNITS_PER_FILE;
 use crate::error::{Error, Result};
+use crate::index::IndexFileSize;
 use crate::message::MessageLimits;
 use crate::retry::DelayLevels;
 use std::time::Duration;
@@ -27,6 +28,7 @@ pub struct StoreOptions {
     pub(crate) async_send_backlog: usize,
     pub(crate) delay_levels: DelayLevels,
     pub(crate) delay_poll_interval: Duration,
+    pub(crate) index_file_size: IndexFileSize,
 }
 
 impl Default for StoreOptions {
@@ -41,6 +43,7 @@ impl Default for StoreOptions {
             async_send_backlog: 10_000,
             delay_levels: DelayLevels::default(),
             delay_poll_interval: Duration::from_millis(100),
+            index_file_size: IndexFileSize::default(),
         }
     }
 }
@@ -146,6 +149,16 @@ impl StoreOptions {
         self
     }
 
+    /// Sizes of new index files (existing files keep theirs). Default
+    /// [`IndexFileSize::default`]: 131,072 hash slots and 262,144 entries
+    /// (about 8.5 MiB a file; a message takes one entry per key plus one
+    /// for its unique id). Slots 1 to 2^26, entries 1 to 2^27.
+    #[must_use]
+    pub fn index_file_size(mut self, size: IndexFileSize) -> Self {
+        self.index_file_size = size;
+        self
+    }
+
     /// The commit-log options in effect.
     #[must_use]
     pub fn commit_log(&self) -> &CommitLogOptions {
@@ -181,6 +194,9 @@ impl StoreOptions {
         }
         if self.delay_poll_interval < Duration::from_millis(1) || self.delay_poll_interval > Duration::from_secs(10) {
             return bad("delay_poll_interval", format!("{:?} is outside 1 ms..=10 s", self.delay_poll_interval));
+        }
+        if let Err(why) = self.index_file_size.check() {
+            return bad("index_file_size", why);
         }
         if self.async_send_threads == 0 || self.async_send_threads > 64 {
             return bad("async_send_threads", format!("{} is outside 1..=64", self.async_send_threads));

@@ -1,0 +1,99 @@
+//! Lookups through the message index: by key, by either message id.
+
+use super::Store;
+use crate::error::{Error, Result};
+use crate::message::MessageExt;
+
+/// Most results [`Store::query_by_key`] returns (RocketMQ caps a query at
+/// 64 too, `maxMsgsNumBatch`).
+pub const MAX_QUERY_RESULTS: usize = 64;
+
+impl Store {
+    /// Messages of `topic` carrying `key` (one of its keys, or its unique
+    /// id) stored between `begin_ms` and `end_ms` (inclusive, store time),
+    /// newest first, at most `max` (capped at [`MAX_QUERY_RESULTS`]).
+    /// Exact: index entries of other keys that share the key's hashes are
+    /// checked against the records and left out.
+    pub fn query_by_key(
+        &self,
+        topic: &str,
+        key: &str,
+        begin_ms: u64,
+        end_ms: u64,
+        max: usize,
+    ) -> Result<Vec<MessageExt>> {
+        self.ensure_open()?;
+        crate::topic::validate_topic_name(topic)?;
+        if key.is_empty() {
+            return Err(Error::InvalidArgument("an index key is never empty".into()));
+        }
+        let Some(since) = self.inner.topics.since(topic) else {
+            return Ok(Vec::new());
+        };
+        let max = max.min(MAX_QUERY_RESULTS);
+        let mut out = Vec::new();
+        let mut failure = None;
+        let ikey = crate::index::index_key(topic, key);
+        self.inner.index.lookup_with(&ikey, begin_ms, end_ms, max, |phy| {
+            if phy < since || phy < self.inner.log.min_offset().get() {
+                return false;
+            }
+            match self.read_indexed(phy) {
+                Ok(m) => {
+                    let hit = m.stored_topic() == topic
+                        && (m.msg_id() == Some(key) || m.keys().any(|k| k == key))
+                        && (begin_ms..=end_ms).contains(&m.store_timestamp());
+                    if hit {
+                        out.push(m);
+                    }
+                    hit
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    false
+                }
+            }
+        });
+        match failure {
+            // A damaged record is reported only if it cost a result.
+            Some(e) if out.is_empty() => Err(e),
+            _ => Ok(out),
+        }
+    }
+
+    /// The message with id `id`: its store-level id
+    /// ([`SendResult::offset_msg_id`](super::SendResult::offset_msg_id)) or
+    /// its unique id ([`SendResult::msg_id`](super::SendResult::msg_id),
+    /// looked up through the index in every topic; the newest copy when a
+    /// retry or a resend stored it again). `None` when no message has it.
+    pub fn message_by_id(&self, id: &str) -> Result<Option<MessageExt>> {
+        self.ensure_open()?;
+        // Both ids are 32 hex characters: try the store-level reading
+        // first, and accept it only if the record there has exactly this id.
+        if let Ok((_, _, offset)) = crate::message::decode_offset_msg_id(id) {
+            if offset >= self.inner.log.min_offset() && offset < self.inner.log.max_offset() {
+                if let Ok(m) = self.read_indexed(offset.get()) {
+                    if m.offset_msg_id().eq_ignore_ascii_case(id) {
+                        return Ok(Some(m));
+                    }
+                }
+            }
+        }
+        let mut newest: Option<MessageExt> = None;
+        for cfg in self.inner.topics.list() {
+            for m in self.query_by_key(&cfg.name, id, 0, u64::MAX, 1)? {
+                if m.msg_id().is_some_and(|u| u.eq_ignore_ascii_case(id))
+                    && newest.as_ref().is_none_or(|n| m.physical_offset() > n.physical_offset())
+                {
+                    newest = Some(m);
+                }
+            }
+        }
+        Ok(newest)
+    }
+
+    fn read_indexed(&self, phy: u64) -> Result<MessageExt> {
+        let rec = self.inner.log.read(crate::offset::PhysicalOffset(phy))?;
+        MessageExt::from_record(&rec)
+    }
+}
