@@ -32,17 +32,15 @@ fn opts(clock: &Arc<ManualClock>) -> StoreOptions {
         .index_file_size(IndexFileSize { slots: 7, max_entries: 100 })
 }
 
+/// Per (topic, key): the store-level ids of its messages.
+type ByKey = BTreeMap<(String, String), BTreeSet<String>>;
+
 /// Sends `n` messages over topics "a" and "b", each with 0 to 3 keys
 /// from a pool of 60, one store-millisecond apart; returns, per (topic,
 /// key), the offset ids of its messages, and every (msg id, offset id).
-fn fill(
-    store: &Store,
-    clock: &ManualClock,
-    n: u64,
-    seed: u64,
-) -> (BTreeMap<(String, String), BTreeSet<String>>, Vec<(String, String)>) {
+fn fill(store: &Store, clock: &ManualClock, n: u64, seed: u64) -> (ByKey, Vec<(String, String)>) {
     let mut rng = Rng(seed | 1);
-    let mut by_key: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    let mut by_key = ByKey::new();
     let mut ids = Vec::new();
     for i in 0..n {
         clock.set_ms(T0 + i);
@@ -71,7 +69,7 @@ fn wait_dispatched(store: &Store, n: u64) {
     }
 }
 
-fn check_every_key(store: &Store, by_key: &BTreeMap<(String, String), BTreeSet<String>>) {
+fn check_every_key(store: &Store, by_key: &ByKey) {
     for ((topic, key), want) in by_key {
         let got = store.query_by_key(topic, key, 0, u64::MAX, 64).unwrap();
         let got_ids: BTreeSet<String> = got.iter().map(|m| m.offset_msg_id()).collect();
