@@ -3,7 +3,7 @@
 //! Read-only verbs: `verify` (full CRC scan of the commit log), `dump` (list
 //! its records), `print` (a topic's messages), `stats` (topics, queues,
 //! groups, lag), `group list` / `group progress` (consumer groups and their
-//! lag), `dlq list` and `offset reset` / `dlq resend` without `--execute`
+//! lag), `query` / `get` (through the message index), `dlq list` and `offset reset` / `dlq resend` without `--execute`
 //! (dry runs). They take no lock and change nothing, so they can run beside
 //! a live store. Writing verbs: `produce`, `consume`, `offset reset
 //! --execute` and `dlq resend --execute` open the store as an application
@@ -17,6 +17,7 @@ mod message_line;
 mod offset_reset;
 mod print;
 mod produce;
+mod query;
 mod report;
 mod rfc3339;
 mod stats;
@@ -35,7 +36,7 @@ use std::process::ExitCode;
     about = "Admin tool for mqstore store directories",
     after_help = "Exit status: 0 success, 1 error (including bad arguments and a store \
         locked by another writer), 2 corruption found. verify, dump, print, stats, group, \
-        dlq list, and offset reset and dlq resend without --execute are read-only and take \
+        query, get, dlq list, and offset reset and dlq resend without --execute are read-only and take \
         no lock; produce, consume, offset reset --execute and dlq resend --execute take the \
         store's lock."
 )]
@@ -55,6 +56,8 @@ enum Command {
     Group(group::GroupArgs),
     Offset(offset_reset::OffsetArgs),
     Dlq(dlq::DlqArgs),
+    Query(query::QueryArgs),
+    Get(query::GetArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +75,8 @@ fn main() -> ExitCode {
         Command::Group(args) => group::run(args),
         Command::Offset(args) => offset_reset::run(args),
         Command::Dlq(args) => dlq::run(args),
+        Command::Query(args) => query::run_query(args),
+        Command::Get(args) => query::run_get(args),
     };
     status.into()
 }

@@ -329,6 +329,8 @@ impl IndexFile {
         unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), self.region.as_ptr().add(at), INDEX_ENTRY_LEN) };
     }
 
+    /// Slot `s`, holding its value big-endian as the format says (read it
+    /// with `u32::from_be`, store `v.to_be()`).
     fn slot(&self, s: u32) -> &AtomicU32 {
         debug_assert!(s < self.size.slots);
         let at = INDEX_HEADER_LEN + s as usize * INDEX_SLOT_LEN;
@@ -391,7 +393,7 @@ impl IndexFile {
                     corrupt(&self.path, self.entries_at() as u64, CorruptionKind::InvalidField { field: "index entry" })
                 })?;
                 let slot = self.slot(e.key_hash % self.size.slots);
-                if slot.load(Ordering::Relaxed) != e.prev {
+                if u32::from_be(slot.load(Ordering::Relaxed)) != e.prev {
                     // A valid entry whose chain link disagrees with the
                     // entries before it: not something a crash produces.
                     return Err(corrupt(
@@ -400,7 +402,7 @@ impl IndexFile {
                         CorruptionKind::InvalidField { field: "index chain" },
                     ));
                 }
-                slot.store(i + 1, Ordering::Relaxed);
+                slot.store((i + 1).to_be(), Ordering::Relaxed);
             }
             self.flush_all()?;
         }
@@ -478,11 +480,11 @@ impl IndexFile {
         }
         let (key_hash, key_crc) = key_hashes(key);
         let slot = self.slot(key_hash % self.size.slots);
-        let prev = slot.load(Ordering::Acquire);
+        let prev = u32::from_be(slot.load(Ordering::Acquire));
         self.write_entry(i, &Entry { key_hash, key_crc, phy, ts, prev }.encode());
         // The entry's bytes before the slot that leads to it, and both
         // before the count.
-        slot.store(i + 1, Ordering::Release);
+        slot.store((i + 1).to_be(), Ordering::Release);
         self.last_phy.store(phy, Ordering::Release);
         self.min_ts.fetch_min(ts, Ordering::AcqRel);
         self.max_ts.fetch_max(ts, Ordering::AcqRel);
@@ -497,7 +499,7 @@ impl IndexFile {
     pub(crate) fn lookup(&self, key: &str, begin: u64, end: u64, max: usize, out: &mut Vec<(u64, u64)>) {
         let (key_hash, key_crc) = key_hashes(key);
         let count = self.count();
-        let mut cur = self.slot(key_hash % self.size.slots).load(Ordering::Acquire);
+        let mut cur = u32::from_be(self.slot(key_hash % self.size.slots).load(Ordering::Acquire));
         // Each step goes to a smaller entry number, so at most `count` steps.
         let mut steps = 0;
         while cur != 0 && cur <= count && steps < count && out.len() < max {
@@ -562,6 +564,64 @@ impl IndexFile {
     }
 }
 
+/// Follows the chain of `key` in the index file at `path` with `pread`,
+/// without mapping it or taking any lock (for read-only tools beside a live
+/// store), offering each matching `(physical offset, store time)` in
+/// `[begin, end]` to `each` until it returns false. A file that does not
+/// check out (or is being created) offers nothing; an entry that does not
+/// check out ends the chain.
+pub(crate) fn lookup_offline(
+    storage: &dyn Storage,
+    path: &Path,
+    key: &str,
+    begin: u64,
+    end: u64,
+    mut each: impl FnMut(u64, u64) -> bool,
+) -> Result<()> {
+    let file = storage.open(path, OpenMode::Read).map_err(|e| Error::io("open index file", path, e))?;
+    let mut h = [0u8; INDEX_HEADER_LEN];
+    if crate::storage::read_full_at(file.as_ref(), &mut h, 0).map_err(|e| Error::io("read index file", path, e))?
+        < INDEX_HEADER_LEN
+        || h[..8] != INDEX_MAGIC
+        || crc32fast::hash(&h[..H_CRC]) != get_u32(&h, H_CRC)
+    {
+        return Ok(());
+    }
+    let size = IndexFileSize { slots: get_u32(&h, H_SLOTS), max_entries: get_u32(&h, H_MAX_ENTRIES) };
+    if size.check().is_err() {
+        return Ok(());
+    }
+    let (key_hash, key_crc) = key_hashes(key);
+    let mut slot = [0u8; INDEX_SLOT_LEN];
+    let slot_at = (INDEX_HEADER_LEN + (key_hash % size.slots) as usize * INDEX_SLOT_LEN) as u64;
+    if crate::storage::read_full_at(file.as_ref(), &mut slot, slot_at)
+        .map_err(|e| Error::io("read index file", path, e))?
+        < INDEX_SLOT_LEN
+    {
+        return Ok(());
+    }
+    let mut cur = get_u32(&slot, 0);
+    let entries_at = (INDEX_HEADER_LEN + size.slots as usize * INDEX_SLOT_LEN) as u64;
+    while cur != 0 && cur <= size.max_entries {
+        let mut b = [0u8; INDEX_ENTRY_LEN];
+        let at = entries_at + u64::from(cur - 1) * INDEX_ENTRY_LEN as u64;
+        if crate::storage::read_full_at(file.as_ref(), &mut b, at).map_err(|e| Error::io("read index file", path, e))?
+            < INDEX_ENTRY_LEN
+        {
+            return Ok(());
+        }
+        let Some(e) = Entry::decode(&b) else { return Ok(()) };
+        if e.key_hash == key_hash && e.key_crc == key_crc && (begin..=end).contains(&e.ts) && !each(e.phy, e.ts) {
+            return Ok(());
+        }
+        if e.prev >= cur {
+            return Ok(());
+        }
+        cur = e.prev;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,6 +637,30 @@ mod tests {
         let mut out = Vec::new();
         f.lookup(key, 0, u64::MAX, 100, &mut out);
         out.into_iter().map(|(p, _)| p).collect()
+    }
+
+    #[test]
+    fn offline_lookup_reads_what_the_mapping_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = fresh(dir.path());
+        for i in 0..20u64 {
+            f.put(&format!("t#k{}", i % 4), i * 10, 500 + i).unwrap();
+        }
+        // Not flushed: the page cache is shared with pread.
+        let mut got = Vec::new();
+        lookup_offline(&StdStorage, &f.path, "t#k1", 0, u64::MAX, |p, _| {
+            got.push(p);
+            true
+        })
+        .unwrap();
+        assert_eq!(got, [170, 130, 90, 50, 10]);
+        got.clear();
+        lookup_offline(&StdStorage, &f.path, "t#k1", 505, 515, |p, _| {
+            got.push(p);
+            got.is_empty()
+        })
+        .unwrap();
+        assert_eq!(got, [130]);
     }
 
     /// FORMAT.md "Index files": these values are the format.

@@ -176,6 +176,123 @@ impl StoreView {
         Ok(out)
     }
 
+    /// The read-only twin of [`Store::query_by_key`](super::Store::query_by_key):
+    /// messages of `topic` with key (or unique id) `key` stored in
+    /// `[begin_ms, end_ms]`, newest first, at most `max` (capped at
+    /// [`MAX_QUERY_RESULTS`](super::MAX_QUERY_RESULTS)). Reads the index
+    /// files and the records with `pread`; beside a live store, messages
+    /// not yet indexed are not found.
+    pub fn query_by_key(
+        &self,
+        topic: &str,
+        key: &str,
+        begin_ms: u64,
+        end_ms: u64,
+        max: usize,
+    ) -> Result<Vec<MessageExt>> {
+        crate::topic::validate_topic_name(topic)?;
+        let Some(since) = TopicTable::open(self.storage.clone(), &self.root)?.since(topic) else {
+            return Ok(Vec::new());
+        };
+        let max = max.min(super::MAX_QUERY_RESULTS);
+        let dir = self.root.join(crate::index::set::INDEX_DIR);
+        if !self.exists(&dir)? {
+            return Ok(Vec::new());
+        }
+        let mut names: Vec<String> =
+            self.list(&dir)?.into_iter().filter(|n| n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit())).collect();
+        names.sort();
+        let segments = CommitLog::offline_segment_files(&self.root, self.storage.as_ref())?;
+        let ikey = crate::index::index_key(topic, key);
+        let mut out: Vec<MessageExt> = Vec::new();
+        let mut failure = None;
+        for name in names.iter().rev() {
+            if out.len() >= max {
+                break;
+            }
+            crate::index::file::lookup_offline(
+                self.storage.as_ref(),
+                &dir.join(name),
+                &ikey,
+                begin_ms,
+                end_ms,
+                |phy, _| {
+                    if phy < since || out.iter().any(|m| m.physical_offset().0 == phy) {
+                        return true;
+                    }
+                    match self.message_at(&segments, phy) {
+                        Ok(Some(m))
+                            if m.stored_topic() == topic && (m.msg_id() == Some(key) || m.keys().any(|k| k == key)) =>
+                        {
+                            out.push(m);
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                        }
+                    }
+                    out.len() < max
+                },
+            )?;
+        }
+        match failure {
+            Some(e) if out.is_empty() => Err(e),
+            _ => Ok(out),
+        }
+    }
+
+    /// The read-only twin of [`Store::message_by_id`](super::Store::message_by_id).
+    pub fn message_by_id(&self, id: &str) -> Result<Option<MessageExt>> {
+        let segments = CommitLog::offline_segment_files(&self.root, self.storage.as_ref())?;
+        if let Ok((_, _, offset)) = crate::message::decode_offset_msg_id(id) {
+            if let Ok(Some(m)) = self.message_at(&segments, offset.0) {
+                if m.offset_msg_id().eq_ignore_ascii_case(id) {
+                    return Ok(Some(m));
+                }
+            }
+        }
+        let mut newest: Option<MessageExt> = None;
+        for cfg in self.topics()? {
+            for m in self.query_by_key(&cfg.name, id, 0, u64::MAX, 1)? {
+                if m.msg_id().is_some_and(|u| u.eq_ignore_ascii_case(id))
+                    && newest.as_ref().is_none_or(|n| m.physical_offset() > n.physical_offset())
+                {
+                    newest = Some(m);
+                }
+            }
+        }
+        Ok(newest)
+    }
+
+    /// The record at physical offset `at`, read with `pread` and checked;
+    /// `None` outside the segments or where no whole record is.
+    fn message_at(&self, segments: &[(u64, u64)], at: u64) -> Result<Option<MessageExt>> {
+        let Some(&(base, len)) = segments.get(segments.partition_point(|&(b, _)| b <= at).wrapping_sub(1)) else {
+            return Ok(None);
+        };
+        let path = self.root.join(COMMITLOG_DIR).join(format!("{base:020}"));
+        let file = self.storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open segment", &path, e))?;
+        let pos = at - base;
+        let mut head = [0u8; 4];
+        if read_full_at(file.as_ref(), &mut head, pos).map_err(|e| Error::io("read segment", &path, e))? < 4 {
+            return Ok(None);
+        }
+        // Bounded by the file and the format's limit before allocating.
+        let size = u64::from(u32::from_be_bytes(head));
+        if size < crate::commitlog::RECORD_HEADER_LEN as u64
+            || size > u64::from(crate::commitlog::MAX_RECORD_LEN_LIMIT)
+            || size > len.saturating_sub(pos)
+        {
+            return Ok(None);
+        }
+        let mut buf = vec![0u8; size as usize];
+        let n = read_full_at(file.as_ref(), &mut buf, pos).map_err(|e| Error::io("read segment", &path, e))?;
+        if n < buf.len() {
+            return Ok(None);
+        }
+        MessageExt::from_encoded(PhysicalOffset(at), Bytes::from(buf)).map(Some)
+    }
+
     /// The dead letters of consumer group `group`, oldest first: the
     /// read-only twin of [`Store::dlq_list`](super::Store::dlq_list) (empty
     /// when the group has none). Found by scanning the commit log, like
