@@ -55,7 +55,10 @@
 //!    verification cheap as the directory grows; and every message acknowledged in this round or an earlier one
 //!    of the directory is there with its queue, queue offset, physical
 //!    offset, msg id and body unchanged (this round's are also pulled one by
-//!    one at their queue offset). Unacknowledged messages may or may not
+//!    one at their queue offset, found by `message_by_id` of their unique
+//!    id, and found by `query_by_key` of each of their keys, which returns
+//!    only messages carrying that key: the index survives kills during
+//!    indexing). Unacknowledged messages may or may not
 //!    have survived. The next child must recover to the same log end and
 //!    queue ends as the parent's copy did. About 15% of rounds also reopen
 //!    the real directory in place and close it cleanly, so clean shutdowns
@@ -1175,6 +1178,23 @@ fn verify_store(
                 r.status,
                 r.messages.iter().map(describe).collect::<Vec<_>>()
             ));
+        }
+        // The index survived the kill too: the unique id and every key lead
+        // to the message (and a key's lookup only to messages with it).
+        let by_id = store.message_by_id(&a.msg_id).map_err(|e| format!("message_by_id of {a:?}: {e}"))?;
+        if by_id.as_ref().map(|m| m.physical_offset().0) != Some(a.phys) {
+            return Err(format!("message_by_id of acknowledged {a:?} found {:?}", by_id.as_ref().map(describe)));
+        }
+        for key in r.messages[0].keys() {
+            let hits = store
+                .query_by_key(topic, key, 0, u64::MAX, mqstore::store::MAX_QUERY_RESULTS)
+                .map_err(|e| format!("query_by_key({topic}, {key}) for {a:?}: {e}"))?;
+            if hits.iter().any(|m| !m.keys().any(|k| k == key)) {
+                return Err(format!("query_by_key({topic}, {key}) returned a message without that key"));
+            }
+            if hits.len() < mqstore::store::MAX_QUERY_RESULTS && !hits.iter().any(|m| m.physical_offset().0 == a.phys) {
+                return Err(format!("query_by_key({topic}, {key}) misses acknowledged {a:?}"));
+            }
         }
     }
     let unacked = by_seq.keys().filter(|s| !acked.contains_key(s)).count() as u64;
