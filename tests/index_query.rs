@@ -184,3 +184,47 @@ fn deleted_or_damaged_index_files_are_rebuilt_with_nothing_lost() {
     check_every_key(&store, &by_key);
     store.close().unwrap();
 }
+
+/// A million messages (`MQSTORE_INDEX_MESSAGES` to change), 10 per key:
+/// every key finds exactly its 10 messages, after a reopen too.
+#[test]
+fn every_key_of_a_million_message_store_finds_exactly_its_messages() {
+    let n: u64 = std::env::var("MQSTORE_INDEX_MESSAGES").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let keys = (n / 10).max(1);
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions::default()
+        .commit_log_options(CommitLogOptions::default().segment_size(64 << 20).max_record_size(16 << 10))
+        .max_body_size(4 << 10)
+        .max_properties_size(1 << 10);
+    let store = Store::open(dir.path(), opts.clone()).unwrap();
+    store.create_topic(TopicConfig::new("m", 4)).unwrap();
+    let mut i = 0u64;
+    while i < n {
+        let batch: Vec<Message> = (i..(i + 500).min(n))
+            .map(|j| Message::new("m", j.to_be_bytes().to_vec()).with_key(format!("k{}", j % keys)))
+            .collect();
+        i += batch.len() as u64;
+        store.send_batch(batch).unwrap();
+    }
+    let visible = |s: &Store| (0..4).map(|q| s.max_offset("m", q).unwrap()).sum::<u64>();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while visible(&store) < n {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let check = |s: &Store| {
+        for k in 0..keys {
+            let got = s.query_by_key("m", &format!("k{k}"), 0, u64::MAX, 64).unwrap();
+            let mut seqs: Vec<u64> =
+                got.iter().map(|m| u64::from_be_bytes(m.body()[..8].try_into().unwrap())).collect();
+            seqs.sort_unstable();
+            let want: Vec<u64> = (k..n).step_by(keys as usize).collect();
+            assert_eq!(seqs, want, "key k{k}");
+        }
+    };
+    check(&store);
+    store.close().unwrap();
+    let store = Store::open(dir.path(), opts).unwrap();
+    check(&store);
+    store.close().unwrap();
+}
