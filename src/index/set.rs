@@ -158,22 +158,68 @@ impl Index {
         if self.resume_at().is_some_and(|last| phy < last) {
             return Ok(());
         }
+        let mut active = self.files.read().last().cloned();
         for key in keys {
-            let active = self.files.read().last().cloned();
-            let active = match active {
-                Some(f) if !f.is_full() => f,
-                full => {
-                    if let Some(f) = full {
-                        f.seal()?;
-                    }
-                    self.roll(phy, created_ms)?
-                }
-            };
-            if !active.put(key, phy, ts)? {
-                return Err(Error::InvalidArgument("a new index file is full".into()));
-            }
+            active = Some(self.put_one(active, key, phy, ts, created_ms)?);
         }
         Ok(())
+    }
+
+    /// [`Index::put`] of `<topic>#<key>` for each key, building the index
+    /// keys in one buffer (the dispatch path calls this once per message).
+    pub(crate) fn put_in_topic<'a>(
+        &self,
+        topic: &str,
+        keys: impl IntoIterator<Item = &'a str>,
+        phy: u64,
+        ts: u64,
+        created_ms: u64,
+    ) -> Result<()> {
+        let _w = self.writer.lock();
+        let mut active = self.files.read().last().cloned();
+        // The newest file's last offset is the index's, unless it is empty
+        // (just rolled, or all files lost): then ask the slow way.
+        let last = match &active {
+            Some(f) if f.count() > 0 => Some(f.last_phy()),
+            _ => self.resume_at(),
+        };
+        if last.is_some_and(|last| phy < last) {
+            return Ok(());
+        }
+        let mut buf = String::with_capacity(topic.len() + 48);
+        for key in keys {
+            buf.clear();
+            buf.push_str(topic);
+            buf.push('#');
+            buf.push_str(key);
+            active = Some(self.put_one(active, &buf, phy, ts, created_ms)?);
+        }
+        Ok(())
+    }
+
+    /// Puts one key into `active` (the newest file), rolling to a new file
+    /// when it is full; returns the file written.
+    fn put_one(
+        &self,
+        active: Option<Arc<IndexFile>>,
+        key: &str,
+        phy: u64,
+        ts: u64,
+        created_ms: u64,
+    ) -> Result<Arc<IndexFile>> {
+        let file = match active {
+            Some(f) if !f.is_full() => f,
+            full => {
+                if let Some(f) = full {
+                    f.seal()?;
+                }
+                self.roll(phy, created_ms)?
+            }
+        };
+        if !file.put(key, phy, ts)? {
+            return Err(Error::InvalidArgument("a new index file is full".into()));
+        }
+        Ok(file)
     }
 
     fn roll(&self, first_phy: u64, created_ms: u64) -> Result<Arc<IndexFile>> {

@@ -232,9 +232,10 @@ fn index_record(inner: &Inner, rec: &Record, topic: &str, found: &Found<'_>) -> 
         return Ok(());
     }
     let keys = found.keys.into_iter().flat_map(|k| k.split(KEY_SEPARATOR)).filter(|k| !k.is_empty());
-    let names: Vec<String> = found.uniq.into_iter().chain(keys).map(|k| crate::index::index_key(topic, k)).collect();
-    let now = inner.opts.commit_log.clock.now_ms();
-    inner.index.put(names.iter().map(String::as_str), rec.offset().get(), rec.store_timestamp(), now)
+    // A new file records the record's store time as its creation time
+    // (only informational), which saves a clock read per message.
+    let ts = rec.store_timestamp();
+    inner.index.put_in_topic(topic, found.uniq.into_iter().chain(keys), rec.offset().get(), ts, ts)
 }
 
 fn corrupt_record(inner: &Inner, rec: &Record, field: &'static str) -> Error {
