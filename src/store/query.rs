@@ -80,7 +80,9 @@ impl Store {
             }
         }
         let mut newest: Option<MessageExt> = None;
-        for cfg in self.inner.topics.list() {
+        // The schedule topic's records are not indexed (their delivered
+        // copies are).
+        for cfg in self.inner.topics.list().into_iter().filter(|c| c.name != crate::retry::SCHEDULE_TOPIC) {
             for m in self.query_by_key(&cfg.name, id, 0, u64::MAX, 1)? {
                 if m.msg_id().is_some_and(|u| u.eq_ignore_ascii_case(id))
                     && newest.as_ref().is_none_or(|n| m.physical_offset() > n.physical_offset())

@@ -252,7 +252,7 @@ impl StoreView {
             }
         }
         let mut newest: Option<MessageExt> = None;
-        for cfg in self.topics()? {
+        for cfg in self.topics()?.into_iter().filter(|c| c.name != crate::retry::SCHEDULE_TOPIC) {
             for m in self.query_by_key(&cfg.name, id, 0, u64::MAX, 1)? {
                 if m.msg_id().is_some_and(|u| u.eq_ignore_ascii_case(id))
                     && newest.as_ref().is_none_or(|n| m.physical_offset() > n.physical_offset())
