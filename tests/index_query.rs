@@ -228,3 +228,29 @@ fn every_key_of_a_million_message_store_finds_exactly_its_messages() {
     check(&store);
     store.close().unwrap();
 }
+
+/// Keys whose RocketMQ hashes are equal ("Aa" and "BB" have the same Java
+/// `hashCode`, and so do all strings built from them) share a bucket and
+/// the stored hash: each still finds only its own messages.
+#[test]
+fn keys_with_equal_java_hashes_find_only_their_own_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = open(dir.path(), &clock);
+    let keys = ["AaAa", "AaBB", "BBAa", "BBBB"];
+    for i in 0..40 {
+        store.send(Message::new("a", format!("m{i}")).with_key(keys[i % 4])).unwrap();
+    }
+    wait_dispatched(&store, 40);
+    for (k, key) in keys.iter().enumerate() {
+        let got: Vec<String> = store
+            .query_by_key("a", key, 0, u64::MAX, 64)
+            .unwrap()
+            .iter()
+            .map(|m| String::from_utf8(m.body().to_vec()).unwrap())
+            .collect();
+        let want: Vec<String> = (0..40).rev().filter(|i| i % 4 == k).map(|i| format!("m{i}")).collect();
+        assert_eq!(got, want, "{key}");
+    }
+    store.close().unwrap();
+}
