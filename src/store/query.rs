@@ -8,6 +8,45 @@ use crate::message::MessageExt;
 /// 64 too, `maxMsgsNumBatch`).
 pub const MAX_QUERY_RESULTS: usize = 64;
 
+/// Checks a key query's arguments (shared with [`StoreView`](super::StoreView)).
+pub(crate) fn check_query(topic: &str, key: &str) -> Result<()> {
+    crate::topic::validate_topic_name(topic)?;
+    if key.is_empty() {
+        return Err(Error::InvalidArgument("an index key is never empty".into()));
+    }
+    Ok(())
+}
+
+/// Whether `m`, found through the index entry of `topic#key`, really is a
+/// message of `topic` with that key or unique id, stored in the window.
+pub(crate) fn is_hit(m: &MessageExt, topic: &str, key: &str, begin_ms: u64, end_ms: u64) -> bool {
+    m.stored_topic() == topic
+        && (m.msg_id() == Some(key) || m.keys().any(|k| k == key))
+        && (begin_ms..=end_ms).contains(&m.store_timestamp())
+}
+
+/// The newest message with unique id `id` among the indexed topics
+/// (`query` looks a key up in one topic).
+pub(crate) fn newest_with_unique_id(
+    topics: Vec<crate::topic::TopicConfig>,
+    id: &str,
+    mut query: impl FnMut(&str) -> Result<Vec<MessageExt>>,
+) -> Result<Option<MessageExt>> {
+    let mut newest: Option<MessageExt> = None;
+    // The schedule topic's records are not indexed (their delivered copies
+    // are).
+    for cfg in topics.into_iter().filter(|c| c.name != crate::retry::SCHEDULE_TOPIC) {
+        for m in query(&cfg.name)? {
+            if m.msg_id().is_some_and(|u| u.eq_ignore_ascii_case(id))
+                && newest.as_ref().is_none_or(|n| m.physical_offset() > n.physical_offset())
+            {
+                newest = Some(m);
+            }
+        }
+    }
+    Ok(newest)
+}
+
 impl Store {
     /// Messages of `topic` carrying `key` (one of its keys, or its unique
     /// id) stored between `begin_ms` and `end_ms` (inclusive, store time),
@@ -23,10 +62,7 @@ impl Store {
         max: usize,
     ) -> Result<Vec<MessageExt>> {
         self.ensure_open()?;
-        crate::topic::validate_topic_name(topic)?;
-        if key.is_empty() {
-            return Err(Error::InvalidArgument("an index key is never empty".into()));
-        }
+        check_query(topic, key)?;
         let Some(since) = self.inner.topics.since(topic) else {
             return Ok(Vec::new());
         };
@@ -40,9 +76,7 @@ impl Store {
             }
             match self.read_indexed(phy) {
                 Ok(m) => {
-                    let hit = m.stored_topic() == topic
-                        && (m.msg_id() == Some(key) || m.keys().any(|k| k == key))
-                        && (begin_ms..=end_ms).contains(&m.store_timestamp());
+                    let hit = is_hit(&m, topic, key, begin_ms, end_ms);
                     if hit {
                         out.push(m);
                     }
@@ -79,19 +113,7 @@ impl Store {
                 }
             }
         }
-        let mut newest: Option<MessageExt> = None;
-        // The schedule topic's records are not indexed (their delivered
-        // copies are).
-        for cfg in self.inner.topics.list().into_iter().filter(|c| c.name != crate::retry::SCHEDULE_TOPIC) {
-            for m in self.query_by_key(&cfg.name, id, 0, u64::MAX, 1)? {
-                if m.msg_id().is_some_and(|u| u.eq_ignore_ascii_case(id))
-                    && newest.as_ref().is_none_or(|n| m.physical_offset() > n.physical_offset())
-                {
-                    newest = Some(m);
-                }
-            }
-        }
-        Ok(newest)
+        newest_with_unique_id(self.inner.topics.list(), id, |topic| self.query_by_key(topic, id, 0, u64::MAX, 1))
     }
 
     fn read_indexed(&self, phy: u64) -> Result<MessageExt> {

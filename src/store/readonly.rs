@@ -190,7 +190,7 @@ impl StoreView {
         end_ms: u64,
         max: usize,
     ) -> Result<Vec<MessageExt>> {
-        crate::topic::validate_topic_name(topic)?;
+        super::query::check_query(topic, key)?;
         let Some(since) = TopicTable::open(self.storage.clone(), &self.root)?.since(topic) else {
             return Ok(Vec::new());
         };
@@ -221,11 +221,7 @@ impl StoreView {
                         return true;
                     }
                     match self.message_at(&segments, phy) {
-                        Ok(Some(m))
-                            if m.stored_topic() == topic && (m.msg_id() == Some(key) || m.keys().any(|k| k == key)) =>
-                        {
-                            out.push(m);
-                        }
+                        Ok(Some(m)) if super::query::is_hit(&m, topic, key, begin_ms, end_ms) => out.push(m),
                         Ok(_) => {}
                         Err(e) => {
                             failure.get_or_insert(e);
@@ -251,17 +247,8 @@ impl StoreView {
                 }
             }
         }
-        let mut newest: Option<MessageExt> = None;
-        for cfg in self.topics()?.into_iter().filter(|c| c.name != crate::retry::SCHEDULE_TOPIC) {
-            for m in self.query_by_key(&cfg.name, id, 0, u64::MAX, 1)? {
-                if m.msg_id().is_some_and(|u| u.eq_ignore_ascii_case(id))
-                    && newest.as_ref().is_none_or(|n| m.physical_offset() > n.physical_offset())
-                {
-                    newest = Some(m);
-                }
-            }
-        }
-        Ok(newest)
+        let topics = self.topics()?;
+        super::query::newest_with_unique_id(topics, id, |topic| self.query_by_key(topic, id, 0, u64::MAX, 1))
     }
 
     /// The record at physical offset `at`, read with `pread` and checked;
