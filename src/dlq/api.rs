@@ -4,9 +4,8 @@ use super::{dlq_topic, retry_topic};
 use crate::commitlog::{Durability, RecordDraft};
 use crate::error::{Error, Result};
 use crate::message::properties::{
-    rewrite, CONSUME_START_TIME, DELAY, DELAY_DUE_MS, DELAY_SOURCE, DLQ_ORIGIN_MESSAGE_ID, DLQ_ORIGIN_TOPIC,
-    DLQ_RESENDS, DLQ_SOURCE, MAX_RECONSUME_TIMES, ORIGIN_MESSAGE_ID, REAL_QID, REAL_TOPIC, RECONSUME_TIME, RETRY_TOPIC,
-    TIMER_DELIVER_MS,
+    rewrite, DLQ_ORIGIN_MESSAGE_ID, DLQ_ORIGIN_TOPIC, DLQ_RESENDS, MAX_RECONSUME_TIMES, ORIGIN_MESSAGE_ID,
+    RECONSUME_TIME, RETRY_TOPIC,
 };
 use crate::message::MessageExt;
 use crate::store::{MessageQueueSelector, PullStatus, Store, TagFilter};
@@ -181,7 +180,7 @@ impl Store {
                     let queues = self.write_queues_of(&d.original_topic)?;
                     let i = self.inner.round_robin.select(&queues, &crate::message::Message::new("", ""));
                     let q = queues.get(i).map_or(0, |q| q.queue_id);
-                    let mut remove = BOOKKEEPING.to_vec();
+                    let mut remove = bookkeeping();
                     remove.extend([RETRY_TOPIC, ORIGIN_MESSAGE_ID]);
                     let add = [(DLQ_RESENDS, resends.as_str())];
                     (d.original_topic.clone(), q, rewrite(d.message.raw_properties(), &remove, &add)?)
@@ -189,7 +188,7 @@ impl Store {
                 ResendTarget::RetryTopic => {
                     let props = d.message.raw_properties();
                     let add = [(RETRY_TOPIC, d.original_topic.as_str()), (DLQ_RESENDS, resends.as_str())];
-                    (retry.clone(), 0, rewrite(props, &BOOKKEEPING, &add)?)
+                    (retry.clone(), 0, rewrite(props, &bookkeeping(), &add)?)
                 }
             };
             plans.push((topic, queue_id, props));
@@ -234,18 +233,10 @@ impl Store {
     }
 }
 
-/// What a resent message leaves behind.
-const BOOKKEEPING: [&str; 12] = [
-    DELAY,
-    DELAY_DUE_MS,
-    DELAY_SOURCE,
-    REAL_TOPIC,
-    REAL_QID,
-    TIMER_DELIVER_MS,
-    DLQ_SOURCE,
-    DLQ_ORIGIN_TOPIC,
-    DLQ_ORIGIN_MESSAGE_ID,
-    RECONSUME_TIME,
-    MAX_RECONSUME_TIMES,
-    CONSUME_START_TIME,
-];
+/// What a resent message leaves behind: what any re-addressed copy drops,
+/// and the dead-letter and retry bookkeeping.
+fn bookkeeping() -> Vec<&'static str> {
+    let mut v = crate::retry::sendback::SCHEDULE_BOOKKEEPING.to_vec();
+    v.extend([DLQ_ORIGIN_TOPIC, DLQ_ORIGIN_MESSAGE_ID, RECONSUME_TIME, MAX_RECONSUME_TIMES]);
+    v
+}

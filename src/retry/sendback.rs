@@ -60,7 +60,7 @@ pub(crate) fn dlq_key(msg: &MessageExt) -> String {
 }
 
 /// Properties a message leaves behind when the store re-addresses it.
-const SCHEDULE_BOOKKEEPING: [&str; 8] =
+pub(crate) const SCHEDULE_BOOKKEEPING: [&str; 8] =
     [DELAY, DELAY_DUE_MS, DELAY_SOURCE, REAL_TOPIC, REAL_QID, TIMER_DELIVER_MS, DLQ_SOURCE, CONSUME_START_TIME];
 
 /// Sends `msg`, which group `group` failed to consume after `failures`
