@@ -11,6 +11,13 @@
 //! condition, and the waker changes the condition *before* bumping the
 //! generation. A wake-up between the check and the sleep then changes the
 //! word, and `FUTEX_WAIT` returns at once instead of sleeping through it.
+//!
+//! A waker with nobody asleep skips the syscall: producers wake the pull
+//! threads on every send, and most sends find them busy. Sleepers
+//! register in `sleepers` before `FUTEX_WAIT` (both sides `SeqCst`): either
+//! the waker's load sees the registration and wakes, or the registration
+//! comes after the waker's generation bump in the single total order, and
+//! then `FUTEX_WAIT` sees a word other than `seen` and returns at once.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
@@ -19,6 +26,8 @@ use std::time::Instant;
 #[derive(Debug, Default)]
 pub(crate) struct Broadcast {
     generation: AtomicU32,
+    /// Threads inside (or about to enter) `FUTEX_WAIT`.
+    sleepers: AtomicU32,
 }
 
 impl Broadcast {
@@ -45,6 +54,7 @@ impl Broadcast {
             None => None,
         };
         let ts = timeout.as_ref().map_or(std::ptr::null(), std::ptr::from_ref);
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
         // SAFETY: the futex word is a live, aligned u32 owned by `self`, and
         // `ts` is null or points to a timespec that outlives the call. The
         // result is ignored on purpose: EAGAIN (the word moved), EINTR and
@@ -58,11 +68,15 @@ impl Broadcast {
                 ts,
             );
         }
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Wakes every thread sleeping in [`Broadcast::wait`].
     pub(crate) fn wake_all(&self) {
-        self.generation.fetch_add(1, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         // SAFETY: as in `wait`; FUTEX_WAKE reads no user memory besides the
         // word's address.
         unsafe {
@@ -125,5 +139,43 @@ mod tests {
             h.join().unwrap();
         }
         assert!(t.elapsed() < Duration::from_secs(20));
+    }
+
+    /// A lost wake-up (the waker skipping the syscall while the other side
+    /// is on its way into `FUTEX_WAIT`) stalls a hand-off until the wait's
+    /// deadline: no single hand-off may take 5 s.
+    #[test]
+    fn ping_pong_never_loses_a_wake_up() {
+        use std::sync::atomic::AtomicU64;
+        const ROUNDS: u64 = 20_000;
+        let b = Arc::new(Broadcast::default());
+        let turn = Arc::new(AtomicU64::new(0));
+        let wait_for = |b: &Broadcast, turn: &AtomicU64, value: u64| {
+            let start = Instant::now();
+            loop {
+                let seen = b.generation();
+                if turn.load(Ordering::Acquire) >= value {
+                    return;
+                }
+                assert!(start.elapsed() < Duration::from_secs(5), "wake-up lost waiting for turn {value}");
+                b.wait(seen, Some(Instant::now() + Duration::from_secs(5)));
+            }
+        };
+        let other = {
+            let (b, turn) = (b.clone(), turn.clone());
+            std::thread::spawn(move || {
+                for i in 0..ROUNDS {
+                    wait_for(&b, &turn, 2 * i + 1);
+                    turn.store(2 * i + 2, Ordering::Release);
+                    b.wake_all();
+                }
+            })
+        };
+        for i in 0..ROUNDS {
+            turn.store(2 * i + 1, Ordering::Release);
+            b.wake_all();
+            wait_for(&b, &turn, 2 * i + 2);
+        }
+        other.join().unwrap();
     }
 }
