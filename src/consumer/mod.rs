@@ -10,6 +10,7 @@
 //! new owner starts, so two members of a clustering group never process one
 //! queue at the same time.
 
+mod jobs;
 pub mod membership;
 mod process_queue;
 mod push;
