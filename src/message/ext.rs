@@ -1,7 +1,7 @@
 //! [`MessageExt`]: a stored message decoded from its commit-log record.
 
 use super::id::encode_offset_msg_id;
-use super::properties::{decode_properties, is_reserved, lookup, pairs, DELAY, KEYS, KEY_SEPARATOR, TAGS, UNIQ_KEY};
+use super::properties::{decode_properties, is_reserved, lookup, DELAY, KEYS, KEY_SEPARATOR, TAGS, UNIQ_KEY};
 use crate::commitlog::{Record, COMMITLOG_DIR};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::offset::{PhysicalOffset, QueueOffset};
@@ -149,9 +149,7 @@ impl MessageExt {
     ) -> Result<Self> {
         let corrupt = |kind| Error::corruption(COMMITLOG_DIR, offset.0, kind);
         let raw = record.get(props.clone()).ok_or_else(|| corrupt(CorruptionKind::Truncated))?;
-        for pair in pairs(raw) {
-            pair.map_err(corrupt)?;
-        }
+        super::properties::check(raw).map_err(corrupt)?;
         // Every caller passes a record the record codec validated (UTF-8
         // topic included); only the bounds are re-checked here.
         if record.get(topic.clone()).is_none() {

@@ -48,6 +48,12 @@ impl<'a> MessageRef<'a> {
         // Validated as UTF-8 with the record.
         std::str::from_utf8(self.part(self.parts.topic)).unwrap_or_default()
     }
+
+    /// The topic's bytes: for comparisons on the read path, which need no
+    /// second UTF-8 check.
+    pub(crate) fn topic_bytes(&self) -> &'a [u8] {
+        self.part(self.parts.topic)
+    }
     /// Message body, borrowed from the mapping.
     #[must_use]
     pub fn body(&self) -> &'a [u8] {

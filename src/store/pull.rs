@@ -257,7 +257,7 @@ impl Store {
                 // The unit must point at this queue's record for this
                 // position: a damaged unit that happens to point at another
                 // valid record must not hand out the wrong message.
-                if m.queue_id() != queue_id || m.queue_offset() != at || m.topic() != topic {
+                if m.queue_id() != queue_id || m.queue_offset() != at || m.topic_bytes() != topic.as_bytes() {
                     misplaced = true;
                     return Err(Error::Corruption {
                         path: self.inner.root.join("consumequeue").join(topic).join(queue_id.to_string()),
