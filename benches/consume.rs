@@ -467,6 +467,54 @@ fn run_paced(rate: u64, warmup: usize, recorded: usize) -> LatRun {
     out
 }
 
+/// The latency floor of this machine, run the same way as [`run_paced`]:
+/// the same paced producer hands each scheduled time through a crossbeam
+/// channel to a relay thread and a second channel to a "listener" thread
+/// (the store's path has the same two hand-offs: send -> pull thread ->
+/// worker), with no store at all.
+fn run_raw_handoff(rate: u64, warmup: usize, recorded: usize) -> LatRun {
+    settle();
+    let total = warmup + recorded;
+    let base = Instant::now();
+    let (tx, relay_rx) = crossbeam_channel::unbounded::<(usize, u64)>();
+    let (relay_tx, rx) = crossbeam_channel::unbounded::<(usize, u64)>();
+    let relay = std::thread::spawn(move || {
+        for m in relay_rx {
+            if relay_tx.send(m).is_err() {
+                return;
+            }
+        }
+    });
+    let listener = std::thread::spawn(move || {
+        let mut delivered = vec![0u64; total];
+        for (i, _) in rx {
+            delivered[i] = now_ns(base).max(1);
+        }
+        delivered
+    });
+    let period_ns = 1e9 / rate as f64;
+    let t0 = now_ns(base) + 1_000_000;
+    let scheduled = |i: usize| t0 + (i as f64 * period_ns) as u64;
+    let mut sent = vec![0u64; total];
+    for (i, slot) in sent.iter_mut().enumerate() {
+        let due = scheduled(i);
+        wait_until(base, due);
+        *slot = now_ns(base);
+        tx.send((i, due)).expect("relay alive");
+    }
+    drop(tx);
+    relay.join().expect("relay thread");
+    let delivered = listener.join().expect("listener thread");
+    let mut out = LatRun::default();
+    for i in warmup..total {
+        let (due, s, d) = (scheduled(i), sent[i], delivered[i]);
+        out.from_scheduled.push(d.saturating_sub(due));
+        out.from_send.push(d.saturating_sub(s));
+        out.producer_lag.push(s.saturating_sub(due));
+    }
+    out
+}
+
 /// Warm-up and recorded message counts of a ~[`LAT_DURATION`] run.
 fn lat_counts(rate: u64) -> (usize, usize) {
     let per = |d: Duration| (rate as f64 * d.as_secs_f64()).round() as usize;
@@ -600,37 +648,83 @@ fn interleaved_throughput(rounds: usize) {
     println!();
 }
 
-fn interleaved_latency(rounds: usize) {
-    // Warm-up, not recorded.
-    for r in LAT_RATES {
-        let (w, n) = lat_counts(r);
-        let _ = run_paced(r, w, n / 4);
+/// A latency run: the store, or the raw two-hand-off floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LatKind {
+    Store,
+    Raw,
+}
+
+fn lat_run(kind: LatKind, rate: u64, warmup: usize, recorded: usize) -> LatRun {
+    match kind {
+        LatKind::Store => run_paced(rate, warmup, recorded),
+        LatKind::Raw => run_raw_handoff(rate, warmup, recorded),
     }
-    let mut pooled: Vec<(u64, LatRun)> = LAT_RATES.iter().map(|r| (*r, LatRun::default())).collect();
-    let mut p50s: Vec<Vec<f64>> = vec![Vec::new(); LAT_RATES.len()];
-    let mut p99s: Vec<Vec<f64>> = vec![Vec::new(); LAT_RATES.len()];
+}
+
+fn interleaved_latency(rounds: usize) {
+    let runs: Vec<(u64, LatKind)> = LAT_RATES.iter().flat_map(|r| [(*r, LatKind::Store), (*r, LatKind::Raw)]).collect();
+    // Warm-up, not recorded.
+    for &(r, k) in &runs {
+        let (w, n) = lat_counts(r);
+        let _ = lat_run(k, r, w, n / 4);
+    }
+    let mut pooled: Vec<LatRun> = vec![LatRun::default(); runs.len()];
+    let mut p50s: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
+    let mut p99s: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
     for round in 0..rounds {
         let mut line = format!("round {}:", round + 1);
-        for r in rotated(&LAT_RATES, round) {
+        for (r, k) in rotated(&runs, round) {
             let (w, n) = lat_counts(r);
-            let lat = run_paced(r, w, n);
-            let ri = LAT_RATES.iter().position(|x| *x == r).unwrap_or(0);
+            let lat = lat_run(k, r, w, n);
+            let ri = runs.iter().position(|x| *x == (r, k)).unwrap_or(0);
             let p = percentiles_us(&lat.from_scheduled, &[0.5, 0.99]);
-            line.push_str(&format!(" {}: p50 {:.1} us, p99 {:.1} us;", rate_label(r), p[0], p[1]));
+            line.push_str(&format!(" {} {k:?}: p50 {:.1} us, p99 {:.1} us;", rate_label(r), p[0], p[1]));
             p50s[ri].push(p[0]);
             p99s[ri].push(p[1]);
-            pooled[ri].1.extend(lat);
+            pooled[ri].extend(lat);
         }
         println!("{line}");
     }
-    print_latency_report(&pooled, &format!("~{LAT_DURATION:?} per rate per round, {rounds} interleaved rounds pooled"));
-    println!("| rate | per-round p50 us from scheduled (median, min-max) | per-round p99 us from scheduled (median, min-max) |");
-    println!("|---|---|---|");
-    for (ri, r) in LAT_RATES.iter().enumerate() {
+    let store: Vec<(u64, LatRun)> = runs
+        .iter()
+        .zip(&pooled)
+        .filter(|((_, k), _)| *k == LatKind::Store)
+        .map(|((r, _), l)| (*r, l.clone()))
+        .collect();
+    print_latency_report(&store, &format!("~{LAT_DURATION:?} per rate per round, {rounds} interleaved rounds pooled"));
+    println!(
+        "The raw floor: the same paced producer and two hand-offs through crossbeam channels (producer -> relay thread -> listener thread), no store, interleaved with the store's runs:"
+    );
+    println!();
+    println!("| rate | measured from | samples | p50 us | p99 us | p99.9 us | max us |");
+    println!("|---|---|---|---|---|---|---|");
+    for ((r, k), lat) in runs.iter().zip(&pooled) {
+        if *k == LatKind::Raw {
+            for row in latency_rows(&format!("{} raw", rate_label(*r)), lat) {
+                println!("{row}");
+            }
+        }
+    }
+    println!();
+    println!(
+        "| rate | run | per-round p50 us from scheduled (median, min-max) | per-round p99 us from scheduled (median, min-max) | store p99 / raw p99 per round (median, min-max) |"
+    );
+    println!("|---|---|---|---|---|");
+    for (ri, (r, k)) in runs.iter().enumerate() {
         let (a, b) = min_max(&p50s[ri]);
         let (c, d) = min_max(&p99s[ri]);
+        let ratio = match k {
+            LatKind::Raw => "-".to_string(),
+            LatKind::Store => {
+                let raw = runs.iter().position(|x| *x == (*r, LatKind::Raw)).unwrap_or(ri);
+                let ratios: Vec<f64> = p99s[ri].iter().zip(&p99s[raw]).map(|(s, w)| s / w).collect();
+                let (lo, hi) = min_max(&ratios);
+                format!("{:.2}x ({lo:.2}-{hi:.2})", median(&ratios))
+            }
+        };
         println!(
-            "| {} | {:.1} ({a:.1}-{b:.1}) | {:.1} ({c:.1}-{d:.1}) |",
+            "| {} | {k:?} | {:.1} ({a:.1}-{b:.1}) | {:.1} ({c:.1}-{d:.1}) | {ratio} |",
             rate_label(*r),
             median(&p50s[ri]),
             median(&p99s[ri])
