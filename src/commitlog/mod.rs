@@ -33,6 +33,7 @@ mod prealloc;
 mod read;
 mod record;
 mod recovery;
+mod replica;
 mod scan;
 mod segment;
 mod tools;
@@ -50,6 +51,7 @@ pub use record::{
     RECORD_MAGIC,
 };
 pub use recovery::{CheckpointUse, RecoveryReport, Truncation};
+pub(crate) use replica::run_topics;
 pub use scan::COMMITLOG_DIR;
 pub use segment::{SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION};
 pub use tools::{DumpEntry, RecordStatus, VerifyReport};

@@ -235,6 +235,27 @@ pub(crate) fn parse_prefix(head: &[u8], room: u64, max_len: u32) -> Result<Prefi
     }
 }
 
+/// The length and claimed physical offset in the fixed part of a record
+/// image, unvalidated (`None` if the image is shorter than the fixed part).
+/// Replication uses it to place a received record before validating it.
+pub(crate) fn peek_len_and_offset(bytes: &[u8]) -> Option<(u32, u64)> {
+    if bytes.len() < RECORD_HEADER_LEN {
+        return None;
+    }
+    Some((get_u32(bytes, TOTAL_SIZE_OFFSET), get_u64(bytes, PHYSICAL_OFFSET_OFFSET)))
+}
+
+/// The topic and queue id of a record image, unvalidated beyond bounds
+/// and UTF-8 (`None` if they do not fit in `image`).
+pub(crate) fn peek_topic_and_queue(image: &[u8]) -> Option<(&str, u32)> {
+    if image.len() < RECORD_HEADER_LEN {
+        return None;
+    }
+    let t = usize::from(get_u16(image, TOPIC_LEN_OFFSET));
+    let topic = image.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + t)?;
+    Some((std::str::from_utf8(topic).ok()?, get_u32(image, QUEUE_ID_OFFSET)))
+}
+
 /// A validated record borrowed from a buffer.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RecordView<'a> {

@@ -129,7 +129,7 @@ impl Core {
     /// Moves the writer to the next segment: obtains it first (so a failure,
     /// such as a full disk, changes nothing), then writes the end marker and
     /// publishes the jump.
-    fn roll(&self, w: &mut Writer) -> Result<()> {
+    pub(super) fn roll(&self, w: &mut Writer) -> Result<()> {
         let next_base = w.active.end();
         let next = self.prealloc.take_or_create(self, next_base)?;
         let room = w.active.size - w.pos;
@@ -161,7 +161,7 @@ impl Core {
 
     /// Asks the preparation thread for the next segment once the active one
     /// is past [`prepare_point`], and for prefaulting ahead of the writer.
-    fn maybe_prefault(&self, w: &mut Writer, end: u64) {
+    pub(super) fn maybe_prefault(&self, w: &mut Writer, end: u64) {
         if !w.next_requested && w.pos >= prepare_point(w.active.size) {
             w.next_requested = true;
             self.prealloc.request_segment(w.active.end());
