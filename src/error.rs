@@ -137,6 +137,38 @@ pub enum Error {
     /// The store (or commit log) was closed.
     #[error("store is closed")]
     Closed,
+    /// This store is a replica ([`Role::Slave`](crate::replication::Role)):
+    /// it takes records only from its master and refuses producer writes.
+    #[error("store is a slave replica: writes go to the master")]
+    ReadOnlyReplica,
+    /// A replicated run does not continue the replica's log: records
+    /// between `expected` and `got` never arrived. Nothing was written;
+    /// the master must resend from `expected`.
+    #[error("replication gap: the replica ends at {expected} but the run starts at {got}")]
+    ReplicationGap {
+        /// Where the replica's log ends.
+        expected: u64,
+        /// Where the run started.
+        got: u64,
+    },
+    /// The replica holds a different record at `offset` than the master
+    /// sent (histories diverged, or the two use different segment sizes).
+    /// Nothing was written.
+    #[error("replica diverges from its master at offset {offset}")]
+    ReplicaDiverged {
+        /// The first offset where the logs differ.
+        offset: u64,
+    },
+    /// A replica reported an offset beyond the master's end (a replica
+    /// that has records its master lost, or a bogus acknowledgement); it
+    /// was rejected.
+    #[error("replica reports offset {replica}, beyond the master's end {master}")]
+    ReplicaAhead {
+        /// The offset the replica reported.
+        replica: u64,
+        /// The master's end.
+        master: u64,
+    },
     /// The file system is out of space; nothing partial is visible.
     #[error("disk full while {op} on {}", path.display())]
     DiskFull {

@@ -39,6 +39,7 @@ pub mod message;
 mod metafile;
 mod offset;
 pub mod offsetstore;
+pub mod replication;
 pub mod retry;
 pub mod storage;
 pub mod store;

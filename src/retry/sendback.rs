@@ -165,7 +165,10 @@ fn store_copy(store: &Store, topic: &str, queue_id: u32, msg: &MessageExt, recon
     };
     let (appended, _, status) = crate::store::send::append_numbered(&store.inner, &[draft], Durability::Wait)?;
     match status {
-        SendStatus::SendOk => Ok(()),
+        // Stored (and durable as the flush mode promises) on this master;
+        // replication is still owed but does not decide whether the
+        // original may be acknowledged (resending would only duplicate it).
+        SendStatus::SendOk | SendStatus::FlushSlaveTimeout | SendStatus::SlaveNotAvailable => Ok(()),
         // Not confirmed durable: the caller must not acknowledge on it.
         SendStatus::FlushDiskTimeout => Err(Error::Timeout {
             what: "the flush of a sent-back message",

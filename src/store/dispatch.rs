@@ -523,6 +523,11 @@ impl Threads {
                 run(&i);
             })
             .map_err(|e| Error::io("spawn thread", &inner.root, e))?;
+        // A slave delivers nothing itself: the master's deliveries arrive
+        // as records.
+        if inner.opts.replication.role == crate::replication::Role::Slave {
+            return Ok(Self { dispatcher, delay: None });
+        }
         let i = inner.clone();
         let delay = std::thread::Builder::new()
             .name("mqstore:delay".into())

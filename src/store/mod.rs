@@ -115,6 +115,8 @@ pub(crate) struct Inner {
     pub(crate) consumers: crate::consumer::Registry,
     pub(crate) closed: AtomicBool,
     threads: Mutex<Option<dispatch::Threads>>,
+    /// A master's replica progress and `mqstore:replicate` thread.
+    pub(crate) replication: crate::replication::master::MasterState,
 }
 
 impl Store {
@@ -151,6 +153,7 @@ impl Store {
             consumers: crate::consumer::Registry::default(),
             closed: AtomicBool::new(false),
             threads: Mutex::new(None),
+            replication: crate::replication::master::MasterState::default(),
         });
         // A membership file left by an earlier run is stale: remove it.
         let storage = inner.opts.commit_log.storage.clone();
@@ -343,6 +346,8 @@ fn close(inner: &Inner) -> Result<()> {
     }
     // The consumers' membership file describes a live store only.
     inner.consumers.close_membership_file();
+    // Nothing is shipped after close began; waiting sync sends give up.
+    inner.replication.stop();
     let threads = inner.threads.lock().take();
     let result = match threads {
         Some(t) => t.stop(inner),

@@ -29,6 +29,7 @@ pub struct StoreOptions {
     pub(crate) delay_levels: DelayLevels,
     pub(crate) delay_poll_interval: Duration,
     pub(crate) index_file_size: IndexFileSize,
+    pub(crate) replication: crate::replication::ReplicationOptions,
 }
 
 impl Default for StoreOptions {
@@ -44,11 +45,20 @@ impl Default for StoreOptions {
             delay_levels: DelayLevels::default(),
             delay_poll_interval: Duration::from_millis(100),
             index_file_size: IndexFileSize::default(),
+            replication: crate::replication::ReplicationOptions::default(),
         }
     }
 }
 
 impl StoreOptions {
+    /// Role and replication settings (see [`crate::replication`]). Default:
+    /// a master with no replica, i.e. a standalone store.
+    #[must_use]
+    pub fn replication(mut self, opts: crate::replication::ReplicationOptions) -> Self {
+        self.replication = opts;
+        self
+    }
+
     /// Options of the underlying commit log (segment size, flush timing,
     /// storage, clock). Default: [`CommitLogOptions::default`].
     #[must_use]
@@ -168,6 +178,7 @@ impl StoreOptions {
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<()> {
         self.commit_log.validate()?;
+        self.replication.validate()?;
         let bad = |field: &str, why: String| Err(Error::InvalidArgument(format!("StoreOptions::{field}: {why}")));
         if self.limits.max_body == 0 || self.limits.max_body > 64 << 20 {
             return bad("max_body_size", format!("{} is outside 1..=64 MiB", self.limits.max_body));

@@ -23,6 +23,16 @@ pub enum SendStatus {
     /// `FLUSH_DISK_TIMEOUT`): the message will become durable and visible
     /// unless the store is fenced first. Never plain success.
     FlushDiskTimeout,
+    /// Stored on this master, but under
+    /// [`ReplicationMode::Sync`](crate::replication::ReplicationMode::Sync)
+    /// the replica did not acknowledge it within the timeout (RocketMQ's
+    /// `FLUSH_SLAVE_TIMEOUT`). It stays queued for the replica.
+    FlushSlaveTimeout,
+    /// Stored on this master, but under
+    /// [`ReplicationMode::Sync`](crate::replication::ReplicationMode::Sync)
+    /// no replica is connected or it lags beyond the bound (RocketMQ's
+    /// `SLAVE_NOT_AVAILABLE`): the message is not replicated yet.
+    SlaveNotAvailable,
 }
 
 /// What [`Store::send`] reports for one message.
@@ -319,6 +329,9 @@ pub(crate) fn append_numbered(
     drafts: &[RecordDraft<'_>],
     wait: Durability,
 ) -> Result<(Vec<crate::commitlog::Appended>, Vec<u64>, SendStatus)> {
+    if inner.opts.replication.role == crate::replication::Role::Slave {
+        return Err(Error::ReadOnlyReplica);
+    }
     let mut positions = Vec::with_capacity(drafts.len());
     let (appended, durable) = inner.log.append_batch_assigned(drafts, wait, |_, d| {
         let mut next = inner.next_queue_offset.lock();
@@ -341,6 +354,13 @@ pub(crate) fn append_numbered(
         // happened).
         crate::commitlog::FlushMode::Sync => inner.dispatch.nudge(),
     }
+    inner.replication.nudge();
+    let status = match (status, wait, appended.last()) {
+        (SendStatus::SendOk, Durability::Wait, Some(last)) => {
+            crate::replication::master::wait_for_replica(inner, last.end().get())
+        }
+        (s, _, _) => s,
+    };
     Ok((appended, positions, status))
 }
 
