@@ -414,3 +414,117 @@ fn slave_restarts_from_its_recovered_end() {
     slave.close().unwrap();
     master.close().unwrap();
 }
+
+/// The master comes back with less than the slave has (its tail lost, as
+/// after a power loss in async flush mode): the reconnect is refused, the
+/// slave is cut back to the master's end, and replication resumes with the
+/// two logs equal.
+#[test]
+fn slave_ahead_of_a_restarted_master_is_cut_back() {
+    let (d1, d2, image) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let master = Store::open(d1.path(), master_opts(ReplicationMode::Async)).unwrap();
+    let slave = Store::open(d2.path(), slave_opts()).unwrap();
+    master.create_topic(TopicConfig::new("t", 3)).unwrap();
+    let link = MemoryLink::new();
+    master.attach_replicator(link.replicator()).unwrap();
+    link.start(&master, &slave).unwrap();
+    let send = |m: &Store, from: u64, n: u64| {
+        for i in from..from + n {
+            m.send(Message::new("t", body_for(i, 400)).with_keys([format!("k{i}")])).unwrap();
+        }
+    };
+    send(&master, 0, 500);
+    // The image the master will come back from.
+    common::copy_dir(d1.path(), image.path());
+    send(&master, 500, 500);
+    let end = master.commit_log().max_offset();
+    let deadline = Instant::now() + WAIT;
+    while slave.commit_log().max_offset() < end {
+        assert!(Instant::now() < deadline, "{:?}", link.last_error());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    link.stop();
+    master.close().unwrap();
+    drop(master);
+
+    let master = Store::open(image.path(), master_opts(ReplicationMode::Async)).unwrap();
+    let behind = master.commit_log().max_offset();
+    assert!(behind < slave.commit_log().max_offset());
+    let link = MemoryLink::new();
+    master.attach_replicator(link.replicator()).unwrap();
+    match link.start(&master, &slave) {
+        Err(Error::ReplicaAhead { master: m, .. }) => assert_eq!(m, behind.get()),
+        other => panic!("expected ReplicaAhead, got {other:?}"),
+    }
+    slave.close().unwrap();
+    drop(slave);
+    // Refused while open, done while closed.
+    let slave_dir = d2.path();
+    let held = Store::open(slave_dir, slave_opts()).unwrap();
+    assert!(matches!(
+        mqstore::replication::truncate_slave(slave_dir, &slave_opts(), behind),
+        Err(Error::Locked { .. })
+    ));
+    held.close().unwrap();
+    drop(held);
+    let cut = mqstore::replication::truncate_slave(slave_dir, &slave_opts(), behind).unwrap();
+    assert_eq!(cut, behind);
+    let slave = Store::open(slave_dir, slave_opts()).unwrap();
+    assert_eq!(slave.commit_log().max_offset(), behind);
+    link.start(&master, &slave).unwrap();
+    // New messages (and the lost ones sent again) flow to the cut slave.
+    send(&master, 500, 600);
+    let pair = Pair { master, slave, link, _dirs: (image, d1) };
+    pair.caught_up();
+    assert_logs_equal(&pair.master, &pair.slave);
+    dispatched(&pair.slave, "t", queue_contents(&pair.master, "t").len());
+    assert_eq!(queue_contents(&pair.slave, "t"), queue_contents(&pair.master, "t"));
+    // The slave's index: the cut copies of k500..k999 are gone, the
+    // copies sent again are found, once each.
+    for key in ["k10", "k700", "k1099"] {
+        let found = pair.slave.query_by_key("t", key, 0, u64::MAX, 10).unwrap();
+        assert_eq!(found.len(), 1, "{key}");
+        assert_eq!(found.len(), pair.master.query_by_key("t", key, 0, u64::MAX, 10).unwrap().len());
+    }
+    pair.close();
+    drop(d2);
+}
+
+#[test]
+fn a_cut_inside_a_record_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let slave = Store::open(dir.path(), slave_opts()).unwrap();
+    // Fill the slave from a master through the link, then close both.
+    let mdir = tempfile::tempdir().unwrap();
+    let master = Store::open(mdir.path(), master_opts(ReplicationMode::Sync)).unwrap();
+    master.create_topic(TopicConfig::new("t", 1)).unwrap();
+    let link = MemoryLink::new();
+    master.attach_replicator(link.replicator()).unwrap();
+    link.start(&master, &slave).unwrap();
+    let mut offsets = Vec::new();
+    for i in 0..50 {
+        let r = master.send(Message::new("t", body_for(i, 300))).unwrap();
+        assert_eq!(r.status, SendStatus::SendOk);
+        offsets.push(r.physical_offset);
+    }
+    link.stop();
+    let end = slave.commit_log().max_offset();
+    slave.close().unwrap();
+    drop(slave);
+    let inside = PhysicalOffset(offsets[20].get() + 7);
+    assert!(matches!(
+        mqstore::replication::truncate_slave(dir.path(), &slave_opts(), inside),
+        Err(Error::ReplicaDiverged { .. })
+    ));
+    assert!(mqstore::replication::truncate_slave(dir.path(), &master_opts(ReplicationMode::Sync), offsets[20]).is_err());
+    let slave = Store::open(dir.path(), slave_opts()).unwrap();
+    assert_eq!(slave.commit_log().max_offset(), end, "nothing was cut");
+    slave.close().unwrap();
+    // A cut at a record boundary keeps exactly the records before it.
+    assert_eq!(mqstore::replication::truncate_slave(dir.path(), &slave_opts(), offsets[20]).unwrap(), offsets[20]);
+    let slave = Store::open(dir.path(), slave_opts()).unwrap();
+    dispatched(&slave, "t", 20);
+    assert_eq!(queue_contents(&slave, "t").len(), 20);
+    slave.close().unwrap();
+    master.close().unwrap();
+}

@@ -77,6 +77,10 @@ pub struct CommitLogOptions {
     pub(crate) prefault_window: u64,
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Recovery cuts the log at this offset (a record boundary) if it
+    /// extends past it: a slave dropping a tail its master does not have
+    /// (see `crate::replication::truncate_slave`). Not a public option.
+    pub(crate) truncate_to: Option<u64>,
 }
 
 impl Default for CommitLogOptions {
@@ -96,6 +100,7 @@ impl Default for CommitLogOptions {
             prefault_window: 4 << 20,
             storage: Arc::new(StdStorage),
             clock: Arc::new(SystemClock),
+            truncate_to: None,
         }
     }
 }

@@ -131,7 +131,7 @@ pub(crate) fn open(root: &Path, opts: CommitLogOptions) -> Result<(Core, Recover
 
     let first_record = segs[0].header.base + SEGMENT_HEADER_LEN as u64;
     let last_end = segs.last().map_or(first_record, SegmentFile::end);
-    let (start, mut mark, generation) = match &cp {
+    let (start, mark, generation) = match &cp {
         Ok(Some(c)) => match check_checkpoint(c, &segs, MAX_RECORD_LEN_LIMIT) {
             Ok(start) => {
                 report.clean_shutdown = c.state == ShutdownState::Clean;
@@ -159,7 +159,18 @@ pub(crate) fn open(root: &Path, opts: CommitLogOptions) -> Result<(Core, Recover
             (first_record, None, 0)
         }
     };
+    // A requested cut below the checkpoint: scan from the start of the
+    // segment holding it, so the scan reaches it and finds the last record
+    // before it.
+    let (start, mut mark) = match opts.truncate_to {
+        Some(t) if t < start => {
+            let seg = segs.iter().find(|s| t >= s.header.base && t < s.end()).map_or(first_record, |s| s.header.base);
+            ((seg + SEGMENT_HEADER_LEN as u64).clamp(first_record, last_end), None)
+        }
+        _ => (start, mark),
+    };
     report.scanned_from = PhysicalOffset(start);
+    let mut cut = false;
 
     // Scan forward, verifying every record.
     // Validate against the format's hard limit, not the configured append
@@ -168,7 +179,22 @@ pub(crate) fn open(root: &Path, opts: CommitLogOptions) -> Result<(Core, Recover
     let mut scanner = Scanner::new(&segs, start, MAX_RECORD_LEN_LIMIT);
     let (end, end_idx) = loop {
         let idx = scanner.segment_index();
-        match scanner.step()? {
+        let step = scanner.step()?;
+        if let Some(t) = opts.truncate_to {
+            let at = match &step {
+                Step::Record { offset, .. } | Step::Blank { offset, .. } | Step::End { offset } => *offset,
+                Step::Damage { offset, .. } => *offset,
+            };
+            if at == t && !matches!(step, Step::End { .. }) {
+                cut = true;
+                break (t, idx);
+            }
+            if at > t {
+                // The scan stepped over the cut: it is inside a record.
+                return Err(Error::ReplicaDiverged { offset: t });
+            }
+        }
+        match step {
             Step::Record { offset, bytes, .. } => {
                 report.records_scanned += 1;
                 mark = Some(RecordMark { offset, crc: super::record::RecordView { bytes }.crc() });
@@ -224,6 +250,7 @@ pub(crate) fn open(root: &Path, opts: CommitLogOptions) -> Result<(Core, Recover
         tail.file.allocate(tail.header.size).map_err(|e| Error::io("allocate segment", &tail.path, e))?;
     }
     let dirty = tail.len < tail.header.size
+        || cut
         || !report.clean_shutdown
         || report.truncated.is_some()
         || report.records_scanned > 0;

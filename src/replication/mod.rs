@@ -57,6 +57,8 @@ pub(crate) mod master;
 pub mod memory;
 mod slave;
 
+pub use slave::truncate_slave;
+
 use crate::offset::PhysicalOffset;
 use std::time::Duration;
 

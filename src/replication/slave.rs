@@ -8,10 +8,14 @@
 //! never skips it.
 
 use super::{ReplicaAck, ReplicaProgress, ReplicationBatch, Role};
+use crate::commitlog::CommitLog;
 use crate::commitlog::FlushMode;
 use crate::error::{Error, Result};
+use crate::offset::PhysicalOffset;
 use crate::store::Store;
+use crate::store::StoreOptions;
 use crate::topic::TopicConfig;
+use std::path::Path;
 
 impl Store {
     /// Slave: writes a run the master shipped (see
@@ -84,4 +88,28 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Cuts a closed slave's commit log back to `to`, the end its master
+/// reports when it refused the slave's reconnect with
+/// [`Error::ReplicaAhead`] (the master lost a tail it never got
+/// acknowledged, say after a power loss in async flush mode). Takes the
+/// directory lock ([`Error::Locked`] while the store is open). Returns the
+/// log's end afterwards: `to`, or less if the log never reached it.
+/// Opening the store next drops the consume-queue units and index entries
+/// of the cut records.
+///
+/// `to` must be a record boundary of the slave's log, which it is when the
+/// two logs agree up to it; otherwise nothing is changed and
+/// [`Error::ReplicaDiverged`] is returned.
+pub fn truncate_slave(dir: impl AsRef<Path>, opts: &StoreOptions, to: PhysicalOffset) -> Result<PhysicalOffset> {
+    if opts.replication.role != Role::Slave {
+        return Err(Error::InvalidArgument("truncate_slave: the options are not a slave's".into()));
+    }
+    let mut log_opts = opts.commit_log.clone();
+    log_opts.truncate_to = Some(to.get());
+    let log = CommitLog::open(dir, log_opts)?;
+    let end = log.max_offset();
+    log.close()?;
+    Ok(end)
 }
