@@ -9,13 +9,16 @@ mod common;
 
 use common::{body_for, seed, Rng};
 use mqstore::commitlog::CommitLogOptions;
+use mqstore::consumer::{ConsumeContext, ConsumeFrom, ConsumeStatus};
 use mqstore::message::Message;
+use mqstore::message::MessageExt;
 use mqstore::replication::memory::{Faults, MemoryLink};
 use mqstore::replication::{ReplicaAck, ReplicaProgress, ReplicationBatch, ReplicationMode, ReplicationOptions, Role};
 use mqstore::store::{PullStatus, SendStatus, Store, StoreOptions, TagFilter};
 use mqstore::topic::TopicConfig;
 use mqstore::{Error, PhysicalOffset};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -317,6 +320,32 @@ fn slave_refuses_writes_and_serves_the_same_messages() {
     pair.caught_up();
     dispatched(&pair.slave, "orders", 405);
     assert_eq!(queue_contents(&pair.slave, "orders"), queue_contents(&pair.master, "orders"));
+    // A consumer group on each side consumes the same messages.
+    let consume_all = |store: &Store| {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        let c = store
+            .push_consumer("readers")
+            .subscribe("orders", "*")
+            .unwrap()
+            .consume_from(ConsumeFrom::FirstOffset)
+            .listener(move |msgs: &[MessageExt], _: &ConsumeContext| {
+                g.lock().unwrap().extend(msgs.iter().map(|m| m.body().to_vec()));
+                ConsumeStatus::Success
+            })
+            .start()
+            .unwrap();
+        let deadline = Instant::now() + WAIT;
+        while got.lock().unwrap().len() < 405 {
+            assert!(Instant::now() < deadline, "consumed {} of 405", got.lock().unwrap().len());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        c.shutdown().unwrap();
+        let mut v = got.lock().unwrap().clone();
+        v.sort();
+        v
+    };
+    assert_eq!(consume_all(&pair.slave), consume_all(&pair.master));
     // Tag filters work on the slave's own queues.
     let even = pair.slave.pull("orders", 0, 0, 1000, &TagFilter::parse("even").unwrap()).unwrap();
     assert!(even.messages.iter().all(|m| m.tags() == Some("even")));
