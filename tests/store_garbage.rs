@@ -85,6 +85,9 @@ impl Sent {
 struct Fixture {
     _tmp: tempfile::TempDir,
     image: PathBuf,
+    /// A copy of the store taken, open, three quarters of the way through
+    /// (the "older copy put back" of the damage matrix).
+    older: PathBuf,
     crashed: bool,
     /// Live messages by (topic, queue, queue offset).
     sent: BTreeMap<(String, u32, u64), Sent>,
@@ -159,7 +162,11 @@ fn build_fixture(rng: &mut Rng) -> Fixture {
     let mut sent = BTreeMap::new();
     let mut records = HashMap::new();
     let total = 150 + rng.below(350);
+    let older = tmp.path().join("older");
     for i in 0..total {
+        if i == total * 3 / 4 {
+            copy_tree(&live, &older);
+        }
         if i == total / 2 {
             // A topic deleted and created again: its old records stay in
             // the log and must never be served as the new incarnation's.
@@ -200,7 +207,7 @@ fn build_fixture(rng: &mut Rng) -> Fixture {
         records.insert(r.msg_id.clone(), s.clone());
         sent.insert((topic.to_string(), r.queue_id, r.queue_offset), s);
     }
-    let mut fx = Fixture { _tmp: tmp, image: live.clone(), crashed: false, sent, records, offsets: Vec::new() };
+    let mut fx = Fixture { _tmp: tmp, image: live.clone(), older, crashed: false, sent, records, offsets: Vec::new() };
     for (t, n) in TOPICS {
         for q in 0..n {
             wait_dispatched(&store, t, q, fx.queue_len(t, q));
@@ -270,7 +277,11 @@ fn is_cq(rel: &Path) -> bool {
 
 /// Derived data: rebuilt from the commit log, so damaging it loses nothing.
 fn is_derived(rel: &Path) -> bool {
-    is_cq(rel) || rel == Path::new("config/dispatch") || rel == Path::new("config/consumers")
+    is_cq(rel)
+        || rel.starts_with("index")
+        || rel == Path::new("config/dispatch")
+        || rel == Path::new("config/consumers")
+        || rel == Path::new("config/delay")
 }
 
 fn pick<'a, T>(rng: &mut Rng, v: &'a [T]) -> &'a T {
@@ -637,6 +648,72 @@ impl Drop for Watchdog {
 }
 
 /// A generator for one fixture or round, so a single round can be replayed.
+/// How opening a damaged copy went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Opened,
+    Refused,
+    Panicked,
+}
+
+/// Opens the damaged copy in `dir` (and `StoreView` on it) and checks what
+/// it serves against the fixture; with `derived`, also that nothing was
+/// lost and that the repair is durable. Returns the problems found.
+fn evaluate(fx: &Fixture, dir: &Path, derived: bool, rng: &mut Rng) -> (Vec<String>, Outcome) {
+    let mut outcome = Outcome::Panicked;
+    let mut issues = Vec::new();
+    let view = catch_unwind(AssertUnwindSafe(|| check_view(dir, fx, rng, &mut issues)));
+    if view.is_err() {
+        issues.push("PANIC in StoreView".to_string());
+    }
+    match catch_unwind(AssertUnwindSafe(|| Store::open(dir, opts()))) {
+        Err(_) => issues.push("PANIC in Store::open".to_string()),
+        Ok(Err(e)) => {
+            outcome = Outcome::Refused;
+            if derived {
+                issues.push(format!("LOST: open failed although only derived data was damaged: {e}"));
+            } else if !matches!(e, Error::Corruption { .. } | Error::Io { .. } | Error::InvalidArgument(_)) {
+                issues.push(format!("open failed with an unexpected error kind: {e:?}"));
+            }
+        }
+        Ok(Ok(store)) => {
+            outcome = Outcome::Opened;
+            let r = catch_unwind(AssertUnwindSafe(|| check_store(&store, fx, derived, rng, &mut issues)));
+            if r.is_err() {
+                issues.push("PANIC while pulling".to_string());
+            }
+            match catch_unwind(AssertUnwindSafe(|| store.close())) {
+                Err(_) => issues.push("PANIC in close".to_string()),
+                Ok(Err(e)) if derived => issues.push(format!("close failed: {e}")),
+                Ok(_) => {}
+            }
+            drop(store);
+            if derived && issues.is_empty() {
+                // Repair is durable: a second open serves everything too.
+                match catch_unwind(AssertUnwindSafe(|| Store::open(dir, opts()))) {
+                    Err(_) => issues.push("PANIC in the second Store::open".to_string()),
+                    Ok(Err(e)) => issues.push(format!("LOST: second open failed: {e}")),
+                    Ok(Ok(store)) => {
+                        let r = catch_unwind(AssertUnwindSafe(|| {
+                            check_store(&store, fx, true, rng, &mut issues);
+                            store.close()
+                        }));
+                        match r {
+                            Err(_) => issues.push("PANIC after the second open".to_string()),
+                            Ok(Err(e)) => issues.push(format!("second close failed: {e}")),
+                            Ok(Ok(())) => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for p in take_panics() {
+        issues.push(format!("PANIC: {p}"));
+    }
+    (issues, outcome)
+}
+
 fn rng_for(base: u64, what: u64, index: u64) -> Rng {
     let mut r = Rng((base ^ what.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03)) | 1);
     for _ in 0..4 {
@@ -685,54 +762,14 @@ fn damaged_store_directories_never_panic_or_serve_wrong_messages() {
             what.join("; ")
         );
         watchdog.set(ctx.clone());
-        let mut issues = Vec::new();
-
-        let view = catch_unwind(AssertUnwindSafe(|| check_view(&dir, fx, &mut rng, &mut issues)));
-        if view.is_err() {
-            issues.push("PANIC in StoreView".to_string());
-        }
-        match catch_unwind(AssertUnwindSafe(|| Store::open(&dir, opts()))) {
-            Err(_) => issues.push("PANIC in Store::open".to_string()),
-            Ok(Err(e)) => {
-                refused += 1;
-                if derived {
-                    issues.push(format!("LOST: open failed although only derived data was damaged: {e}"));
-                } else if !matches!(e, Error::Corruption { .. } | Error::Io { .. } | Error::InvalidArgument(_)) {
-                    issues.push(format!("open failed with an unexpected error kind: {e:?}"));
-                }
-            }
-            Ok(Ok(store)) => {
+        let (mut issues, outcome) = evaluate(fx, &dir, derived, &mut rng);
+        match outcome {
+            Outcome::Opened => {
                 opened += 1;
                 derived_rounds += u64::from(derived);
-                let r = catch_unwind(AssertUnwindSafe(|| check_store(&store, fx, derived, &mut rng, &mut issues)));
-                if r.is_err() {
-                    issues.push("PANIC while pulling".to_string());
-                }
-                match catch_unwind(AssertUnwindSafe(|| store.close())) {
-                    Err(_) => issues.push("PANIC in close".to_string()),
-                    Ok(Err(e)) if derived => issues.push(format!("close failed: {e}")),
-                    Ok(_) => {}
-                }
-                drop(store);
-                if derived && issues.is_empty() {
-                    // Repair is durable: a second open serves everything too.
-                    match catch_unwind(AssertUnwindSafe(|| Store::open(&dir, opts()))) {
-                        Err(_) => issues.push("PANIC in the second Store::open".to_string()),
-                        Ok(Err(e)) => issues.push(format!("LOST: second open failed: {e}")),
-                        Ok(Ok(store)) => {
-                            let r = catch_unwind(AssertUnwindSafe(|| {
-                                check_store(&store, fx, true, &mut rng, &mut issues);
-                                store.close()
-                            }));
-                            match r {
-                                Err(_) => issues.push("PANIC after the second open".to_string()),
-                                Ok(Err(e)) => issues.push(format!("second close failed: {e}")),
-                                Ok(Ok(())) => {}
-                            }
-                        }
-                    }
-                }
             }
+            Outcome::Refused => refused += 1,
+            Outcome::Panicked => {}
         }
         for p in take_panics() {
             issues.push(format!("PANIC: {p}"));
@@ -755,6 +792,188 @@ fn damaged_store_directories_never_panic_or_serve_wrong_messages() {
     assert!(
         failures.is_empty(),
         "seed {base}: {} of {rounds} rounds failed (MQSTORE_SEED={base} replays); first:\n{}",
+        failures.len(),
+        failures.iter().take(5).cloned().collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// One deterministic damage of the matrix.
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    /// Cut the file to this many bytes.
+    Truncate(usize),
+    /// Flip one bit: byte index, bit.
+    Flip(usize, u8),
+    /// Zero the 4 KiB page at this index.
+    ZeroPage(usize),
+    /// Fill the 4 KiB page at this index with noise.
+    NoisePage(usize),
+    Delete,
+    Empty,
+    /// Put back the file as it was three quarters of the way through.
+    Older,
+}
+
+/// The damages for one file: truncation at every byte (every third unless
+/// `full`) of its last written 120 bytes, a flip in each of its first 64
+/// bytes (every bit when `full`) and 8 random flips over what was written,
+/// zeroed and noisy pages at its start and at its written end, deletion,
+/// emptying, and an older copy.
+fn matrix_for(bytes: &[u8], full: bool, rng: &mut Rng) -> Vec<Damage> {
+    // Preallocated files are zeros past what was written.
+    let written = bytes.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+    let mut out = Vec::new();
+    let step = if full { 1 } else { 3 };
+    for at in (written.saturating_sub(120)..written).step_by(step) {
+        out.push(Damage::Truncate(at));
+    }
+    for i in 0..written.min(64) {
+        if full {
+            out.extend((0..8).map(|b| Damage::Flip(i, b)));
+        } else {
+            out.push(Damage::Flip(i, (i % 8) as u8));
+        }
+    }
+    for _ in 0..8 {
+        if written > 0 {
+            out.push(Damage::Flip(rng.below(written as u64) as usize, rng.below(8) as u8));
+        }
+    }
+    let last_page = written.saturating_sub(1) / 4096;
+    out.extend([Damage::ZeroPage(0), Damage::NoisePage(0), Damage::ZeroPage(last_page), Damage::NoisePage(last_page)]);
+    out.extend([Damage::Delete, Damage::Empty, Damage::Older]);
+    out
+}
+
+/// Applies `d` to `dir/rel`; `false` when it does not apply (no older copy).
+fn apply(fx: &Fixture, dir: &Path, rel: &Path, d: Damage, rng: &mut Rng) -> bool {
+    let path = dir.join(rel);
+    let mut bytes = std::fs::read(&path).unwrap();
+    match d {
+        Damage::Truncate(n) => bytes.truncate(n),
+        Damage::Flip(i, b) => bytes[i] ^= 1 << b,
+        Damage::ZeroPage(p) | Damage::NoisePage(p) => {
+            let (lo, hi) = (p * 4096, ((p + 1) * 4096).min(bytes.len()));
+            if lo >= hi {
+                return false;
+            }
+            let fill = if matches!(d, Damage::ZeroPage(_)) { vec![0u8; hi - lo] } else { random_bytes(rng, hi - lo) };
+            bytes[lo..hi].copy_from_slice(&fill);
+        }
+        Damage::Delete => {
+            std::fs::remove_file(&path).unwrap();
+            return true;
+        }
+        Damage::Empty => bytes.clear(),
+        Damage::Older => match std::fs::read(fx.older.join(rel)) {
+            Ok(old) if old != bytes => bytes = old,
+            _ => return false,
+        },
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    true
+}
+
+/// Every file kind of a store under a fixed matrix of damages (see
+/// [`matrix_for`]): the newest commit-log segment, the checkpoint, the
+/// fullest consume-queue file, an index file, and each config file.
+/// Damage to derived data (consume queues, index, dispatch checkpoint,
+/// delay progress) must lose nothing; damage elsewhere must end in a typed
+/// error or a store that serves only what was sent, and never panic.
+/// `MQSTORE_DAMAGE_MATRIX_FULL=1` runs every byte and every bit.
+#[test]
+fn every_file_kind_under_the_damage_matrix() {
+    install_panic_hook();
+    let base = seed();
+    let full = std::env::var_os("MQSTORE_DAMAGE_MATRIX_FULL").is_some();
+    let watchdog = Watchdog::start();
+    let started = Instant::now();
+    watchdog.set(format!("seed {base}: building the matrix fixture"));
+    // A fixture that was closed cleanly, so every config file exists (a
+    // crash image may predate the first persist of the consumer offsets).
+    let mut fx = build_fixture(&mut rng_for(base, 3, 0));
+    for i in 1..16 {
+        if !fx.crashed {
+            break;
+        }
+        fx = build_fixture(&mut rng_for(base, 3, i));
+    }
+    take_panics();
+    let all = files(&fx.image);
+    let largest = |prefix: &str| {
+        all.iter()
+            .filter(|p| p.starts_with(prefix))
+            .max_by_key(|p| std::fs::read(fx.image.join(p)).map_or(0, |b| b.iter().filter(|&&x| x != 0).count()))
+            .cloned()
+    };
+    let mut targets: Vec<(&str, PathBuf)> = Vec::new();
+    if let Some(p) = all.iter().filter(|p| p.starts_with("commitlog")).max() {
+        targets.push(("newest segment", p.clone()));
+    }
+    for (kind, prefix) in [("consume queue", "consumequeue"), ("index", "index")] {
+        if let Some(p) = largest(prefix) {
+            targets.push((kind, p));
+        }
+    }
+    for name in
+        ["checkpoint", "config/dispatch", "config/delay", "config/consumer_offsets", "config/topics", "config/store"]
+    {
+        if all.iter().any(|p| p == Path::new(name)) {
+            targets.push((name, PathBuf::from(name)));
+        }
+    }
+    let mut failures = Vec::new();
+    let mut rows = Vec::new();
+    let mut rng = rng_for(base, 4, 0);
+    for (kind, rel) in &targets {
+        let bytes = std::fs::read(fx.image.join(rel)).unwrap();
+        let derived = is_derived(rel);
+        let (mut cases, mut opened, mut refused) = (0u64, 0u64, 0u64);
+        for d in matrix_for(&bytes, full, &mut rng) {
+            let tmp = scratch();
+            let dir = tmp.path().join("store");
+            copy_tree(&fx.image, &dir);
+            if !apply(&fx, &dir, rel, d, &mut rng) {
+                continue;
+            }
+            cases += 1;
+            let ctx = format!("seed {base}: {kind} {} under {d:?}", rel.display());
+            watchdog.set(ctx.clone());
+            let (issues, outcome) = evaluate(&fx, &dir, derived, &mut rng);
+            match outcome {
+                Outcome::Opened => opened += 1,
+                Outcome::Refused => {
+                    refused += 1;
+                    if std::env::var_os("MQSTORE_DAMAGE_MATRIX_VERBOSE").is_some() {
+                        eprintln!("refused: {ctx}: {:?}", Store::open(&dir, opts()).err());
+                    }
+                }
+                Outcome::Panicked => {}
+            }
+            if !issues.is_empty() {
+                let msg = format!(
+                    "{ctx} ({})\n    {}",
+                    if fx.crashed { "crash image" } else { "clean close" },
+                    issues.join("\n    ")
+                );
+                eprintln!("FAILED {msg}");
+                failures.push(msg);
+            }
+        }
+        rows.push(format!(
+            "| {kind} | {} | {cases} | {opened} | {refused} |",
+            if derived { "derived" } else { "primary" }
+        ));
+    }
+    drop(watchdog);
+    println!("damage matrix: seed {base}, {} ({:?}):", if full { "full" } else { "default" }, started.elapsed());
+    println!("| file | kind | damages | opened | refused (typed error) |\n|---|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} damages failed; first:\n{}",
         failures.len(),
         failures.iter().take(5).cloned().collect::<Vec<_>>().join("\n")
     );
