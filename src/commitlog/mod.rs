@@ -409,6 +409,14 @@ impl CommitLog {
         self.handle.core.segments.read().len()
     }
 
+    /// Fences the log (and so the store) if `e` is a failed sync of any
+    /// file the store keeps, not only the log's own: after a failed fsync
+    /// the kernel may have dropped the dirty pages, so nothing written
+    /// since can be promised any more.
+    pub(crate) fn fence_if_sync_failed(&self, e: &Error, what: &str) {
+        self.handle.core.fence_if_sync_failed(e, what);
+    }
+
     /// Whether an earlier failure fenced the log.
     #[must_use]
     pub fn is_fenced(&self) -> bool {

@@ -591,8 +591,14 @@ fn run(inner: &Inner) {
         if last_persist.elapsed() >= interval {
             last_persist = Instant::now();
             // Failures are retried next interval; close reports them.
-            let _ = inner.queues.flush_all().and_then(|()| write_checkpoint(inner));
-            let _ = inner.offsets.persist();
+            // Failures are retried next interval (close reports them); a
+            // failed sync fences the store.
+            let _ = inner
+                .queues
+                .flush_all()
+                .and_then(|()| write_checkpoint(inner))
+                .inspect_err(|e| inner.log.fence_if_sync_failed(e, "consume queues and dispatch checkpoint"));
+            let _ = inner.offsets.persist().inspect_err(|e| inner.log.fence_if_sync_failed(e, "consumer offsets"));
         }
     }
 }

@@ -208,7 +208,7 @@ impl Store {
         let mut next = self.inner.next_queue_offset.lock();
         let created = self.inner.topics.get(&cfg.name).is_none();
         let name = cfg.name.clone();
-        self.inner.topics.upsert(cfg, since)?;
+        self.inner.topics.upsert(cfg, since).inspect_err(|e| self.inner.log.fence_if_sync_failed(e, "topics"))?;
         if created {
             next.retain(|(t, _), _| *t != name);
         }
@@ -228,7 +228,7 @@ impl Store {
         if self.inner.topics.get(name).is_none() {
             return Err(Error::InvalidArgument(format!("topic {name} does not exist")));
         }
-        self.inner.topics.remove(name)?;
+        self.inner.topics.remove(name).inspect_err(|e| self.inner.log.fence_if_sync_failed(e, "topics"))?;
         // Consumers give up the topic's queues (finishing what they hold)
         // before the queues go away.
         self.inner.consumers.rebalance_topic(name);
@@ -239,7 +239,7 @@ impl Store {
         self.inner.queues.remove_topic(name)?;
         drop(next);
         self.inner.offsets.remove_topic(name);
-        self.inner.offsets.persist()
+        self.inner.offsets.persist().inspect_err(|e| self.inner.log.fence_if_sync_failed(e, "consumer offsets"))
     }
 
     /// The configuration of `name`, if the topic exists.

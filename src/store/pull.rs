@@ -391,9 +391,10 @@ impl Store {
         self.inner.offsets.get(group, topic, queue_id)
     }
 
-    /// Writes the committed offsets to disk now.
+    /// Writes the committed offsets to disk now. A failed sync fences the
+    /// store (writes are refused until it is reopened).
     pub fn persist_offsets(&self) -> Result<()> {
         self.ensure_open()?;
-        self.inner.offsets.persist()
+        self.inner.offsets.persist().inspect_err(|e| self.inner.log.fence_if_sync_failed(e, "consumer offsets"))
     }
 }
