@@ -16,7 +16,6 @@ use super::record::{peek_len_and_offset, peek_topic_and_queue, RecordView, BLANK
 use super::segment::{Segment, SEGMENT_HEADER_LEN};
 use super::{CommitLog, Core, FlushMode, Writer};
 use crate::error::{Error, Result};
-use std::sync::atomic::Ordering;
 
 /// The (topic, queue id) of each record of a run, in order, up to the
 /// first record that does not parse (the write validates them all again).
@@ -156,12 +155,7 @@ impl Core {
         }
         *last_store_ts = items.iter().map(|i| i.store_ts).fold(*last_store_ts, u64::max);
         let end = seg.base + *pos;
-        if staging {
-            self.staged_end.store(end, Ordering::Release);
-        } else {
-            self.written.store(end, Ordering::Release);
-        }
-        self.maybe_prefault(&mut w, end);
+        self.publish_written(&mut w, end);
         Ok(end)
     }
 

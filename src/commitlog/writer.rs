@@ -89,14 +89,20 @@ impl Core {
             each(Appended { offset: PhysicalOffset(offset), size: len, store_timestamp: now, crc });
         }
         let end = seg.base + *pos;
-        if staging {
-            // Published (readable) only once committed and synced.
+        self.publish_written(&mut w, end);
+        Ok(end)
+    }
+
+    /// After records were written up to `end` under the append lock:
+    /// publishes them (Async: readable now; Sync: staged, readable once the
+    /// flush thread committed and synced them) and keeps prefaulting ahead.
+    pub(super) fn publish_written(&self, w: &mut Writer, end: u64) {
+        if self.opts.flush_mode == FlushMode::Sync {
             self.staged_end.store(end, Ordering::Release);
         } else {
             self.written.store(end, Ordering::Release);
         }
-        self.maybe_prefault(&mut w, end);
-        Ok(end)
+        self.maybe_prefault(w, end);
     }
 
     /// Waits for durability as the flush mode requires.
@@ -161,7 +167,7 @@ impl Core {
 
     /// Asks the preparation thread for the next segment once the active one
     /// is past [`prepare_point`], and for prefaulting ahead of the writer.
-    pub(super) fn maybe_prefault(&self, w: &mut Writer, end: u64) {
+    fn maybe_prefault(&self, w: &mut Writer, end: u64) {
         if !w.next_requested && w.pos >= prepare_point(w.active.size) {
             w.next_requested = true;
             self.prealloc.request_segment(w.active.end());
