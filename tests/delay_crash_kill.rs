@@ -44,9 +44,8 @@ use mqstore::topic::TopicConfig;
 use mqstore::{Clock, ManualClock};
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const CHILD_TEST: &str = "delay_crash_child_process";
@@ -203,65 +202,28 @@ struct Seen {
 }
 
 enum Event {
-    Ready,
     Ack(u64),
     Consumed(u64),
+}
+
+fn parse_report(l: &str) -> Option<common::Report<Event>> {
+    let mut it = l.split_whitespace();
+    match (it.next(), it.next().and_then(|n| n.parse().ok())) {
+        (Some("@@READY"), _) => Some(common::Report::Ready),
+        (Some("@@ACK"), Some(n)) => Some(common::Report::Event(Event::Ack(n))),
+        (Some("@@CONSUMED"), Some(n)) => Some(common::Report::Event(Event::Consumed(n))),
+        _ => None,
+    }
 }
 
 fn round(dir: &Path, mode: FlushMode, r: u64, rng: &mut Rng, seen: &mut Seen) -> Result<(), String> {
     let conf =
         format!("{},{},{},{}", u64::from(mode == FlushMode::Sync), BASE + r * ROUND_SPAN, seen.next_seq, rng.next());
-    let common::TestChild { mut guard, stdout, stderr } = common::spawn_test_child(
+    let child = common::spawn_test_child(
         CHILD_TEST,
         &[(ENV_DIR, dir.as_os_str().to_owned()), (ENV_CONF, conf.clone().into())],
     )?;
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        common::read_report_lines(stdout, |line| {
-            let common::ReportLine::Complete(l) = line else { return true };
-            // The first report shares its line with libtest's "test ... ".
-            let Some(at) = l.find("@@") else { return true };
-            let mut it = l[at..].split_whitespace();
-            let ev = match (it.next(), it.next().and_then(|n| n.parse().ok())) {
-                (Some("@@READY"), _) => Event::Ready,
-                (Some("@@ACK"), Some(n)) => Event::Ack(n),
-                (Some("@@CONSUMED"), Some(n)) => Event::Consumed(n),
-                _ => return true,
-            };
-            tx.send(ev).is_ok()
-        });
-    });
-    // Kill while recovering (10%), or 5 to 150 ms after it is ready.
-    let during_open = rng.below(10) == 0;
-    let after = Duration::from_millis(if during_open { rng.below(8) } else { 5 + rng.below(146) });
-    let mut ready_at = if during_open { Some(Instant::now()) } else { None };
-    let give_up = Instant::now() + Duration::from_secs(30);
-    let mut events = Vec::new();
-    loop {
-        if ready_at.is_some_and(|t| t.elapsed() >= after) || Instant::now() > give_up {
-            break;
-        }
-        match rx.recv_timeout(Duration::from_millis(1)) {
-            Ok(Event::Ready) => {
-                ready_at.get_or_insert_with(Instant::now);
-            }
-            Ok(e) => events.push(e),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-    }
-    let mut child = guard.0.take().ok_or("no child")?;
-    let _ = child.kill();
-    let status = child.wait().map_err(|e| e.to_string())?;
-    reader.join().map_err(|_| "reader panicked")?;
-    events.extend(rx.try_iter());
-    let err = stderr.join().unwrap_or_default();
-    if status.signal() != Some(libc::SIGKILL) {
-        return Err(format!("round {r}: child exited on its own ({status:?}), conf {conf}\n{err}"));
-    }
-    if ready_at.is_none() && !during_open {
-        return Err(format!("round {r}: child never became ready\n{err}"));
-    }
+    let events = common::sigkill_round(child, rng, &format!("round {r} (conf {conf})"), parse_report)?;
     for e in events {
         match e {
             Event::Ack(n) => {
@@ -271,7 +233,6 @@ fn round(dir: &Path, mode: FlushMode, r: u64, rng: &mut Rng, seen: &mut Seen) ->
             Event::Consumed(n) => {
                 seen.consumed.insert(n);
             }
-            Event::Ready => {}
         }
     }
     // Unacknowledged sends may have been stored: skip past them too.

@@ -34,7 +34,6 @@ use mqstore::topic::TopicConfig;
 use mqstore::Error;
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -201,6 +200,15 @@ fn check_side(path: &Path, opts: StoreOptions, acked: &BTreeSet<u64>, side: &str
     Ok(())
 }
 
+fn parse_report(l: &str) -> Option<common::Report<u64>> {
+    let mut it = l.split_whitespace();
+    match (it.next(), it.next().and_then(|n| n.parse::<u64>().ok())) {
+        (Some("@@READY"), _) => Some(common::Report::Ready),
+        (Some("@@ACK"), Some(n)) => Some(common::Report::Event(n)),
+        _ => None,
+    }
+}
+
 fn round(
     dir: &Path,
     mode: FlushMode,
@@ -210,55 +218,11 @@ fn round(
     next: &mut u64,
 ) -> Result<(), String> {
     let conf = format!("{},{}", u64::from(mode == FlushMode::Sync), *next);
-    let common::TestChild { mut guard, stdout, stderr } = common::spawn_test_child(
+    let child = common::spawn_test_child(
         CHILD_TEST,
         &[(ENV_DIR, dir.as_os_str().to_owned()), (ENV_CONF, conf.clone().into())],
     )?;
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        common::read_report_lines(stdout, |line| {
-            let common::ReportLine::Complete(l) = line else { return true };
-            let Some(at) = l.find("@@") else { return true };
-            let mut it = l[at..].split_whitespace();
-            let ev = match (it.next(), it.next().and_then(|n| n.parse::<u64>().ok())) {
-                (Some("@@READY"), _) => None,
-                (Some("@@ACK"), Some(n)) => Some(n),
-                _ => return true,
-            };
-            tx.send(ev).is_ok()
-        });
-    });
-    // Kill while recovering (10%), or 5 to 150 ms after it is ready.
-    let during_open = rng.below(10) == 0;
-    let after = Duration::from_millis(if during_open { rng.below(8) } else { 5 + rng.below(146) });
-    let mut ready_at = if during_open { Some(Instant::now()) } else { None };
-    let give_up = Instant::now() + Duration::from_secs(30);
-    let mut round_acks = Vec::new();
-    loop {
-        if ready_at.is_some_and(|t| t.elapsed() >= after) || Instant::now() > give_up {
-            break;
-        }
-        match rx.recv_timeout(Duration::from_millis(1)) {
-            Ok(None) => {
-                ready_at.get_or_insert_with(Instant::now);
-            }
-            Ok(Some(n)) => round_acks.push(n),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-    }
-    let mut child = guard.0.take().ok_or("no child")?;
-    let _ = child.kill();
-    let status = child.wait().map_err(|e| e.to_string())?;
-    reader.join().map_err(|_| "reader panicked")?;
-    round_acks.extend(rx.try_iter().flatten());
-    let err = stderr.join().unwrap_or_default();
-    if status.signal() != Some(libc::SIGKILL) {
-        return Err(format!("round {r}: child exited on its own ({status:?}), conf {conf}\n{err}"));
-    }
-    if ready_at.is_none() && !during_open {
-        return Err(format!("round {r}: child never became ready\n{err}"));
-    }
+    let round_acks = common::sigkill_round(child, rng, &format!("round {r} (conf {conf})"), parse_report)?;
     for n in round_acks {
         acked.insert(n);
         *next = (*next).max(n + 2);

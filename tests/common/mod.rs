@@ -161,3 +161,76 @@ pub fn spawn_test_child(child_test: &str, envs: &[(&str, std::ffi::OsString)]) -
     });
     Ok(TestChild { guard, stdout, stderr })
 }
+
+/// What a crash-test child's report line means to [`sigkill_round`].
+pub enum Report<E> {
+    /// `@@READY`: the child finished opening.
+    Ready,
+    /// Anything the caller counts (an acknowledgement, say).
+    Event(E),
+}
+
+/// Runs one SIGKILL round of a crash-test child that prints `@@READY` once
+/// open and `@@...` report lines after: kills it while it recovers (one
+/// round in ten, within 8 ms of the start) or 5 to 150 ms after it is
+/// ready, reaps it, and returns the events `parse` found in its lines
+/// (each from its `@@`; `None` skips a line). An error if the child exited
+/// on its own or never became ready; `ctx` prefixes the messages, which
+/// carry the child's stderr.
+pub fn sigkill_round<E: Send + 'static>(
+    child: TestChild,
+    rng: &mut Rng,
+    ctx: &str,
+    parse: fn(&str) -> Option<Report<E>>,
+) -> Result<Vec<E>, String> {
+    use std::os::unix::process::ExitStatusExt;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+    let TestChild { mut guard, stdout, stderr } = child;
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        read_report_lines(stdout, |line| {
+            let ReportLine::Complete(l) = line else { return true };
+            // The first report shares its line with libtest's "test ... ".
+            let Some(at) = l.find("@@") else { return true };
+            match parse(&l[at..]) {
+                Some(r) => tx.send(r).is_ok(),
+                None => true,
+            }
+        });
+    });
+    let during_open = rng.below(10) == 0;
+    let after = Duration::from_millis(if during_open { rng.below(8) } else { 5 + rng.below(146) });
+    let mut ready_at = if during_open { Some(Instant::now()) } else { None };
+    let give_up = Instant::now() + Duration::from_secs(30);
+    let mut events = Vec::new();
+    loop {
+        if ready_at.is_some_and(|t| t.elapsed() >= after) || Instant::now() > give_up {
+            break;
+        }
+        match rx.recv_timeout(Duration::from_millis(1)) {
+            Ok(Report::Ready) => {
+                ready_at.get_or_insert_with(Instant::now);
+            }
+            Ok(Report::Event(e)) => events.push(e),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let mut child = guard.0.take().ok_or("no child")?;
+    let _ = child.kill();
+    let status = child.wait().map_err(|e| e.to_string())?;
+    reader.join().map_err(|_| "reader panicked")?;
+    events.extend(rx.try_iter().filter_map(|r| match r {
+        Report::Event(e) => Some(e),
+        Report::Ready => None,
+    }));
+    let err = stderr.join().unwrap_or_default();
+    if status.signal() != Some(libc::SIGKILL) {
+        return Err(format!("{ctx}: child exited on its own ({status:?})\n{err}"));
+    }
+    if ready_at.is_none() && !during_open {
+        return Err(format!("{ctx}: child never became ready\n{err}"));
+    }
+    Ok(events)
+}
