@@ -16,6 +16,7 @@
 
 mod queue;
 mod recover;
+mod retain;
 mod set;
 mod unit;
 

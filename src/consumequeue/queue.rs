@@ -313,7 +313,7 @@ impl ConsumeQueue {
 
     /// Reads unit `at` if it is below `max`. The caller holds the file-list
     /// lock (read or write) and loaded `max` after taking it.
-    fn unit_locked(&self, files: &[CqFile], at: u64, max: u64) -> Option<CqUnit> {
+    pub(super) fn unit_locked(&self, files: &[CqFile], at: u64, max: u64) -> Option<CqUnit> {
         if at >= max || at < self.min.load(Ordering::Acquire) {
             return None;
         }

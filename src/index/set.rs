@@ -284,6 +284,28 @@ impl Index {
         }
     }
 
+    /// Removes the index files whose every entry points below `floor` (the
+    /// commit log's new first offset): each file except the newest, whose
+    /// successor starts at or below `floor` (a file holds only records below
+    /// its successor's name). Oldest first, then the directory is synced.
+    /// Returns how many went.
+    pub(crate) fn remove_files_below(&self, floor: u64) -> Result<usize> {
+        let _w = self.writer.lock();
+        let doomed: Vec<Arc<IndexFile>> = {
+            let mut files = self.files.write();
+            let n = files.windows(2).take_while(|w| w[1].first_phy <= floor).count();
+            files.drain(..n).collect()
+        };
+        for f in &doomed {
+            let path = self.dir.join(file_name(f.first_phy));
+            self.storage.remove_file(&path).map_err(|e| Error::io("remove index file", &path, e))?;
+        }
+        if !doomed.is_empty() {
+            self.storage.sync_dir(&self.dir).map_err(|e| Error::io("sync index directory", &self.dir, e))?;
+        }
+        Ok(doomed.len())
+    }
+
     /// Index files and their entries.
     pub fn stats(&self) -> (usize, u64) {
         let files = self.files.read();

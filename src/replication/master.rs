@@ -57,6 +57,11 @@ impl std::fmt::Debug for MasterState {
 impl MasterState {
     /// New records are readable: wake the replicate thread (cheap when it
     /// is busy: no syscall).
+    /// The connected replica's applied end, `None` when none is connected.
+    pub(crate) fn connected_replica_end(&self) -> Option<u64> {
+        self.connected.load(Ordering::Acquire).then(|| self.applied.load(Ordering::Acquire))
+    }
+
     pub(crate) fn nudge(&self) {
         self.work.wake_all();
     }

@@ -223,6 +223,12 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Per level in use: (schedule queue id, first undelivered offset).
+    pub(crate) fn progress(&self, inner: &Inner) -> Vec<(u32, u64)> {
+        let n = Self::levels_in_use(inner);
+        (0..n).map(|l| (l as u32, self.confirmed[l].load(Ordering::Acquire))).collect()
+    }
+
     /// Counters and per-level backlog.
     pub(crate) fn stats(&self, inner: &Inner) -> ScheduleStats {
         let n = Self::levels_in_use(inner);

@@ -210,6 +210,11 @@ impl Storage for FaultyStorage {
         self.plan.check("try_lock", false)?;
         self.inner.try_lock(path)
     }
+
+    fn disk_usage(&self, path: &Path) -> io::Result<super::DiskUsage> {
+        self.plan.check("disk_usage", false)?;
+        self.inner.disk_usage(path)
+    }
 }
 
 impl StorageFile for FaultyFile {

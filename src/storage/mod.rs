@@ -57,6 +57,37 @@ pub trait Storage: Send + Sync + Debug + 'static {
     /// missing). `Ok(None)` means another handle holds it. The lock lasts as
     /// long as the returned guard.
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>>;
+    /// Size and free space of the file system holding `path`, for log
+    /// retention's disk ratios. The default reports `Unsupported`, which
+    /// turns the ratio checks off (age-based retention still runs).
+    fn disk_usage(&self, path: &Path) -> io::Result<DiskUsage> {
+        let _ = path;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// What [`Storage::disk_usage`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// Size of the file system in bytes.
+    pub total: u64,
+    /// Bytes available to this process (what `df` calls available).
+    pub available: u64,
+}
+
+impl DiskUsage {
+    /// Used share in percent, as `df` computes it: used / (used +
+    /// available), rounded up; 100 for a file system of size 0.
+    #[must_use]
+    pub fn used_percent(&self) -> u8 {
+        let used = self.total.saturating_sub(self.available);
+        let denom = u128::from(used) + u128::from(self.available);
+        if denom == 0 {
+            return 100;
+        }
+        let pct = (u128::from(used) * 100).div_ceil(denom);
+        u8::try_from(pct.min(100)).unwrap_or(100)
+    }
 }
 
 /// Keeps a lock taken by [`Storage::try_lock`] alive until dropped.

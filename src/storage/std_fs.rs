@@ -102,6 +102,22 @@ impl Storage for StdStorage {
             Err(TryLockError::Error(e)) => Err(e),
         }
     }
+
+    fn disk_usage(&self, path: &Path) -> io::Result<super::DiskUsage> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: an all-zero statvfs is a valid value of the plain C struct.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is a NUL-terminated path and `st` a valid out pointer.
+        check(unsafe { libc::statvfs(c.as_ptr(), &mut st) })?;
+        let frsize = u64::from(st.f_frsize);
+        // Checked: the kernel's numbers, but a FUSE file system may report
+        // anything.
+        let total = u64::from(st.f_blocks).checked_mul(frsize).unwrap_or(u64::MAX);
+        let available = u64::from(st.f_bavail).checked_mul(frsize).unwrap_or(u64::MAX).min(total);
+        Ok(super::DiskUsage { total, available })
+    }
 }
 
 fn check(ret: libc::c_int) -> io::Result<()> {

@@ -275,13 +275,19 @@ pub(crate) fn recover(inner: &Inner) -> Result<()> {
             }
         }
     }
-    // The last unit of every queue must point at its record.
+    // The last unit of every queue must point at its record (or below the
+    // log's start: retention removed it).
+    let log_min = inner.log.min_offset().get();
     for topic in inner.queues.topics() {
         for (queue_id, q) in inner.queues.queues_of(&topic) {
             if let Some((at, unit)) = q.last() {
-                let ok = inner.log.read(unit.physical_offset).is_ok_and(|r| {
-                    r.topic() == topic && r.queue_id() == queue_id && r.queue_offset() == at.0 && r.size() == unit.size
-                });
+                let ok = unit.physical_offset.get() < log_min
+                    || inner.log.read(unit.physical_offset).is_ok_and(|r| {
+                        r.topic() == topic
+                            && r.queue_id() == queue_id
+                            && r.queue_offset() == at.0
+                            && r.size() == unit.size
+                    });
                 if !ok {
                     inner.queues.remove_queue(&topic, queue_id)?;
                     from = inner.log.min_offset().get();
@@ -310,6 +316,19 @@ pub(crate) fn recover(inner: &Inner) -> Result<()> {
             }
         }
     }
+    // A rebuilt queue none of whose records survived retention keeps its
+    // numbering: it resumes at its checkpointed end, never back at 0.
+    if let Some((_, ends)) = &checkpoint {
+        for ((topic, queue_id), (_, qend)) in ends {
+            let began_earlier = inner.topics.since(topic).is_some_and(|since| since < log_min);
+            if *qend > 0 && began_earlier {
+                let q = inner.queues.get_or_create(topic, *queue_id)?;
+                if q.has_no_files() {
+                    q.start_at(*qend);
+                }
+            }
+        }
+    }
     // Numbering resumes after each queue's last unit.
     let mut next = inner.next_queue_offset.lock();
     for topic in inner.queues.topics() {
@@ -323,6 +342,21 @@ pub(crate) fn recover(inner: &Inner) -> Result<()> {
     write_checkpoint(inner)
 }
 
+/// A queue being rebuilt (no files, nothing put yet) whose topic began
+/// before the log's first stored record starts at `rec`'s position: this is
+/// the first record of it that retention left (recovery re-dispatches from
+/// the log's start, in log order, which is queue order), and the records
+/// before it are gone with their segments. Returns whether it did.
+fn start_after_retention(inner: &Inner, rec: &Record) -> bool {
+    let log_min = inner.log.min_offset().get();
+    let began_earlier = inner.topics.since(rec.topic()).is_some_and(|since| since < log_min);
+    began_earlier
+        && inner
+            .queues
+            .queue(rec.topic(), rec.queue_id())
+            .is_some_and(|q| q.has_no_files() && q.start_at(rec.queue_offset()))
+}
+
 /// Like [`dispatch_available`], but reports the first gap instead of
 /// failing on it.
 fn dispatch_recovering(inner: &Inner) -> Result<Option<(String, u32)>> {
@@ -331,7 +365,9 @@ fn dispatch_recovering(inner: &Inner) -> Result<Option<(String, u32)>> {
     for rec in &mut it {
         let rec = rec?;
         if let Applied::Gap { topic, queue_id } = apply(inner, &rec)? {
-            return Ok(Some((topic, queue_id)));
+            if !start_after_retention(inner, &rec) || !matches!(apply(inner, &rec)?, Applied::Ok) {
+                return Ok(Some((topic, queue_id)));
+            }
         }
         inner.dispatch.dispatched.store(rec.end().get(), Ordering::Release);
     }
@@ -371,6 +407,12 @@ pub(crate) fn rebuild_queue(inner: &Inner, topic: &str, queue_id: u32) -> Result
     }
     inner.queues.remove_queue(topic, queue_id)?;
     let q = inner.queues.get_or_create(topic, queue_id)?;
+    // After retention the first surviving unit may not be at 0.
+    if let Some((first, _)) = units.first() {
+        if *first > 0 && since < inner.log.min_offset().get() {
+            q.start_at(*first);
+        }
+    }
     for (at, unit) in units {
         q.put(QueueOffset(at), unit)?;
     }
@@ -386,6 +428,14 @@ pub(crate) fn rebuild_queue(inner: &Inner, topic: &str, queue_id: u32) -> Result
 /// re-dispatches from that offset and so sees every copy the progress does
 /// not count.
 pub(crate) fn write_checkpoint(inner: &Inner) -> Result<()> {
+    write_checkpoint_with(inner, &HashMap::new())
+}
+
+/// [`write_checkpoint`], recording `starts` as the first offsets of those
+/// queues: retention writes the starts its file removal will leave before
+/// removing anything, so a crash in between never looks like a lost head
+/// file (which would rebuild the queue).
+pub(crate) fn write_checkpoint_with(inner: &Inner, starts: &HashMap<(String, u32), u64>) -> Result<()> {
     let dispatched = inner.dispatch.dispatched.load(Ordering::Acquire);
     inner.index.flush()?;
     inner.schedule.persist(inner)?;
@@ -394,7 +444,8 @@ pub(crate) fn write_checkpoint(inner: &Inner) -> Result<()> {
     let mut entries = Vec::new();
     for topic in inner.queues.topics() {
         for (queue_id, q) in inner.queues.queues_of(&topic) {
-            entries.push((topic.clone(), queue_id, q.min_offset().0, q.max_offset().0));
+            let start = starts.get(&(topic.clone(), queue_id)).copied().unwrap_or(q.min_offset().0);
+            entries.push((topic.clone(), queue_id, start, q.max_offset().0));
         }
     }
     let count = u32::try_from(entries.len()).map_err(|_| Error::InvalidArgument("too many queues".into()))?;
@@ -567,12 +618,16 @@ impl Threads {
 
 fn run(inner: &Inner) {
     let interval = inner.opts.offset_persist_interval;
+    let retention_every = super::retention::interval(inner);
     let mut last_persist = Instant::now();
+    let mut last_retention = Instant::now();
     loop {
         {
             let mut st = inner.dispatch.state.lock();
             if !st.pending && !st.stop {
-                let wait = IDLE_WAIT.min(interval.saturating_sub(last_persist.elapsed()));
+                let wait = IDLE_WAIT
+                    .min(interval.saturating_sub(last_persist.elapsed()))
+                    .min(retention_every.saturating_sub(last_retention.elapsed()));
                 inner.dispatch.cv.wait_for(&mut st, wait.max(Duration::from_millis(1)));
             }
             if st.stop {
@@ -590,15 +645,22 @@ fn run(inner: &Inner) {
         }
         if last_persist.elapsed() >= interval {
             last_persist = Instant::now();
-            // Failures are retried next interval; close reports them.
             // Failures are retried next interval (close reports them); a
             // failed sync fences the store.
+            let _round = inner.retention.lock.lock();
             let _ = inner
                 .queues
                 .flush_all()
                 .and_then(|()| write_checkpoint(inner))
                 .inspect_err(|e| inner.log.fence_if_sync_failed(e, "consume queues and dispatch checkpoint"));
+            drop(_round);
             let _ = inner.offsets.persist().inspect_err(|e| inner.log.fence_if_sync_failed(e, "consumer offsets"));
+        }
+        if last_retention.elapsed() >= retention_every && !inner.log.is_fenced() {
+            last_retention = Instant::now();
+            // Errors are retried next round; a failed sync fenced the store
+            // inside the round.
+            let _ = super::retention::run(inner, super::Retention::Normal);
         }
     }
 }

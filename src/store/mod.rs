@@ -23,12 +23,14 @@ mod options;
 mod pull;
 mod query;
 mod readonly;
+mod retention;
 pub(crate) mod send;
 
 pub use options::StoreOptions;
 pub use pull::{PullResult, PullStatus, PullSummary, TagFilter};
 pub use query::MAX_QUERY_RESULTS;
 pub use readonly::StoreView;
+pub use retention::{Holder, RemovalReason, RemovedSegment, Retention, RetentionOptions, RetentionReport};
 pub use send::{
     HashByKeySelector, MessageQueue, MessageQueueSelector, RandomSelector, RoundRobinSelector, SendCallback,
     SendResult, SendStatus,
@@ -117,6 +119,8 @@ pub(crate) struct Inner {
     threads: Mutex<Option<dispatch::Threads>>,
     /// A master's replica progress and `mqstore:replicate` thread.
     pub(crate) replication: crate::replication::master::MasterState,
+    /// Log retention's lock and disk-full flag.
+    pub(crate) retention: retention::RetentionState,
 }
 
 impl Store {
@@ -128,6 +132,9 @@ impl Store {
         let root = dir.as_ref().to_path_buf();
         let log = CommitLog::open(&root, opts.commit_log.clone())?;
         let storage = opts.commit_log.storage.clone();
+        // Before anything reads the queues: the log must start at the
+        // recorded retention floor (an interrupted removal is finished).
+        retention::recover(&log, storage.as_ref())?;
         let topics = TopicTable::open(storage.clone(), &root)?;
         let offsets = OffsetTable::open(storage.clone(), &root)?;
         // Fixed at creation: later opens use the recorded value whatever
@@ -154,6 +161,7 @@ impl Store {
             closed: AtomicBool::new(false),
             threads: Mutex::new(None),
             replication: crate::replication::master::MasterState::default(),
+            retention: retention::RetentionState::default(),
         });
         // A membership file left by an earlier run is stale: remove it.
         let storage = inner.opts.commit_log.storage.clone();
@@ -355,8 +363,11 @@ fn close(inner: &Inner) -> Result<()> {
     };
     // Dispatch whatever is readable so the consume queues and their
     // checkpoint are complete at a clean shutdown.
-    let step = dispatch::dispatch_available(inner)
-        .and_then(|_| inner.queues.flush_all())
-        .and_then(|()| dispatch::write_checkpoint(inner));
+    let step = {
+        let _round = inner.retention.lock.lock();
+        dispatch::dispatch_available(inner)
+            .and_then(|_| inner.queues.flush_all())
+            .and_then(|()| dispatch::write_checkpoint(inner))
+    };
     drained.and(result).and(step).and(inner.offsets.persist()).and(inner.log.close())
 }

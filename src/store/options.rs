@@ -30,6 +30,7 @@ pub struct StoreOptions {
     pub(crate) delay_poll_interval: Duration,
     pub(crate) index_file_size: IndexFileSize,
     pub(crate) replication: crate::replication::ReplicationOptions,
+    pub(crate) retention: super::RetentionOptions,
 }
 
 impl Default for StoreOptions {
@@ -46,6 +47,7 @@ impl Default for StoreOptions {
             delay_poll_interval: Duration::from_millis(100),
             index_file_size: IndexFileSize::default(),
             replication: crate::replication::ReplicationOptions::default(),
+            retention: super::RetentionOptions::default(),
         }
     }
 }
@@ -56,6 +58,15 @@ impl StoreOptions {
     #[must_use]
     pub fn replication(mut self, opts: crate::replication::ReplicationOptions) -> Self {
         self.replication = opts;
+        self
+    }
+
+    /// Log retention and disk-full settings. Default:
+    /// [`RetentionOptions::default`](super::RetentionOptions::default) (72 h,
+    /// clean from 85 % disk use, refuse sends from 90 %).
+    #[must_use]
+    pub fn retention(mut self, opts: super::RetentionOptions) -> Self {
+        self.retention = opts;
         self
     }
 
@@ -179,6 +190,7 @@ impl StoreOptions {
     pub fn validate(&self) -> Result<()> {
         self.commit_log.validate()?;
         self.replication.validate()?;
+        self.retention.validate()?;
         let bad = |field: &str, why: String| Err(Error::InvalidArgument(format!("StoreOptions::{field}: {why}")));
         if self.limits.max_body == 0 || self.limits.max_body > 64 << 20 {
             return bad("max_body_size", format!("{} is outside 1..=64 MiB", self.limits.max_body));

@@ -209,7 +209,13 @@ impl Store {
             let status = if offset == 0 { PullStatus::NoNewMessage } else { PullStatus::OffsetIllegal };
             return Ok(PullSummary { status, count: 0, next_offset: 0, min_offset: 0, max_offset: 0 });
         };
-        let (min, end) = (q.min_offset().0, q.max_offset().0);
+        let (mut min, end) = (q.min_offset().0, q.max_offset().0);
+        let log_start = self.inner.log.min_offset();
+        // Retention removed the records of the queue's first units: its
+        // live start is further on (looked up only when it matters).
+        if offset < end && q.get(QueueOffset(offset.max(min))).is_some_and(|u| u.physical_offset < log_start) {
+            min = q.live_head(log_start.get()).0;
+        }
         let empty =
             |status, next_offset| PullSummary { status, count: 0, next_offset, min_offset: min, max_offset: end };
         if offset < min {
@@ -233,7 +239,6 @@ impl Store {
         let mut cache = crate::commitlog::ReadCache::default();
         let mut next = offset;
         let mut count = 0;
-        let log_start = self.inner.log.min_offset();
         for (at, unit) in units {
             if count >= max {
                 break;
@@ -324,11 +329,13 @@ impl Store {
         }
     }
 
-    /// The first offset of a queue (0 for a queue that never held a
-    /// message).
+    /// The first offset of a queue whose message is still stored (0 for a
+    /// queue that never held a message; past every unit whose record log
+    /// retention removed).
     pub fn min_offset(&self, topic: &str, queue_id: u32) -> Result<u64> {
         self.ensure_open()?;
-        Ok(self.inner.queues.queue(topic, queue_id).map_or(0, |q| q.min_offset().0))
+        let log_min = self.inner.log.min_offset().get();
+        Ok(self.inner.queues.queue(topic, queue_id).map_or(0, |q| q.live_head(log_min).0))
     }
 
     /// One past the last dispatched message of a queue.
@@ -345,7 +352,7 @@ impl Store {
         let Some(q) = self.inner.queues.queue(topic, queue_id) else {
             return Ok(0);
         };
-        let (mut lo, mut hi) = (q.min_offset().0, q.max_offset().0);
+        let (mut lo, mut hi) = (q.live_head(self.inner.log.min_offset().get()).0, q.max_offset().0);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let Some(unit) = q.get(QueueOffset(mid)) else {

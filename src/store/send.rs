@@ -332,6 +332,7 @@ pub(crate) fn append_numbered(
     if inner.opts.replication.role == crate::replication::Role::Slave {
         return Err(Error::ReadOnlyReplica);
     }
+    super::retention::check_writable(inner)?;
     let mut positions = Vec::with_capacity(drafts.len());
     let (appended, durable) = inner.log.append_batch_assigned(drafts, wait, |_, d| {
         let mut next = inner.next_queue_offset.lock();
