@@ -111,11 +111,10 @@ impl Storage for StdStorage {
         let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
         // SAFETY: `c` is a NUL-terminated path and `st` a valid out pointer.
         check(unsafe { libc::statvfs(c.as_ptr(), &mut st) })?;
-        let frsize = u64::from(st.f_frsize);
-        // Checked: the kernel's numbers, but a FUSE file system may report
-        // anything.
-        let total = u64::from(st.f_blocks).checked_mul(frsize).unwrap_or(u64::MAX);
-        let available = u64::from(st.f_bavail).checked_mul(frsize).unwrap_or(u64::MAX).min(total);
+        // Saturating: the kernel's numbers, but a FUSE file system may
+        // report anything.
+        let total = st.f_blocks.saturating_mul(st.f_frsize);
+        let available = st.f_bavail.saturating_mul(st.f_frsize).min(total);
         Ok(super::DiskUsage { total, available })
     }
 }

@@ -83,12 +83,25 @@ pub(crate) fn dispatch_inline(inner: &Inner) {
     match inner.dispatch.round.try_lock() {
         Some(round) => {
             if let Err(e) = dispatch_round(inner, round) {
-                *inner.dispatch.failed.lock() = Some(format!("dispatch failed: {e}"));
-                inner.dispatch.arrivals.wake_all();
+                dispatch_failed(inner, &e);
             }
         }
         None => inner.dispatch.nudge(),
     }
+}
+
+/// A dispatch round failed. A full disk (no room for a new consume-queue
+/// or index file) is retried by the dispatch thread, which wakes at least
+/// every [`IDLE_WAIT`]: the records are safe in the log, and a retry is
+/// idempotent (units are compared, index keys of a record put twice are
+/// folded by lookups). Anything else stops dispatch for good: the queues
+/// can no longer be trusted to follow the log.
+fn dispatch_failed(inner: &Inner, e: &Error) {
+    if matches!(e, Error::DiskFull { .. }) {
+        return;
+    }
+    *inner.dispatch.failed.lock() = Some(format!("dispatch failed: {e}"));
+    inner.dispatch.arrivals.wake_all();
 }
 
 /// Dispatches every readable record not dispatched yet; returns how many.
@@ -639,8 +652,7 @@ fn run(inner: &Inner) {
             continue;
         }
         if let Err(e) = dispatch_available(inner) {
-            *inner.dispatch.failed.lock() = Some(format!("dispatch failed: {e}"));
-            inner.dispatch.arrivals.wake_all();
+            dispatch_failed(inner, &e);
             continue;
         }
         if last_persist.elapsed() >= interval {

@@ -321,13 +321,16 @@ fn remove(inner: &Inner, new_floor: u64, report: &mut RetentionReport) -> Result
         inner.queues.flush_all().map_err(|e| fence(e, "consume queues"))?;
         super::dispatch::write_checkpoint_with(inner, &starts).map_err(|e| fence(e, "dispatch checkpoint"))?;
     }
-    inner.log.remove_segments_below(new_floor)?;
+    // A failed directory sync after an unlink fences too: the kernel's
+    // view of the directory is no longer known to match the disk's.
+    inner.log.remove_segments_below(new_floor).map_err(|e| fence(e, "commit-log directory"))?;
     for ((topic, queue_id), head) in &starts {
         if let Some(q) = inner.queues.queue(topic, *queue_id) {
-            report.queue_files_removed += q.remove_head_files(*head)?;
+            report.queue_files_removed +=
+                q.remove_head_files(*head).map_err(|e| fence(e, "consume-queue directory"))?;
         }
     }
-    report.index_files_removed = inner.index.remove_files_below(new_floor)?;
+    report.index_files_removed = inner.index.remove_files_below(new_floor).map_err(|e| fence(e, "index directory"))?;
     Ok(())
 }
 
