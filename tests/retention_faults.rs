@@ -134,10 +134,10 @@ fn run(dir: &Path, clock: &Arc<ManualClock>, k: Option<u64>, persistent: bool) -
 #[test]
 fn fail_every_io_call_of_a_retention_round() {
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let template = tempfile::tempdir().unwrap();
+    let template = common::fast_tempdir();
     build(template.path(), &clock);
     let fresh = || {
-        let d = tempfile::tempdir().unwrap();
+        let d = common::fast_tempdir();
         common::copy_dir(template.path(), d.path());
         d
     };

@@ -234,3 +234,18 @@ pub fn sigkill_round<E: Send + 'static>(
     }
     Ok(events)
 }
+
+/// A temporary directory on `/dev/shm` (a tmpfs: fsync costs nothing) when
+/// there is one, else in the default place. For the fault-injection loops,
+/// whose faults come from the storage seam, not from the disk: they open
+/// and sync a store hundreds of times, and on a real disk the fsyncs alone
+/// take minutes.
+pub fn fast_tempdir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(d) = tempfile::tempdir_in(shm) {
+            return d;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
