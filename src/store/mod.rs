@@ -169,6 +169,10 @@ impl Store {
             Some(cq) => Some((cq.min_offset().0, cq.max_offset().0)),
             None => inner.topics.get(t).filter(|cfg| q < cfg.read_queues).map(|_| (0, 0)),
         });
+        // A clamped offset is written at once: left only in memory, a later
+        // crash would bring back the old value from the file, and once new
+        // messages refill the lost positions it would skip them unread.
+        inner.offsets.persist()?;
         // Sync-mode records become readable on the flush thread (one-way
         // sends do not wait for that): have it wake the dispatcher. The hook
         // holds only the dispatch state, never the store, so the flush
