@@ -42,7 +42,12 @@ fn state(store: &Store) -> State {
     }
     State {
         log_end: store.commit_log().max_offset().get(),
-        offsets: (0..2).map(|q| store.committed_offset("g", "t", q)).collect(),
+        // Queue 2 of "t" and topic "missing" do not exist: rejected
+        // commits must not create offsets for them.
+        offsets: (0..3)
+            .map(|q| store.committed_offset("g", "t", q))
+            .chain([store.committed_offset("g", "missing", 0)])
+            .collect(),
         topics,
         queue_ends,
     }
@@ -66,7 +71,7 @@ fn every_rejection_is_typed_and_changes_nothing() {
     }
     let before = state(&store);
     store.commit_offset("g", "t", 0, 1).unwrap();
-    let before = State { offsets: vec![Some(1), None], ..before };
+    let before = State { offsets: vec![Some(1), None, None, None], ..before };
 
     let invalid = |r: mqstore::Result<()>, what: &str| {
         assert!(matches!(r, Err(Error::InvalidArgument(_))), "{what}: {r:?}");
@@ -122,6 +127,13 @@ fn every_rejection_is_typed_and_changes_nothing() {
     invalid(store.commit_offset("g", "t", 0, 99), "commit past the end");
     invalid(store.commit_offset("bad group", "t", 0, 1), "invalid group name");
     invalid(store.commit_offset("", "t", 0, 1), "empty group name");
+    invalid(store.commit_offset("g", "t", 0, u64::MAX), "commit at u64::MAX");
+    invalid(store.commit_offset("g", "missing", 0, 0), "commit on a missing topic");
+    invalid(store.commit_offset("g", "t", 2, 0), "commit on a missing queue");
+    invalid(store.commit_offset("g", "t", u32::MAX, 0), "commit on queue u32::MAX");
+    invalid(store.reset_offset("g", "missing", 0, 0), "reset on a missing topic");
+    invalid(store.reset_offset("g", "t", 2, 0), "reset on a missing queue");
+    invalid(store.reset_offset("bad group", "t", 0, 0), "reset with an invalid group name");
 
     // Read-only and write-only topics.
     let mut ro = TopicConfig::new("t", 2);
