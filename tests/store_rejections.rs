@@ -53,6 +53,16 @@ fn state(store: &Store) -> State {
     }
 }
 
+/// A callback for refused async sends (never called).
+struct Ignore;
+
+impl mqstore::store::SendCallback for Ignore {
+    fn on_success(self: Box<Self>, r: mqstore::store::SendResult) {
+        panic!("a refused async send succeeded: {r:?}");
+    }
+    fn on_exception(self: Box<Self>, _: Error) {}
+}
+
 struct OutOfRange;
 
 impl MessageQueueSelector for OutOfRange {
@@ -97,6 +107,28 @@ fn every_rejection_is_typed_and_changes_nothing() {
 
     // Messages.
     invalid(send(Message::new("missing", "x")), "missing topic");
+    // The store's own topics take no producer writes (the schedule topic
+    // always exists; a retry topic once a group sends a message back).
+    invalid(send(Message::new(mqstore::retry::SCHEDULE_TOPIC, "x")), "send to the schedule topic");
+    invalid(
+        store.send_to_queue(Message::new(mqstore::retry::SCHEDULE_TOPIC, "x"), 0).map(|_| ()),
+        "send_to_queue to the schedule topic",
+    );
+    invalid(
+        store.send_batch(vec![Message::new(mqstore::retry::SCHEDULE_TOPIC, "x")]).map(|_| ()),
+        "batch to the schedule topic",
+    );
+    invalid(store.send_oneway(Message::new(mqstore::retry::SCHEDULE_TOPIC, "x")), "oneway to the schedule topic");
+    invalid(
+        store.send_async(Message::new(mqstore::retry::SCHEDULE_TOPIC, "x"), Box::new(Ignore)),
+        "async to the schedule topic",
+    );
+    invalid(send(Message::new("%RETRY%g", "x")), "send to a retry topic");
+    invalid(send(Message::new("%DLQ%g", "x")), "send to a dead-letter topic");
+    invalid(send(Message::new("x".repeat(128), "x")), "topic over 127 bytes");
+    invalid(send(Message::new("t\n", "x")), "topic with a control character");
+    invalid(send(Message::new("../t", "x")), "topic with path characters");
+    invalid(send(Message::new("t", "x").with_delay_level(u8::MAX)), "delay level 255");
     invalid(send(Message::new("t", "")), "empty body");
     too_large(send(Message::new("t", vec![7u8; 1025])), "body over max_body_size");
     too_large(send(Message::new("t", "x").with_property("p", "v".repeat(600))), "properties over the limit");
