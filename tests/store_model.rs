@@ -24,8 +24,9 @@
 //! Runs: `PROPTEST_CASES` sequences per flush mode (default 256), each of
 //! 1 to 200 operations. The reference's PR bar (1,000 sequences) is
 //! `PROPTEST_CASES=1000`, its nightly bar `PROPTEST_CASES=20000`.
-//! Failures shrink to a minimal sequence and are saved under
-//! `proptest-regressions/` (commit those files; they replay first).
+//! Failures shrink to a minimal sequence and are saved in
+//! `tests/store_model.proptest-regressions` (commit it; saved cases replay
+//! first).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod model;
@@ -40,6 +41,7 @@ use mqstore::store::{PullStatus, SendResult, SendStatus, Store, StoreOptions, Ta
 use mqstore::topic::TopicConfig;
 use mqstore::{Clock, Error, ManualClock};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -572,7 +574,12 @@ fn run(mode: FlushMode, ops: &[Op]) {
 }
 
 fn config() -> ProptestConfig {
-    ProptestConfig { cases: cases(), max_shrink_iters: 2_000, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases: cases(),
+        max_shrink_iters: 2_000,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    }
 }
 
 proptest! {
