@@ -163,10 +163,12 @@ fn run_child(dir: &Path) -> String {
 /// Every sequence number in `store`'s topic, checking every body.
 fn stored_seqs(store: &Store) -> Result<BTreeSet<u64>, String> {
     let mut out = BTreeSet::new();
-    if store.topic(TOPIC).is_none() {
+    // A slave learns a topic's queues from the records it receives: killed
+    // early, it may know fewer than the master's QUEUES.
+    let Some(cfg) = store.topic(TOPIC) else {
         return Ok(out);
-    }
-    for q in 0..QUEUES {
+    };
+    for q in 0..cfg.read_queues {
         let mut from = 0;
         loop {
             let r = store.pull(TOPIC, q, from, 256, &TagFilter::All).map_err(|e| format!("pull: {e}"))?;

@@ -147,6 +147,24 @@ fn offsets_survive_reopen_and_are_clamped() {
     store.close().unwrap();
 }
 
+/// An offset committed on a queue that never held a message (the group is
+/// at its start) survives a reopen.
+#[test]
+fn an_offset_on_an_empty_queue_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    store.create_topic(TopicConfig::new("t", 2)).unwrap();
+    store.send_to_queue(Message::new("t", body(0)), 0).unwrap();
+    wait_dispatched(&store, "t", 0, 1);
+    store.commit_offset("g1", "t", 1, 0).unwrap();
+    store.reset_offset("g2", "t", 1, 5).unwrap();
+    assert_eq!((store.committed_offset("g1", "t", 1), store.committed_offset("g2", "t", 1)), (Some(0), Some(0)));
+    store.close().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!((store.committed_offset("g1", "t", 1), store.committed_offset("g2", "t", 1)), (Some(0), Some(0)));
+    store.close().unwrap();
+}
+
 #[test]
 fn deleted_consume_queue_is_rebuilt_from_the_log() {
     let dir = tempfile::tempdir().unwrap();

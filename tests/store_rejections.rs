@@ -42,10 +42,25 @@ fn state(store: &Store) -> State {
     }
     State {
         log_end: store.commit_log().max_offset().get(),
-        offsets: (0..2).map(|q| store.committed_offset("g", "t", q)).collect(),
+        // Queue 2 of "t" and topic "missing" do not exist: rejected
+        // commits must not create offsets for them.
+        offsets: (0..3)
+            .map(|q| store.committed_offset("g", "t", q))
+            .chain([store.committed_offset("g", "missing", 0)])
+            .collect(),
         topics,
         queue_ends,
     }
+}
+
+/// A callback for refused async sends (never called).
+struct Ignore;
+
+impl mqstore::store::SendCallback for Ignore {
+    fn on_success(self: Box<Self>, r: mqstore::store::SendResult) {
+        panic!("a refused async send succeeded: {r:?}");
+    }
+    fn on_exception(self: Box<Self>, _: Error) {}
 }
 
 struct OutOfRange;
@@ -66,7 +81,7 @@ fn every_rejection_is_typed_and_changes_nothing() {
     }
     let before = state(&store);
     store.commit_offset("g", "t", 0, 1).unwrap();
-    let before = State { offsets: vec![Some(1), None], ..before };
+    let before = State { offsets: vec![Some(1), None, None, None], ..before };
 
     let invalid = |r: mqstore::Result<()>, what: &str| {
         assert!(matches!(r, Err(Error::InvalidArgument(_))), "{what}: {r:?}");
@@ -92,6 +107,28 @@ fn every_rejection_is_typed_and_changes_nothing() {
 
     // Messages.
     invalid(send(Message::new("missing", "x")), "missing topic");
+    // The store's own topics take no producer writes (the schedule topic
+    // always exists; a retry topic once a group sends a message back).
+    invalid(send(Message::new(mqstore::retry::SCHEDULE_TOPIC, "x")), "send to the schedule topic");
+    invalid(
+        store.send_to_queue(Message::new(mqstore::retry::SCHEDULE_TOPIC, "x"), 0).map(|_| ()),
+        "send_to_queue to the schedule topic",
+    );
+    invalid(
+        store.send_batch(vec![Message::new(mqstore::retry::SCHEDULE_TOPIC, "x")]).map(|_| ()),
+        "batch to the schedule topic",
+    );
+    invalid(store.send_oneway(Message::new(mqstore::retry::SCHEDULE_TOPIC, "x")), "oneway to the schedule topic");
+    invalid(
+        store.send_async(Message::new(mqstore::retry::SCHEDULE_TOPIC, "x"), Box::new(Ignore)),
+        "async to the schedule topic",
+    );
+    invalid(send(Message::new("%RETRY%g", "x")), "send to a retry topic");
+    invalid(send(Message::new("%DLQ%g", "x")), "send to a dead-letter topic");
+    invalid(send(Message::new("x".repeat(128), "x")), "topic over 127 bytes");
+    invalid(send(Message::new("t\n", "x")), "topic with a control character");
+    invalid(send(Message::new("../t", "x")), "topic with path characters");
+    invalid(send(Message::new("t", "x").with_delay_level(u8::MAX)), "delay level 255");
     invalid(send(Message::new("t", "")), "empty body");
     too_large(send(Message::new("t", vec![7u8; 1025])), "body over max_body_size");
     too_large(send(Message::new("t", "x").with_property("p", "v".repeat(600))), "properties over the limit");
@@ -122,6 +159,13 @@ fn every_rejection_is_typed_and_changes_nothing() {
     invalid(store.commit_offset("g", "t", 0, 99), "commit past the end");
     invalid(store.commit_offset("bad group", "t", 0, 1), "invalid group name");
     invalid(store.commit_offset("", "t", 0, 1), "empty group name");
+    invalid(store.commit_offset("g", "t", 0, u64::MAX), "commit at u64::MAX");
+    invalid(store.commit_offset("g", "missing", 0, 0), "commit on a missing topic");
+    invalid(store.commit_offset("g", "t", 2, 0), "commit on a missing queue");
+    invalid(store.commit_offset("g", "t", u32::MAX, 0), "commit on queue u32::MAX");
+    invalid(store.reset_offset("g", "missing", 0, 0), "reset on a missing topic");
+    invalid(store.reset_offset("g", "t", 2, 0), "reset on a missing queue");
+    invalid(store.reset_offset("bad group", "t", 0, 0), "reset with an invalid group name");
 
     // Read-only and write-only topics.
     let mut ro = TopicConfig::new("t", 2);

@@ -74,6 +74,17 @@ fn parse_name(name: &str) -> Option<u64> {
     (name.len() == 20 && name.bytes().all(|b| b.is_ascii_digit())).then(|| name.parse().ok()).flatten()
 }
 
+/// Records below this offset are indexed already and must be skipped:
+/// the newest file's last entry, or, when that file is empty, its first
+/// offset. An empty newest file (a crash lost its unsynced entries right
+/// after a roll) still starts where the sealed, complete file before it
+/// ended, so a re-dispatched record below its start belongs to that file
+/// and is skipped; putting it into the empty file would break the file's
+/// offset order. `None` when there is no file (index from the start).
+fn indexed_below(newest: Option<&IndexFile>) -> Option<u64> {
+    newest.map(IndexFile::last_phy)
+}
+
 impl Index {
     /// Opens (or starts) the index files of `root` with files of `size`
     /// for new files (existing files keep theirs), keeping only entries of
@@ -165,10 +176,10 @@ impl Index {
     /// indexed and skipped.
     pub fn put<'a>(&self, keys: impl IntoIterator<Item = &'a str>, phy: u64, ts: u64, created_ms: u64) -> Result<()> {
         let _w = self.writer.lock();
-        if self.resume_at().is_some_and(|last| phy < last) {
+        let mut active = self.files.read().last().cloned();
+        if indexed_below(active.as_deref()).is_some_and(|last| phy < last) {
             return Ok(());
         }
-        let mut active = self.files.read().last().cloned();
         for key in keys {
             active = Some(self.put_one(active, key, phy, ts, created_ms)?);
         }
@@ -187,13 +198,7 @@ impl Index {
     ) -> Result<()> {
         let _w = self.writer.lock();
         let mut active = self.files.read().last().cloned();
-        // The newest file's last offset is the index's, unless it is empty
-        // (just rolled, or all files lost): then ask the slow way.
-        let last = match &active {
-            Some(f) if f.count() > 0 => Some(f.last_phy()),
-            _ => self.resume_at(),
-        };
-        if last.is_some_and(|last| phy < last) {
+        if indexed_below(active.as_deref()).is_some_and(|last| phy < last) {
             return Ok(());
         }
         let mut buf = String::with_capacity(topic.len() + 48);
@@ -326,6 +331,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::file::INDEX_HEADER_LEN;
     use crate::storage::StdStorage;
 
     const SIZE: IndexFileSize = IndexFileSize { slots: 5, max_entries: 8 };
@@ -356,6 +362,37 @@ mod tests {
         ix.put(["t#k1"], 200, 1, 1).unwrap();
         ix.put(["t#k1"], 300, 1, 1).unwrap();
         assert_eq!(ix.lookup("t#k1", 0, u64::MAX, 3), [300, 290, 250]);
+    }
+
+    /// A crash right after a roll can leave the new file empty (its
+    /// entries were never synced) while the sealed file before it is
+    /// complete. Recovery re-dispatches from the sealed file's newest
+    /// record, which is below the empty file's start: it must be skipped,
+    /// not refused (that refusal made the store fail to open).
+    #[test]
+    fn a_record_redispatched_below_an_empty_newest_file_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (ix, _) = open(dir.path(), u64::MAX);
+            for i in 0..9u64 {
+                ix.put(["k"], i * 10, i, 1).unwrap();
+            }
+            assert_eq!(ix.stats(), (2, 9));
+        }
+        // The second file (from 80) lost its unsynced slots and entries.
+        let second = dir.path().join(INDEX_DIR).join(file_name(80));
+        let mut b = std::fs::read(&second).unwrap();
+        b[INDEX_HEADER_LEN..].fill(0);
+        std::fs::write(&second, &b).unwrap();
+        let (ix, r) = open(dir.path(), u64::MAX);
+        assert_eq!((r.files, r.entries), (2, 8));
+        assert_eq!(ix.resume_at(), Some(70));
+        // Re-dispatch from the resume point: 70 is skipped, 80 indexed.
+        ix.put(["k"], 70, 7, 1).unwrap();
+        ix.put_in_topic("t", ["k"], 70, 7, 1).unwrap();
+        ix.put(["k"], 80, 8, 1).unwrap();
+        assert_eq!(ix.lookup("k", 0, u64::MAX, 3), [80, 70, 60]);
+        assert_eq!(ix.stats(), (2, 9));
     }
 
     #[test]

@@ -169,8 +169,18 @@ impl Store {
         ensure_schedule_topic(&inner)?;
         dispatch::recover(&inner)?;
         // Offsets committed past what survived (or for queues that are
-        // gone) are pulled back into the recovered range.
-        inner.offsets.clamp(|t, q| inner.queues.queue(t, q).map(|q| (q.min_offset().0, q.max_offset().0)));
+        // gone) are pulled back into the recovered range. A read queue of a
+        // live topic that never held a message has no consume-queue files
+        // but still exists: its range is [0, 0], so an offset committed on
+        // it stays (dropping it made a group's position vanish on reopen).
+        inner.offsets.clamp(|t, q| match inner.queues.queue(t, q) {
+            Some(cq) => Some((cq.min_offset().0, cq.max_offset().0)),
+            None => inner.topics.get(t).filter(|cfg| q < cfg.read_queues).map(|_| (0, 0)),
+        });
+        // A clamped offset is written at once: left only in memory, a later
+        // crash would bring back the old value from the file, and once new
+        // messages refill the lost positions it would skip them unread.
+        inner.offsets.persist()?;
         // Sync-mode records become readable on the flush thread (one-way
         // sends do not wait for that): have it wake the dispatcher. The hook
         // holds only the dispatch state, never the store, so the flush

@@ -191,17 +191,7 @@ impl Store {
     ) -> Result<PullSummary> {
         self.ensure_open()?;
         self.inner.dispatch.check()?;
-        let cfg = self
-            .inner
-            .topics
-            .get(topic)
-            .ok_or_else(|| Error::InvalidArgument(format!("topic {topic} does not exist")))?;
-        if queue_id >= cfg.read_queues {
-            return Err(Error::InvalidArgument(format!(
-                "topic {topic} has no read queue {queue_id} ({} read queues)",
-                cfg.read_queues
-            )));
-        }
+        let cfg = self.read_queue_config(topic, queue_id)?;
         if !cfg.permission.readable() {
             return Err(Error::InvalidArgument(format!("topic {topic} is not readable")));
         }
@@ -298,6 +288,23 @@ impl Store {
         Ok(PullSummary { status, count, next_offset: next, min_offset: min, max_offset: end })
     }
 
+    /// The configuration of `topic`, if it exists and has read queue
+    /// `queue_id`; pulls and consumer offsets refer to read queues only.
+    fn read_queue_config(&self, topic: &str, queue_id: u32) -> Result<crate::topic::TopicConfig> {
+        let cfg = self
+            .inner
+            .topics
+            .get(topic)
+            .ok_or_else(|| Error::InvalidArgument(format!("topic {topic} does not exist")))?;
+        if queue_id >= cfg.read_queues {
+            return Err(Error::InvalidArgument(format!(
+                "topic {topic} has no read queue {queue_id} ({} read queues)",
+                cfg.read_queues
+            )));
+        }
+        Ok(cfg)
+    }
+
     /// Like [`Store::pull`], but when nothing is there yet waits up to
     /// `timeout` for new messages (long polling: woken by dispatch, no busy
     /// polling).
@@ -330,23 +337,26 @@ impl Store {
     }
 
     /// The first offset of a queue whose message is still stored (0 for a
-    /// queue that never held a message; past every unit whose record log
-    /// retention removed).
+    /// queue that never held a message, or that does not exist, as RocketMQ
+    /// answers; past every unit whose record log retention removed).
     pub fn min_offset(&self, topic: &str, queue_id: u32) -> Result<u64> {
         self.ensure_open()?;
         let log_min = self.inner.log.min_offset().get();
         Ok(self.inner.queues.queue(topic, queue_id).map_or(0, |q| q.live_head(log_min).0))
     }
 
-    /// One past the last dispatched message of a queue.
+    /// One past the last dispatched message of a queue (0 for a queue that
+    /// does not exist).
     pub fn max_offset(&self, topic: &str, queue_id: u32) -> Result<u64> {
         self.ensure_open()?;
         Ok(self.inner.queues.queue(topic, queue_id).map_or(0, |q| q.max_offset().0))
     }
 
     /// The first queue offset whose message was stored at or after
-    /// `timestamp_ms` (the queue's end if none), by binary search: store
-    /// timestamps never decrease along the log.
+    /// `timestamp_ms` (the queue's end if none; its first offset for a time
+    /// before every message), by binary search: store timestamps never
+    /// decrease along the log. A queue that does not exist reads as empty
+    /// (0).
     pub fn offset_for_timestamp(&self, topic: &str, queue_id: u32, timestamp_ms: u64) -> Result<u64> {
         self.ensure_open()?;
         let Some(q) = self.inner.queues.queue(topic, queue_id) else {
@@ -371,10 +381,13 @@ impl Store {
     /// Records that `group` consumed queue `queue_id` of `topic` up to
     /// (not including) `offset`. Kept in memory, written on the persist
     /// interval and on close; never moves backwards (see
-    /// [`Store::reset_offset`]).
+    /// [`Store::reset_offset`]). [`Error::InvalidArgument`], changing
+    /// nothing, for an invalid group name, a topic that does not exist, a
+    /// queue it does not have or an offset past the queue's end.
     pub fn commit_offset(&self, group: &str, topic: &str, queue_id: u32, offset: u64) -> Result<()> {
         self.ensure_open()?;
         crate::topic::validate_group_name(group)?;
+        self.read_queue_config(topic, queue_id)?;
         let end = self.max_offset(topic, queue_id)?;
         if offset > end {
             return Err(Error::InvalidArgument(format!("offset {offset} is past the end {end} of {topic}/{queue_id}")));
@@ -383,10 +396,16 @@ impl Store {
         Ok(())
     }
 
-    /// Sets `group`'s offset exactly, backwards too (a seek).
+    /// Sets `group`'s offset exactly, backwards too (a seek). An offset
+    /// outside the queue's range `[min_offset, max_offset]` is clamped into
+    /// it (the nearest position a consumer can read from), as recovery
+    /// clamps offsets. [`Error::InvalidArgument`], changing nothing, for an
+    /// invalid group name, a topic that does not exist or a queue it does
+    /// not have.
     pub fn reset_offset(&self, group: &str, topic: &str, queue_id: u32, offset: u64) -> Result<()> {
         self.ensure_open()?;
         crate::topic::validate_group_name(group)?;
+        self.read_queue_config(topic, queue_id)?;
         let (min, end) = (self.min_offset(topic, queue_id)?, self.max_offset(topic, queue_id)?);
         self.inner.offsets.reset(group, topic, queue_id, offset.clamp(min, end));
         Ok(())

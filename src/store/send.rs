@@ -203,6 +203,7 @@ impl Store {
     /// as [`Error::Closed`].
     pub fn send_async(&self, msg: Message, callback: Box<dyn SendCallback>) -> Result<()> {
         self.ensure_open()?;
+        crate::topic::validate_user_topic(msg.topic())?;
         msg.check(&self.inner.opts.limits)?;
         let tx = self.inner.async_sends.sender(self)?;
         if let Err(crossbeam_channel::SendError((_, cb))) = tx.send((msg, callback)) {
@@ -226,14 +227,25 @@ impl Store {
         }
     }
 
-    /// The writable queues of `topic` (for store-internal resends).
+    /// The writable queues of `topic` (for store-internal resends, which
+    /// may address the store's own topics).
     pub(crate) fn write_queues_of(&self, topic: &str) -> Result<Vec<MessageQueue>> {
-        self.write_queues(topic)
+        self.ensure_open()?;
+        self.writable_queues(topic)
     }
 
-    /// The writable queues of `topic`.
+    /// The writable queues of `topic`, for a producer: the store's own
+    /// topics (schedule, retry, dead-letter) take no producer writes. A
+    /// message sent straight to the schedule topic lacked the due time and
+    /// destination the delivery thread needs, was acknowledged, and then
+    /// dropped.
     fn write_queues(&self, topic: &str) -> Result<Vec<MessageQueue>> {
         self.ensure_open()?;
+        crate::topic::validate_user_topic(topic)?;
+        self.writable_queues(topic)
+    }
+
+    fn writable_queues(&self, topic: &str) -> Result<Vec<MessageQueue>> {
         let cfg = self.inner.topics.get(topic).ok_or_else(|| {
             Error::InvalidArgument(format!("topic {topic} does not exist (create it with Store::create_topic)"))
         })?;
