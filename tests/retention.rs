@@ -65,7 +65,7 @@ impl Storage for PressureStorage {
     }
     fn disk_usage(&self, _path: &Path) -> io::Result<DiskUsage> {
         let pct = u64::from(self.percent.load(Ordering::SeqCst));
-        Ok(DiskUsage { total: 1000, available: 1000 - pct * 10 })
+        Ok(DiskUsage { total: 1000, used: pct * 10, available: 1000 - pct * 10 })
     }
 }
 
@@ -458,4 +458,16 @@ fn missing_segments_are_corruption_and_leftovers_are_finished() {
 
 fn log_dir(root: &Path) -> std::path::PathBuf {
     root.join("commitlog")
+}
+
+#[test]
+fn the_real_file_system_reports_usage_as_df_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let u = StdStorage.disk_usage(dir.path()).unwrap();
+    assert!(u.total > 0 && u.used <= u.total && u.available <= u.total - u.used, "{u:?}");
+    // df's Use%: used / (used + available), rounded up.
+    let out = std::process::Command::new("df").arg("--output=pcent").arg(dir.path()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let df: u8 = text.lines().nth(1).unwrap().trim().trim_end_matches('%').parse().unwrap();
+    assert!(u.used_percent().abs_diff(df) <= 1, "ours {} %, df {df} %", u.used_percent());
 }

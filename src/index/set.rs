@@ -135,16 +135,6 @@ impl Index {
                     Err(e) => return Err(e),
                 }
             }
-            // An empty newest file is a roll that did not finish (its
-            // creation succeeded as far as the rename, then the first put
-            // never landed or a later step failed). Its name claims records
-            // from its first offset on, yet indexing resumes at the record
-            // before it: drop it so the next roll names the file right.
-            let empty_tail = files.iter().rev().take_while(|f| f.count() == 0).count();
-            if empty_tail > 0 {
-                let from = files.len() - empty_tail;
-                damaged_from = Some(damaged_from.map_or(from, |d: usize| d.min(from)));
-            }
             if let Some(from) = damaged_from {
                 files.truncate(from);
                 for (_, name) in &names[from..] {
@@ -393,33 +383,6 @@ mod tests {
         ix.put(["k"], 80, 8, 1).unwrap();
         assert_eq!(ix.lookup("k", 0, u64::MAX, 3), [80, 70, 60]);
         assert_eq!(ix.stats(), (2, 9));
-    }
-
-    #[test]
-    fn an_empty_newest_file_from_an_unfinished_roll_is_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let (ix, _) = open(dir.path(), u64::MAX);
-            for i in 0..8u64 {
-                ix.put(["k"], i * 10, i, 1).unwrap();
-            }
-            ix.flush().unwrap();
-            // A roll seals the full file first.
-            ix.files.read()[0].seal().unwrap();
-        }
-        // A roll for record 200 got as far as the file, not its first entry.
-        let late = dir.path().join(INDEX_DIR).join(file_name(200));
-        IndexFile::create(&StdStorage, &late, SIZE, 200, 1).unwrap();
-        let (ix, r) = open(dir.path(), u64::MAX);
-        assert_eq!(r.files_removed, 1);
-        assert!(!late.exists());
-        assert_eq!(ix.resume_at(), Some(70));
-        // Indexing resumes at the newest record, then goes on (rolling to a
-        // file named by the record that starts it).
-        ix.put(["k"], 70, 7, 1).unwrap();
-        ix.put(["k"], 80, 8, 1).unwrap();
-        assert_eq!(ix.lookup("k", 0, u64::MAX, 3), [80, 70, 60]);
-        assert!(dir.path().join(INDEX_DIR).join(file_name(70)).exists());
     }
 
     #[test]

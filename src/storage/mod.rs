@@ -66,21 +66,25 @@ pub trait Storage: Send + Sync + Debug + 'static {
     }
 }
 
-/// What [`Storage::disk_usage`] reports.
+/// What [`Storage::disk_usage`] reports, in bytes, as `df` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DiskUsage {
-    /// Size of the file system in bytes.
+    /// Size of the file system.
     pub total: u64,
-    /// Bytes available to this process (what `df` calls available).
+    /// Bytes in use (size minus free blocks).
+    pub used: u64,
+    /// Bytes available to unprivileged writers (free blocks minus the
+    /// blocks reserved for root).
     pub available: u64,
 }
 
 impl DiskUsage {
     /// Used share in percent, as `df` computes it: used / (used +
-    /// available), rounded up; 100 for a file system of size 0.
+    /// available), rounded up, so blocks reserved for root do not count as
+    /// used; 100 for a file system of size 0.
     #[must_use]
     pub fn used_percent(&self) -> u8 {
-        let used = self.total.saturating_sub(self.available);
+        let used = self.used;
         let denom = u128::from(used) + u128::from(self.available);
         if denom == 0 {
             return 100;

@@ -114,8 +114,9 @@ impl Storage for StdStorage {
         // Saturating: the kernel's numbers, but a FUSE file system may
         // report anything.
         let total = st.f_blocks.saturating_mul(st.f_frsize);
-        let available = st.f_bavail.saturating_mul(st.f_frsize).min(total);
-        Ok(super::DiskUsage { total, available })
+        let free = st.f_bfree.saturating_mul(st.f_frsize).min(total);
+        let available = st.f_bavail.saturating_mul(st.f_frsize).min(free);
+        Ok(super::DiskUsage { total, used: total - free, available })
     }
 }
 
