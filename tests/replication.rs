@@ -557,3 +557,57 @@ fn a_cut_inside_a_record_is_refused_and_changes_nothing() {
     slave.close().unwrap();
     master.close().unwrap();
 }
+
+/// Ships nothing anywhere: the replica's progress comes only from the
+/// test's own reports.
+struct Nowhere;
+
+impl mqstore::replication::Replicator for Nowhere {
+    fn ship(&self, _batch: ReplicationBatch<'_>) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn retention_keeps_what_a_connected_replica_lacks_and_a_replica_left_behind_is_refused() {
+    use mqstore::store::{Holder, Retention, RetentionOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(mqstore::ManualClock::new(1_700_000_000_000));
+    let log = CommitLogOptions::default().segment_size(16 << 10).max_record_size(8 << 10).clock(clock.clone());
+    let opts = StoreOptions::default()
+        .commit_log_options(log)
+        .max_body_size(4 << 10)
+        .max_properties_size(1 << 10)
+        .retention(RetentionOptions::default().interval(Duration::from_secs(3600)).max_segments_per_round(1000))
+        .replication(ReplicationOptions::master(ReplicationMode::Async));
+    let master = Store::open(dir.path(), opts).unwrap();
+    master.attach_replicator(Arc::new(Nowhere)).unwrap();
+    master.create_topic(TopicConfig::new("t", 2)).unwrap();
+    let start = master.commit_log().min_offset();
+    let at_start = ReplicaProgress { applied: start, durable: start };
+    master.replica_connected(at_start).unwrap();
+    for i in 0..100u64 {
+        master.send(Message::new("t", body_for(i, 900))).unwrap();
+    }
+    master.commit_log().flush().unwrap();
+    clock.advance_ms(73 * 3600 * 1000);
+    master.send(Message::new("t", "fresh")).unwrap();
+    master.commit_log().flush().unwrap();
+    // The connected replica has nothing yet: every segment stays for it.
+    let r = master.run_retention(Retention::Normal).unwrap();
+    assert!(r.removed.is_empty(), "{r:?}");
+    assert!(r.kept_for.iter().any(|h| matches!(h, Holder::Replica { .. })), "{r:?}");
+    // It goes away; the expired segments go.
+    master.replica_disconnected();
+    let r = master.run_retention(Retention::Normal).unwrap();
+    assert!(!r.removed.is_empty(), "{r:?}");
+    // Coming back from where it stopped, it is told it must be seeded again.
+    let e = master.replica_connected(at_start).unwrap_err();
+    let first = master.commit_log().min_offset().get();
+    assert!(matches!(e, Error::ReplicationGap { expected, got } if expected == start.get() && got == first), "{e:?}");
+    assert!(!master.replication_status().connected);
+    // A replica that has everything up to the end is welcome.
+    let end = master.commit_log().max_offset();
+    master.replica_connected(ReplicaProgress { applied: end, durable: end }).unwrap();
+    master.close().unwrap();
+}

@@ -141,11 +141,25 @@ impl Store {
     /// restarts at `progress.applied`, which must be a record boundary of
     /// this log at or below its end ([`Error::ReplicaAhead`] beyond it:
     /// the replica has records this master lost and must be truncated).
+    /// A replica whose end lies below the master's first stored record
+    /// (log retention removed what it lacks while it was away) is refused
+    /// with [`Error::ReplicationGap`]: it must be seeded again, from a copy
+    /// of the master's directory.
     pub fn replica_connected(&self, progress: ReplicaProgress) -> Result<()> {
         self.ensure_open()?;
         self.ensure_master()?;
         let end = self.check_progress(progress)?;
         let at = progress.applied.get();
+        let first = self.inner.log.min_offset().get();
+        let floor = self.inner.log.first_segment_base().unwrap_or(0);
+        // Only once retention removed segments (floor > 0): a fresh replica
+        // (0) of a log that still has its start is shipped from the start.
+        // A replica that stopped at the end-of-segment marker of a removed
+        // segment is refused too: nothing here can tell that position from
+        // one in the middle of what was removed.
+        if floor > 0 && at < first && at != end {
+            return Err(Error::ReplicationGap { expected: at, got: first });
+        }
         if at != end && at > self.inner.log.min_offset().get() {
             // Must be where a record starts, or where a segment's end marker
             // is (the iterator then moves on to the next segment): reading
