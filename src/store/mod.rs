@@ -19,12 +19,14 @@
 
 pub(crate) mod dispatch;
 mod layout;
+mod metadata;
 mod options;
 mod pull;
 mod query;
 mod readonly;
 pub(crate) mod send;
 
+pub use crate::metafile::generations::{FallbackReason, MetadataFallback};
 pub use options::StoreOptions;
 pub use pull::{PullResult, PullStatus, PullSummary, TagFilter};
 pub use query::MAX_QUERY_RESULTS;
@@ -117,6 +119,8 @@ pub(crate) struct Inner {
     threads: Mutex<Option<dispatch::Threads>>,
     /// A master's replica progress and `mqstore:replicate` thread.
     pub(crate) replication: crate::replication::master::MasterState,
+    /// Metadata files read from their previous generation at open.
+    pub(crate) metadata_fallbacks: Vec<MetadataFallback>,
 }
 
 impl Store {
@@ -128,11 +132,11 @@ impl Store {
         let root = dir.as_ref().to_path_buf();
         let log = CommitLog::open(&root, opts.commit_log.clone())?;
         let storage = opts.commit_log.storage.clone();
-        let topics = TopicTable::open(storage.clone(), &root)?;
-        let offsets = OffsetTable::open(storage.clone(), &root)?;
+        // Each from its previous generation if need be; none silently empty.
+        let (topics, offsets, metadata) = metadata::open(&storage, &root, opts.cq_units_per_file)?;
         // Fixed at creation: later opens use the recorded value whatever
         // their options say (the files were sized with it).
-        let units = layout::units_per_file(storage.as_ref(), &root, opts.cq_units_per_file)?;
+        let units = metadata.units();
         let queues = ConsumeQueueSet::open(storage.clone(), &root, units)?;
         let (index, _) = crate::index::Index::open(storage, &root, opts.index_file_size, log.max_offset().get())?;
         let inner = Arc::new(Inner {
@@ -154,11 +158,14 @@ impl Store {
             closed: AtomicBool::new(false),
             threads: Mutex::new(None),
             replication: crate::replication::master::MasterState::default(),
+            metadata_fallbacks: metadata.fallbacks().to_vec(),
         });
         // A membership file left by an earlier run is stale: remove it.
         let storage = inner.opts.commit_log.storage.clone();
         inner.consumers.open_membership_file(storage, &inner.root, inner.opts.commit_log.clock.clone());
         ensure_schedule_topic(&inner)?;
+        // Two good generations again, and every primary file recorded.
+        metadata.finish(&inner.topics, &inner.offsets)?;
         dispatch::recover(&inner)?;
         // Offsets committed past what survived (or for queues that are
         // gone) are pulled back into the recovered range.
@@ -280,6 +287,16 @@ impl Store {
     #[must_use]
     pub fn dir(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// Metadata files (`config/topics`, `config/consumer_offsets`,
+    /// `config/store`) that open read from their previous generation
+    /// because the current file was missing, damaged or older (FORMAT.md
+    /// 11.10). Empty after a normal open. Open rewrote each of them from
+    /// the generation it used, so the next open reports nothing.
+    #[must_use]
+    pub fn metadata_fallbacks(&self) -> &[MetadataFallback] {
+        &self.inner.metadata_fallbacks
     }
 
     /// The commit log underneath (for statistics and tools).
