@@ -652,6 +652,9 @@ impl Drop for Watchdog {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
     Opened,
+    /// Opened from the previous generation of a metadata file (what
+    /// `Store::metadata_fallbacks` reported).
+    FellBack(String),
     /// With the error open returned.
     Refused(String),
     Panicked,
@@ -659,8 +662,12 @@ enum Outcome {
 
 /// Opens the damaged copy in `dir` (and `StoreView` on it) and checks what
 /// it serves against the fixture; with `derived`, also that nothing was
-/// lost and that the repair is durable. Returns the problems found.
-fn evaluate(fx: &Fixture, dir: &Path, derived: bool, rng: &mut Rng) -> (Vec<String>, Outcome) {
+/// lost and that the repair is durable. With `metadata` (only metadata
+/// files were damaged), a store that opened without reporting a fallback to
+/// a previous generation must have every topic and exactly the committed
+/// offsets of the undamaged copy (no silent reset), and one that fell back
+/// no offset ahead of them. Returns the problems found.
+fn evaluate(fx: &Fixture, dir: &Path, derived: bool, metadata: bool, rng: &mut Rng) -> (Vec<String>, Outcome) {
     let mut outcome = Outcome::Panicked;
     let mut issues = Vec::new();
     let view = catch_unwind(AssertUnwindSafe(|| check_view(dir, fx, rng, &mut issues)));
@@ -678,7 +685,11 @@ fn evaluate(fx: &Fixture, dir: &Path, derived: bool, rng: &mut Rng) -> (Vec<Stri
             }
         }
         Ok(Ok(store)) => {
-            outcome = Outcome::Opened;
+            let fallbacks = store.metadata_fallbacks().to_vec();
+            outcome = if fallbacks.is_empty() { Outcome::Opened } else { Outcome::FellBack(format!("{fallbacks:?}")) };
+            if metadata {
+                check_metadata(&store, fx, !fallbacks.is_empty(), &mut issues);
+            }
             let r = catch_unwind(AssertUnwindSafe(|| check_store(&store, fx, derived, rng, &mut issues)));
             if r.is_err() {
                 issues.push("PANIC while pulling".to_string());
@@ -713,6 +724,32 @@ fn evaluate(fx: &Fixture, dir: &Path, derived: bool, rng: &mut Rng) -> (Vec<Stri
         issues.push(format!("PANIC: {p}"));
     }
     (issues, outcome)
+}
+
+/// Topics and committed offsets after damage to metadata files only: equal
+/// to the undamaged copy's unless open fell back to a previous generation,
+/// and never ahead of them.
+fn check_metadata(store: &Store, fx: &Fixture, fell_back: bool, issues: &mut Vec<String>) {
+    for ((g, t, q), want) in &fx.offsets {
+        let got = store.committed_offset(g, t, *q);
+        let ahead = match (got, want) {
+            (Some(got), Some(want)) => got > *want,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if ahead || (!fell_back && got != *want) {
+            issues.push(format!(
+                "SILENT offset change {g}/{t}/{q}: {got:?}, undamaged copy has {want:?} (fell back: {fell_back})"
+            ));
+        }
+    }
+    if !fell_back {
+        for (topic, _) in TOPICS {
+            if store.topic(topic).is_none() {
+                issues.push(format!("SILENT loss of topic {topic} (no fallback reported)"));
+            }
+        }
+    }
 }
 
 fn rng_for(base: u64, what: u64, index: u64) -> Rng {
@@ -764,9 +801,9 @@ fn damaged_store_directories_never_panic_or_serve_wrong_messages() {
         );
         watchdog.set(ctx.clone());
         // `evaluate` reports the panics it caught.
-        let (mut issues, outcome) = evaluate(fx, &dir, derived, &mut rng);
+        let (mut issues, outcome) = evaluate(fx, &dir, derived, false, &mut rng);
         match outcome {
-            Outcome::Opened => {
+            Outcome::Opened | Outcome::FellBack(_) => {
                 opened += 1;
                 derived_rounds += u64::from(derived);
             }
@@ -875,10 +912,14 @@ fn apply(fx: &Fixture, dir: &Path, rel: &Path, d: Damage, rng: &mut Rng) -> bool
 
 /// Every file kind of a store under a fixed matrix of damages (see
 /// [`matrix_for`]): the newest commit-log segment, the checkpoint, the
-/// fullest consume-queue file, an index file, and each config file.
+/// fullest consume-queue file, an index file, and each config file (with
+/// both generations of the primary metadata files).
 /// Damage to derived data (consume queues, index, dispatch checkpoint,
 /// delay progress) must lose nothing; damage elsewhere must end in a typed
 /// error or a store that serves only what was sent, and never panic.
+/// Damage to a metadata file must either leave topics and offsets exactly
+/// as they were or be reported as a fallback to the previous generation
+/// (counted in its own column): never a silent reset.
 /// `MQSTORE_DAMAGE_MATRIX_FULL=1` runs every byte and every bit;
 /// `MQSTORE_DAMAGE_MATRIX_VERBOSE=1` prints the error of every refusal.
 #[test]
@@ -915,9 +956,17 @@ fn every_file_kind_under_the_damage_matrix() {
             targets.push((kind, p));
         }
     }
-    for name in
-        ["checkpoint", "config/dispatch", "config/delay", "config/consumer_offsets", "config/topics", "config/store"]
-    {
+    for name in [
+        "checkpoint",
+        "config/dispatch",
+        "config/delay",
+        "config/consumer_offsets",
+        "config/consumer_offsets.prev",
+        "config/topics",
+        "config/topics.prev",
+        "config/store",
+        "config/store.prev",
+    ] {
         if all.iter().any(|p| p == Path::new(name)) {
             targets.push((name, PathBuf::from(name)));
         }
@@ -928,8 +977,16 @@ fn every_file_kind_under_the_damage_matrix() {
     for (kind, rel) in &targets {
         let bytes = std::fs::read(fx.image.join(rel)).unwrap();
         let derived = is_derived(rel);
-        let (mut cases, mut opened, mut refused) = (0u64, 0u64, 0u64);
-        for d in matrix_for(&bytes, full, &mut rng) {
+        let metadata = rel.starts_with("config");
+        let (mut cases, mut opened, mut fell_back, mut refused) = (0u64, 0u64, 0u64, 0u64);
+        // A previous generation only matters once its current file is lost
+        // (rows above), so by default it gets every fourth damage plus the
+        // whole-file ones, to keep CI short.
+        let is_prev = rel.extension().is_some_and(|e| e == "prev");
+        let damages = matrix_for(&bytes, full, &mut rng).into_iter().enumerate().filter(|(i, d)| {
+            full || !is_prev || i % 4 == 0 || matches!(d, Damage::Delete | Damage::Empty | Damage::Older)
+        });
+        for (_, d) in damages {
             let tmp = scratch();
             let dir = tmp.path().join("store");
             copy_tree(&fx.image, &dir);
@@ -939,9 +996,15 @@ fn every_file_kind_under_the_damage_matrix() {
             cases += 1;
             let ctx = format!("seed {base}: {kind} {} under {d:?}", rel.display());
             watchdog.set(ctx.clone());
-            let (issues, outcome) = evaluate(&fx, &dir, derived, &mut rng);
+            let (issues, outcome) = evaluate(&fx, &dir, derived, metadata, &mut rng);
             match outcome {
                 Outcome::Opened => opened += 1,
+                Outcome::FellBack(f) => {
+                    fell_back += 1;
+                    if std::env::var_os("MQSTORE_DAMAGE_MATRIX_VERBOSE").is_some() {
+                        eprintln!("fell back: {ctx}: {f}");
+                    }
+                }
                 Outcome::Refused(e) => {
                     refused += 1;
                     if std::env::var_os("MQSTORE_DAMAGE_MATRIX_VERBOSE").is_some() {
@@ -961,13 +1024,16 @@ fn every_file_kind_under_the_damage_matrix() {
             }
         }
         rows.push(format!(
-            "| {kind} | {} | {cases} | {opened} | {refused} |",
+            "| {kind} | {} | {cases} | {opened} | {fell_back} | {refused} |",
             if derived { "derived" } else { "primary" }
         ));
     }
     drop(watchdog);
     println!("damage matrix: seed {base}, {} ({:?}):", if full { "full" } else { "default" }, started.elapsed());
-    println!("| file | kind | damages | opened | refused (typed error) |\n|---|---|---|---|---|");
+    println!(
+        "| file | kind | damages | opened | opened from the previous generation | refused (typed error) |\n\
+         |---|---|---|---|---|---|"
+    );
     for r in rows {
         println!("{r}");
     }

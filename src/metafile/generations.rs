@@ -145,6 +145,7 @@ pub(crate) fn load<T>(
     let prev_path = dir.join(format!("{}{PREV_SUFFIX}", kind.name));
     let current = read_one(storage.as_ref(), &path, kind, &decode)?;
     let prev = read_one(storage.as_ref(), &prev_path, kind, &decode)?;
+    let prev_intact = matches!(prev, Found::Intact(..));
     let fallback = |reason, generation| Some(MetadataFallback { file: path.clone(), reason, generation });
     // (value, fallback, current holds the generation in use, highest generation seen)
     let (value, fallback, current_in_use, highest) = match (current, prev) {
@@ -173,6 +174,7 @@ pub(crate) fn load<T>(
             next: highest.saturating_add(1),
             rotate: current_in_use,
             exists: value.is_some(),
+            prev_intact,
         }),
     };
     Ok(Loaded { value, fallback, file })
@@ -196,12 +198,22 @@ struct WriterState {
     rotate: bool,
     /// Whether some generation is on disk.
     exists: bool,
+    /// Whether `<name>.prev` holds an intact generation.
+    prev_intact: bool,
 }
 
 impl GenFile {
     /// Whether an intact generation was found at load or written since.
     pub(crate) fn exists(&self) -> bool {
         self.state.lock().exists
+    }
+
+    /// Whether both files hold intact generations, the current one in use.
+    /// If not (nothing written yet, only one generation, a fallback, a
+    /// damaged previous file), writing the value in use again makes it so.
+    pub(crate) fn has_two_generations(&self) -> bool {
+        let st = self.state.lock();
+        st.rotate && st.prev_intact
     }
 
     /// Writes `payload` as the next generation (module docs, steps 1-4).
@@ -222,7 +234,7 @@ impl GenFile {
         if st.rotate {
             let prev = self.dir.join(format!("{}{PREV_SUFFIX}", self.kind.name));
             match storage.rename(&path, &prev) {
-                Ok(()) => {}
+                Ok(()) => st.prev_intact = true,
                 // Removed behind our back: keep the previous generation.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io("rename metadata file", &path, e)),

@@ -114,8 +114,14 @@ impl OffsetTable {
         self.file.exists()
     }
 
-    /// Writes the table as a new generation even if nothing changed (after
-    /// a fallback, or to create the file).
+    /// Whether the file holds two intact generations, the current one in
+    /// use (see [`GenFile::has_two_generations`]).
+    pub(crate) fn has_two_generations(&self) -> bool {
+        self.file.has_two_generations()
+    }
+
+    /// Writes the table as a new generation even if nothing changed (to
+    /// create the file, or after a fallback or a damaged previous file).
     ///
     /// # Errors
     ///

@@ -93,18 +93,28 @@ impl Layout {
 
     /// Records that every primary file exists. Call only once they are on
     /// disk (durably): from then on a missing one fails open. Also rewrites
-    /// the file after a fallback, so two good generations exist again.
+    /// the file unless it holds two intact generations (after a fallback, a
+    /// damaged previous file, or at creation).
     ///
     /// # Errors
     ///
     /// An I/O error from [`GenFile::write`].
     pub(crate) fn record_primaries(&mut self) -> Result<()> {
-        if self.settings.primaries == ALL && self.fallback.is_none() {
+        if self.settings.primaries == ALL && self.file.has_two_generations() {
             return Ok(());
         }
         let settings = Settings { primaries: ALL, ..self.settings };
-        self.file.write(VERSION, &encode(settings))?;
-        self.settings = settings;
+        // When the record changes, both generations must carry it (a
+        // fallback to one without it would require nothing): two writes.
+        // Otherwise one write at most makes two intact generations.
+        let mut required: u8 = if self.settings == settings { 0 } else { 2 };
+        for _ in 0..2 {
+            if required > 0 || !self.file.has_two_generations() {
+                self.file.write(VERSION, &encode(settings))?;
+                self.settings = settings;
+                required = required.saturating_sub(1);
+            }
+        }
         Ok(())
     }
 }
@@ -211,7 +221,9 @@ mod tests {
         let mut layout = open_std(tmp.path(), 8, 0).unwrap();
         assert_eq!(layout.units(), 16);
         layout.record_primaries().unwrap();
-        assert!(config.join("store.prev").exists(), "the version 1 file is the previous generation");
+        // Both generations record the primary files now.
+        std::fs::remove_file(config.join("store")).unwrap();
+        assert!(open_std(tmp.path(), 8, TOPICS).is_err());
         assert!(open_std(tmp.path(), 8, TOPICS).is_err());
         assert_eq!(open_std(tmp.path(), 8, ALL).unwrap().units(), 16);
     }

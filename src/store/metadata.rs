@@ -5,10 +5,11 @@
 //! Each is read with its previous generation as fallback. `config/store`
 //! then checks that every primary file it recorded as written was found.
 //! Before the store accepts writes, [`Pending::finish`] rewrites every file
-//! that fell back (two good generations again) or does not exist yet (a new
-//! store, or one written by a version without the record), and only then
-//! records them all in `config/store`: a crash in between leaves files that
-//! exist without being required, never a requirement without its file.
+//! that does not hold two intact generations (it fell back, its previous
+//! file is missing or damaged, or it does not exist yet: a new store, or
+//! one written by a version without the record), and only then records
+//! them all in `config/store`: a crash in between leaves files that exist
+//! without being required, never a requirement without its file.
 
 use super::layout::{self, Layout};
 use crate::error::Result;
@@ -23,8 +24,6 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub(crate) struct Pending {
     layout: Layout,
-    topics_fell_back: bool,
-    offsets_fell_back: bool,
     fallbacks: Vec<MetadataFallback>,
 }
 
@@ -44,10 +43,8 @@ pub(crate) fn open(
     let present = (if topics.file_exists() { layout::TOPICS } else { 0 })
         | (if offsets.file_exists() { layout::OFFSETS } else { 0 });
     let layout = layout::open(storage.clone(), root, configured_units, present)?;
-    let topics_fell_back = topics_fallback.is_some();
-    let offsets_fell_back = offsets_fallback.is_some();
     let fallbacks = [topics_fallback, offsets_fallback, layout.fallback().cloned()].into_iter().flatten().collect();
-    Ok((topics, offsets, Pending { layout, topics_fell_back, offsets_fell_back, fallbacks }))
+    Ok((topics, offsets, Pending { layout, fallbacks }))
 }
 
 impl Pending {
@@ -61,18 +58,22 @@ impl Pending {
         &self.fallbacks
     }
 
-    /// Rewrites what fell back or does not exist, then records every
-    /// primary file in `config/store`.
+    /// Rewrites what does not hold two intact generations, then records
+    /// every primary file in `config/store`.
     ///
     /// # Errors
     ///
     /// An I/O error from a write.
     pub(crate) fn finish(mut self, topics: &TopicTable, offsets: &OffsetTable) -> Result<()> {
-        if self.topics_fell_back || !topics.file_exists() {
-            topics.rewrite()?;
-        }
-        if self.offsets_fell_back || !offsets.file_exists() {
-            offsets.rewrite()?;
+        // Two writes at most: the first makes the current file the one in
+        // use, the second moves it to an intact previous generation.
+        for _ in 0..2 {
+            if !topics.has_two_generations() {
+                topics.rewrite()?;
+            }
+            if !offsets.has_two_generations() {
+                offsets.rewrite()?;
+            }
         }
         self.layout.record_primaries()
     }

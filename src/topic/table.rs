@@ -90,8 +90,15 @@ impl TopicTable {
         self.file.exists()
     }
 
-    /// Writes the current table as a new generation (after a fallback, or
-    /// to create the file), so two good generations are on disk again.
+    /// Whether the file holds two intact generations, the current one in
+    /// use (see [`GenFile::has_two_generations`]).
+    pub(crate) fn has_two_generations(&self) -> bool {
+        self.file.has_two_generations()
+    }
+
+    /// Writes the current table as a new generation (to create the file, or
+    /// after a fallback or a damaged previous file), so two good
+    /// generations are on disk again.
     ///
     /// # Errors
     ///
