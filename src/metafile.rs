@@ -155,7 +155,14 @@ pub(crate) fn read_envelope(
     if !storage.exists(path).map_err(|e| Error::io("stat metadata file", path, e))? {
         return Ok(None);
     }
-    let file = storage.open(path, OpenMode::Read).map_err(|e| Error::io("open metadata file", path, e))?;
+    let file = match storage.open(path, OpenMode::Read) {
+        Ok(f) => f,
+        // Renamed away since `exists` (a writer moving the current file to
+        // its previous generation, beside a reader that takes no lock): the
+        // file is gone as if it never existed.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open metadata file", path, e)),
+    };
     let file_len = file.len().map_err(|e| Error::io("stat metadata file", path, e))?;
     let bad = |offset: u64, kind: CorruptionKind| Error::corruption(path, offset, kind);
 

@@ -303,6 +303,12 @@ mod tests {
     }
 
     #[test]
+    fn constants_are_pinned() {
+        // FORMAT.md 11.10 names the previous generation's file.
+        assert_eq!(PREV_SUFFIX, ".prev");
+    }
+
+    #[test]
     fn generations_count_up_and_the_previous_one_is_kept() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("config");
@@ -316,6 +322,36 @@ mod tests {
         assert_eq!((generation_of(&dir.join("meta")), generation_of(&dir.join("meta.prev"))), (Some(4), Some(3)));
         assert!(load_std(&dir).unwrap().file.exists());
         assert!(!dir.join("meta.tmp").exists());
+    }
+
+    /// A reader that takes no lock (`StoreView`) beside a writer: every
+    /// load succeeds and the values it sees never go backwards, although
+    /// the current file is briefly missing during each write.
+    #[test]
+    fn a_concurrent_reader_never_fails_or_goes_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("config");
+        write_std(&dir, &["0"]);
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (dir, done) = (dir.clone(), done.clone());
+            std::thread::spawn(move || {
+                let (mut last, mut loads) = (0u64, 0u64);
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    let value = load_std(&dir).unwrap_or_else(|e| panic!("load {loads}: {e}")).value.unwrap();
+                    let v: u64 = String::from_utf8(value).unwrap().parse().unwrap();
+                    assert!(v >= last, "went back from {last} to {v}");
+                    (last, loads) = (v, loads + 1);
+                }
+                loads
+            })
+        };
+        let file = load_std(&dir).unwrap().file;
+        for i in 1..=300u64 {
+            file.write(1, i.to_string().as_bytes()).unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+        assert!(reader.join().unwrap() > 0);
     }
 
     /// How a test sets up one of the two files.
