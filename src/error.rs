@@ -54,6 +54,9 @@ pub enum CorruptionKind {
     },
     /// Damage found before the recovered end where only the tail may be torn.
     MidLog,
+    /// A file the store recorded as written does not exist (nor its
+    /// previous generation); the offset is 0.
+    Missing,
 }
 
 impl std::fmt::Display for CorruptionKind {
@@ -71,6 +74,7 @@ impl std::fmt::Display for CorruptionKind {
             Self::Truncated => f.write_str("truncated"),
             Self::InvalidField { field } => write!(f, "invalid field {field}"),
             Self::MidLog => f.write_str("damage before the end of the log"),
+            Self::Missing => f.write_str("missing, although the store recorded it as written"),
         }
     }
 }

@@ -2,10 +2,14 @@
 //!
 //! Every metadata file (the topic table, the consumer offsets) is one
 //! envelope: a 20-byte header followed by a payload whose meaning belongs to
-//! the caller. The file is replaced atomically (write `<name>.tmp`,
-//! fdatasync, rename over `<name>`, fsync the directory), so a crash leaves
-//! either the old or the new complete file, never a mix. A leftover
-//! `<name>.tmp` is never read: it is overwritten by the next write.
+//! the caller, and optionally an 8-byte generation number. The file is
+//! replaced atomically (write `<name>.tmp`, fdatasync, rename over
+//! `<name>`, fsync the directory), so a crash leaves either the old or the
+//! new complete file, never a mix. A leftover `<name>.tmp` is never read: it
+//! is overwritten by the next write.
+//!
+//! Files the store cannot rebuild keep two numbered generations instead
+//! (see [`generations`]).
 //!
 //! Header layout (big-endian, FORMAT.md "Metadata file envelope"):
 //!
@@ -13,9 +17,11 @@
 //! |---:|---:|---|
 //! | 0 | 8 | magic (chosen per file kind) |
 //! | 8 | 2 | version (interpreted by the caller) |
-//! | 10 | 2 | reserved, zero |
+//! | 10 | 2 | flags: bit 0 = a generation trailer follows the payload |
 //! | 12 | 4 | payload length |
-//! | 16 | 4 | CRC-32 of the header with this field zeroed, then the payload |
+//! | 16 | 4 | CRC-32 of the header with this field zeroed, the payload and the trailer |
+
+pub(crate) mod generations;
 
 use crate::codec::{get_u16, get_u32, get_u64, put_u16, put_u32};
 use crate::error::{CorruptionKind, Error, Result};
@@ -28,13 +34,29 @@ pub(crate) const CONFIG_DIR: &str = "config";
 const MAGIC_OFFSET: usize = 0;
 /// Offset of the version field, for callers reporting an unknown version.
 pub(crate) const VERSION_OFFSET: usize = MAGIC_OFFSET + 8;
-const _RESERVED_OFFSET: usize = VERSION_OFFSET + 2;
-const LENGTH_OFFSET: usize = _RESERVED_OFFSET + 2;
+/// Offset of the flags field (reserved and zero before generations).
+const FLAGS_OFFSET: usize = VERSION_OFFSET + 2;
+const LENGTH_OFFSET: usize = FLAGS_OFFSET + 2;
 const CRC_OFFSET: usize = LENGTH_OFFSET + 4;
 /// Size of the envelope header; the payload starts here.
 pub(crate) const HEADER_LEN: usize = CRC_OFFSET + 4;
 /// Suffix of the temporary file a replacement is written to.
 const TMP_SUFFIX: &str = ".tmp";
+/// Flag bit: the payload is followed by a big-endian `u64` generation.
+const FLAG_GENERATION: u16 = 1;
+/// Size of the generation trailer.
+const GENERATION_LEN: u64 = 8;
+
+/// One decoded envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Envelope {
+    /// Payload version (interpreted by the caller).
+    pub(crate) version: u16,
+    /// The payload.
+    pub(crate) payload: Vec<u8>,
+    /// The generation trailer, if the file has one.
+    pub(crate) generation: Option<u64>,
+}
 
 /// Atomically replaces `dir/name` with an envelope holding `payload`.
 ///
@@ -50,19 +72,22 @@ pub(crate) fn write_atomic(
     version: u16,
     payload: &[u8],
 ) -> Result<()> {
-    let length = u32::try_from(payload.len()).map_err(|_| {
-        Error::InvalidArgument(format!("metadata file {name}: payload of {} bytes exceeds 4 GiB", payload.len()))
-    })?;
-    ensure_dir(storage, dir)?;
-    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let bytes = encode(magic, version, payload, None)?;
+    let tmp = write_tmp(storage, dir, name, &bytes)?;
     let path = dir.join(name);
-    let bytes = encode(magic, version, length, payload);
-    let file = storage.open(&tmp, OpenMode::CreateTruncate).map_err(|e| Error::io("create metadata file", &tmp, e))?;
-    write_all_at(file.as_ref(), &bytes, 0).map_err(|e| Error::io("write metadata file", &tmp, e))?;
-    file.sync_data().map_err(|e| Error::io("fdatasync metadata file", &tmp, e))?;
-    drop(file);
     storage.rename(&tmp, &path).map_err(|e| Error::io("rename metadata file", &tmp, e))?;
     storage.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Writes `bytes` to `dir/<name>.tmp` (creating `dir` if needed) and
+/// fdatasyncs it; returns its path. Nothing else is touched.
+fn write_tmp(storage: &dyn Storage, dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+    ensure_dir(storage, dir)?;
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let file = storage.open(&tmp, OpenMode::CreateTruncate).map_err(|e| Error::io("create metadata file", &tmp, e))?;
+    write_all_at(file.as_ref(), bytes, 0).map_err(|e| Error::io("write metadata file", &tmp, e))?;
+    file.sync_data().map_err(|e| Error::io("fdatasync metadata file", &tmp, e))?;
+    Ok(tmp)
 }
 
 /// Creates `dir` if needed and makes its directory entry durable, so a
@@ -79,27 +104,30 @@ fn ensure_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {
     storage.sync_dir(parent).map_err(|e| Error::io("fsync directory", parent, e))
 }
 
-/// Header plus payload with the CRC filled in.
-fn encode(magic: [u8; 8], version: u16, length: u32, payload: &[u8]) -> Vec<u8> {
+/// Header, payload and (with `generation`) the trailer, CRC filled in.
+fn encode(magic: [u8; 8], version: u16, payload: &[u8], generation: Option<u64>) -> Result<Vec<u8>> {
+    let length = u32::try_from(payload.len())
+        .map_err(|_| Error::InvalidArgument(format!("metadata payload of {} bytes exceeds 4 GiB", payload.len())))?;
     let mut b = vec![0u8; HEADER_LEN];
     b[MAGIC_OFFSET..VERSION_OFFSET].copy_from_slice(&magic);
     put_u16(&mut b, VERSION_OFFSET, version);
+    put_u16(&mut b, FLAGS_OFFSET, if generation.is_some() { FLAG_GENERATION } else { 0 });
     put_u32(&mut b, LENGTH_OFFSET, length);
     b.extend_from_slice(payload);
+    if let Some(g) = generation {
+        b.extend_from_slice(&g.to_be_bytes());
+    }
     // The CRC field is still zero here, which is exactly what it covers.
     let crc = crc32fast::hash(&b);
     put_u32(&mut b, CRC_OFFSET, crc);
-    b
+    Ok(b)
 }
 
 /// Reads `dir/name`: `Ok(None)` if it does not exist, else its version and
 /// payload. The version is not checked: the caller decides what it accepts.
+/// A generation trailer, if any, is validated and ignored.
 ///
-/// Every defect is a typed [`Error::Corruption`] naming the file and the
-/// byte offset: a wrong magic, a length above `max_payload`, a file shorter
-/// or longer than its header says, a CRC mismatch. At most
-/// `min(max_payload, file length)` bytes are allocated, whatever the length
-/// field claims.
+/// Every defect is a typed [`Error::Corruption`], as [`read_envelope`].
 pub(crate) fn read(
     storage: &dyn Storage,
     dir: &Path,
@@ -107,16 +135,39 @@ pub(crate) fn read(
     magic: [u8; 8],
     max_payload: u32,
 ) -> Result<Option<(u16, Vec<u8>)>> {
-    let path = dir.join(name);
-    if !storage.exists(&path).map_err(|e| Error::io("stat metadata file", &path, e))? {
+    Ok(read_envelope(storage, &dir.join(name), magic, max_payload)?.map(|e| (e.version, e.payload)))
+}
+
+/// Reads the envelope at `path`: `Ok(None)` if it does not exist.
+///
+/// Every defect is a typed [`Error::Corruption`] naming the file and the
+/// byte offset: a wrong magic, a length above `max_payload`, a file shorter
+/// or longer than its header says, a CRC mismatch, then unknown flag bits
+/// (`UnsupportedVersion`: a newer writer's file, not damage). At most
+/// `min(max_payload, file length)` bytes are allocated, whatever the length
+/// field claims.
+pub(crate) fn read_envelope(
+    storage: &dyn Storage,
+    path: &Path,
+    magic: [u8; 8],
+    max_payload: u32,
+) -> Result<Option<Envelope>> {
+    if !storage.exists(path).map_err(|e| Error::io("stat metadata file", path, e))? {
         return Ok(None);
     }
-    let file = storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open metadata file", &path, e))?;
-    let file_len = file.len().map_err(|e| Error::io("stat metadata file", &path, e))?;
-    let bad = |offset: u64, kind: CorruptionKind| Error::corruption(&path, offset, kind);
+    let file = match storage.open(path, OpenMode::Read) {
+        Ok(f) => f,
+        // Renamed away since `exists` (a writer moving the current file to
+        // its previous generation, beside a reader that takes no lock): the
+        // file is gone as if it never existed.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open metadata file", path, e)),
+    };
+    let file_len = file.len().map_err(|e| Error::io("stat metadata file", path, e))?;
+    let bad = |offset: u64, kind: CorruptionKind| Error::corruption(path, offset, kind);
 
     let mut header = [0u8; HEADER_LEN];
-    let n = read_full_at(file.as_ref(), &mut header, 0).map_err(|e| Error::io("read metadata file", &path, e))?;
+    let n = read_full_at(file.as_ref(), &mut header, 0).map_err(|e| Error::io("read metadata file", path, e))?;
     if n < VERSION_OFFSET {
         return Err(bad(n as u64, CorruptionKind::Truncated));
     }
@@ -130,8 +181,10 @@ pub(crate) fn read(
     if length > max_payload {
         return Err(bad(LENGTH_OFFSET as u64, CorruptionKind::BadLength { length: u64::from(length) }));
     }
-    // Cannot overflow: HEADER_LEN + u32::MAX fits in u64.
-    let end = HEADER_LEN as u64 + u64::from(length);
+    let flags = get_u16(&header, FLAGS_OFFSET);
+    let trailer = if flags & FLAG_GENERATION != 0 { GENERATION_LEN } else { 0 };
+    // Cannot overflow: HEADER_LEN + u32::MAX + 8 fits in u64.
+    let end = HEADER_LEN as u64 + u64::from(length) + trailer;
     if file_len < end {
         return Err(bad(file_len, CorruptionKind::Truncated));
     }
@@ -140,11 +193,12 @@ pub(crate) fn read(
     }
     let size = usize::try_from(length)
         .map_err(|_| bad(LENGTH_OFFSET as u64, CorruptionKind::BadLength { length: u64::from(length) }))?;
-    // Bounded by max_payload and by the file length checked above.
-    let mut payload = vec![0u8; size];
-    let got = read_full_at(file.as_ref(), &mut payload, HEADER_LEN as u64)
-        .map_err(|e| Error::io("read metadata file", &path, e))?;
-    if got < size {
+    // Bounded by max_payload and by the file length checked above; the
+    // trailer (0 or 8 bytes) is read with the payload and split off below.
+    let mut body = vec![0u8; size + trailer as usize];
+    let got = read_full_at(file.as_ref(), &mut body, HEADER_LEN as u64)
+        .map_err(|e| Error::io("read metadata file", path, e))?;
+    if got < body.len() {
         // The file shrank between the length check and the read.
         return Err(bad((HEADER_LEN + got) as u64, CorruptionKind::Truncated));
     }
@@ -152,12 +206,17 @@ pub(crate) fn read(
     header[CRC_OFFSET..HEADER_LEN].fill(0);
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&header);
-    hasher.update(&payload);
+    hasher.update(&body);
     let computed = hasher.finalize();
     if stored != computed {
         return Err(bad(CRC_OFFSET as u64, CorruptionKind::ChecksumMismatch { stored, computed }));
     }
-    Ok(Some((get_u16(&header, VERSION_OFFSET), payload)))
+    if flags & !FLAG_GENERATION != 0 {
+        return Err(bad(FLAGS_OFFSET as u64, CorruptionKind::UnsupportedVersion { found: u32::from(flags) }));
+    }
+    let generation = (trailer > 0).then(|| get_u64(&body, size));
+    body.truncate(size);
+    Ok(Some(Envelope { version: get_u16(&header, VERSION_OFFSET), payload: body, generation }))
 }
 
 /// Bounds-checked reader over a payload read by [`read`], reporting every
@@ -280,16 +339,17 @@ mod tests {
     fn constants_are_pinned() {
         // FORMAT.md "Metadata file envelope" lists these; change both together.
         assert_eq!(VERSION_OFFSET, 8);
-        assert_eq!(_RESERVED_OFFSET, 10);
+        assert_eq!(FLAGS_OFFSET, 10);
         assert_eq!(LENGTH_OFFSET, 12);
         assert_eq!(CRC_OFFSET, 16);
         assert_eq!(HEADER_LEN, 20);
         assert_eq!(TMP_SUFFIX, ".tmp");
+        assert_eq!((FLAG_GENERATION, GENERATION_LEN), (1, 8));
     }
 
     #[test]
     fn encoding_is_pinned() {
-        let b = encode(MAGIC, 3, 2, b"hi");
+        let b = encode(MAGIC, 3, b"hi", None).unwrap();
         let mut expect = MAGIC.to_vec();
         expect.extend_from_slice(&[0, 3, 0, 0, 0, 0, 0, 2]);
         let mut zeroed = expect.clone();
@@ -359,7 +419,7 @@ mod tests {
     fn oversized_and_overlong_lengths_are_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join(NAME);
-        let mut b = encode(MAGIC, 1, 4, b"abcd");
+        let mut b = encode(MAGIC, 1, b"abcd", None).unwrap();
         put_u32(&mut b, LENGTH_OFFSET, u32::MAX);
         std::fs::write(&path, &b).unwrap();
         let (_, offset, kind) = corruption_kind(read_std(tmp.path(), 1 << 20));
@@ -369,11 +429,11 @@ mod tests {
         let (_, offset, kind) = corruption_kind(read_std(tmp.path(), u32::MAX));
         assert_eq!((offset, kind), (b.len() as u64, CorruptionKind::Truncated));
         // A payload above the caller's limit is refused even if intact.
-        std::fs::write(&path, encode(MAGIC, 1, 4, b"abcd")).unwrap();
+        std::fs::write(&path, encode(MAGIC, 1, b"abcd", None).unwrap()).unwrap();
         let (_, offset, kind) = corruption_kind(read_std(tmp.path(), 3));
         assert_eq!((offset, kind), (12, CorruptionKind::BadLength { length: 4 }));
         // Trailing bytes after the payload.
-        let mut long = encode(MAGIC, 1, 4, b"abcd");
+        let mut long = encode(MAGIC, 1, b"abcd", None).unwrap();
         long.push(0);
         std::fs::write(&path, &long).unwrap();
         let (_, offset, kind) = corruption_kind(read_std(tmp.path(), 100));
@@ -384,8 +444,8 @@ mod tests {
     fn crc_covers_version_and_reserved() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join(NAME);
-        let mut b = encode(MAGIC, 1, 1, b"x");
-        b[_RESERVED_OFFSET + 1] = 1;
+        let mut b = encode(MAGIC, 1, b"x", None).unwrap();
+        b[FLAGS_OFFSET] = 1;
         std::fs::write(&path, &b).unwrap();
         let (_, offset, kind) = corruption_kind(read_std(tmp.path(), 100));
         assert_eq!(offset, 16);

@@ -17,7 +17,7 @@ mod common;
 use common::{seed, Rng};
 use mqstore::commitlog::CommitLogOptions;
 use mqstore::message::{Message, MessageExt, MessageRef};
-use mqstore::store::{HashByKeySelector, PullStatus, Store, StoreOptions, StoreView, TagFilter};
+use mqstore::store::{HashByKeySelector, MetadataFallback, PullStatus, Store, StoreOptions, StoreView, TagFilter};
 use mqstore::topic::TopicConfig;
 use mqstore::Error;
 use std::collections::{BTreeMap, HashMap};
@@ -96,6 +96,9 @@ struct Fixture {
     records: HashMap<String, Sent>,
     /// Committed offsets an undamaged copy reports after open.
     offsets: Vec<((String, String, u32), Option<u64>)>,
+    /// The same, as held by the previous generation of the offsets file
+    /// (decoded here from FORMAT.md 11.3, independently of the store).
+    prev_offsets: Vec<((String, String, u32), Option<u64>)>,
 }
 
 impl Fixture {
@@ -207,12 +210,29 @@ fn build_fixture(rng: &mut Rng) -> Fixture {
         records.insert(r.msg_id.clone(), s.clone());
         sent.insert((topic.to_string(), r.queue_id, r.queue_offset), s);
     }
-    let mut fx = Fixture { _tmp: tmp, image: live.clone(), older, crashed: false, sent, records, offsets: Vec::new() };
+    let mut fx = Fixture {
+        _tmp: tmp,
+        image: live.clone(),
+        older,
+        crashed: false,
+        sent,
+        records,
+        offsets: Vec::new(),
+        prev_offsets: Vec::new(),
+    };
     for (t, n) in TOPICS {
         for q in 0..n {
             wait_dispatched(&store, t, q, fx.queue_len(t, q));
         }
     }
+    // A first persisted generation of the offsets (group g1 halfway through
+    // every queue), so the previous generation differs from the last one.
+    for (t, n) in TOPICS {
+        for q in 0..n {
+            store.commit_offset(GROUPS[0], t, q, fx.queue_len(t, q) / 2).unwrap();
+        }
+    }
+    store.persist_offsets().unwrap();
     for g in GROUPS {
         for (t, n) in TOPICS {
             for q in 0..n {
@@ -249,7 +269,31 @@ fn build_fixture(rng: &mut Rng) -> Fixture {
         }
     }
     store.close().unwrap();
+    let prev = decode_offsets(&fx.image.join("config/consumer_offsets.prev"));
+    fx.prev_offsets = fx.offsets.iter().map(|(k, _)| (k.clone(), prev.get(k).copied())).collect();
     fx
+}
+
+/// The entries of a consumer-offsets file (FORMAT.md 11.1 and 11.3); none
+/// if it does not exist (a crash image copied in the middle of a write).
+fn decode_offsets(path: &Path) -> HashMap<(String, String, u32), u64> {
+    let Ok(b) = std::fs::read(path) else { return HashMap::new() };
+    let u16_at = |i: usize| usize::from(u16::from_be_bytes([b[i], b[i + 1]]));
+    let u32_at = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().unwrap());
+    let string = |i: usize| String::from_utf8(b[i + 2..i + 2 + u16_at(i)].to_vec()).unwrap();
+    let mut out = HashMap::new();
+    let mut at = 24;
+    for _ in 0..u32_at(20) {
+        let group = string(at);
+        at += 2 + group.len();
+        let topic = string(at);
+        at += 2 + topic.len();
+        let queue = u32_at(at);
+        let offset = u64::from_be_bytes(b[at + 4..at + 12].try_into().unwrap());
+        at += 12;
+        out.insert((group, topic, queue), offset);
+    }
+    out
 }
 
 /// Every file under `root`, relative paths, sorted.
@@ -652,6 +696,9 @@ impl Drop for Watchdog {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
     Opened,
+    /// Opened from the previous generation of a metadata file (what
+    /// `Store::metadata_fallbacks` reported).
+    FellBack(String),
     /// With the error open returned.
     Refused(String),
     Panicked,
@@ -659,8 +706,12 @@ enum Outcome {
 
 /// Opens the damaged copy in `dir` (and `StoreView` on it) and checks what
 /// it serves against the fixture; with `derived`, also that nothing was
-/// lost and that the repair is durable. Returns the problems found.
-fn evaluate(fx: &Fixture, dir: &Path, derived: bool, rng: &mut Rng) -> (Vec<String>, Outcome) {
+/// lost and that the repair is durable. With `metadata` (only metadata
+/// files were damaged), a store that opened without reporting a fallback to
+/// a previous generation must have every topic and exactly the committed
+/// offsets of the undamaged copy (no silent reset), and one that fell back
+/// no offset ahead of them. Returns the problems found.
+fn evaluate(fx: &Fixture, dir: &Path, derived: bool, metadata: bool, rng: &mut Rng) -> (Vec<String>, Outcome) {
     let mut outcome = Outcome::Panicked;
     let mut issues = Vec::new();
     let view = catch_unwind(AssertUnwindSafe(|| check_view(dir, fx, rng, &mut issues)));
@@ -678,7 +729,11 @@ fn evaluate(fx: &Fixture, dir: &Path, derived: bool, rng: &mut Rng) -> (Vec<Stri
             }
         }
         Ok(Ok(store)) => {
-            outcome = Outcome::Opened;
+            let fallbacks = store.metadata_fallbacks().to_vec();
+            outcome = if fallbacks.is_empty() { Outcome::Opened } else { Outcome::FellBack(format!("{fallbacks:?}")) };
+            if metadata {
+                check_metadata(&store, fx, &fallbacks, &mut issues);
+            }
             let r = catch_unwind(AssertUnwindSafe(|| check_store(&store, fx, derived, rng, &mut issues)));
             if r.is_err() {
                 issues.push("PANIC while pulling".to_string());
@@ -713,6 +768,33 @@ fn evaluate(fx: &Fixture, dir: &Path, derived: bool, rng: &mut Rng) -> (Vec<Stri
         issues.push(format!("PANIC: {p}"));
     }
     (issues, outcome)
+}
+
+/// Topics and committed offsets after damage to metadata files only: the
+/// committed offsets are exactly those of the undamaged copy, or of the
+/// previous generation when open reported falling back to it, and every
+/// topic is there unless the topic table fell back. Anything else is a
+/// silent change (a reset to nothing among them).
+fn check_metadata(store: &Store, fx: &Fixture, fallbacks: &[MetadataFallback], issues: &mut Vec<String>) {
+    let fell_back = |name: &str| fallbacks.iter().any(|f| f.file.file_name().is_some_and(|n| n == name));
+    let (want, which) = if fell_back("consumer_offsets") {
+        (&fx.prev_offsets, "previous generation")
+    } else {
+        (&fx.offsets, "undamaged copy")
+    };
+    for ((g, t, q), want) in want {
+        let got = store.committed_offset(g, t, *q);
+        if got != *want {
+            issues.push(format!("SILENT offset change {g}/{t}/{q}: {got:?}, {which} has {want:?}"));
+        }
+    }
+    if !fell_back("topics") {
+        for (topic, _) in TOPICS {
+            if store.topic(topic).is_none() {
+                issues.push(format!("SILENT loss of topic {topic} (no fallback reported)"));
+            }
+        }
+    }
 }
 
 fn rng_for(base: u64, what: u64, index: u64) -> Rng {
@@ -764,9 +846,9 @@ fn damaged_store_directories_never_panic_or_serve_wrong_messages() {
         );
         watchdog.set(ctx.clone());
         // `evaluate` reports the panics it caught.
-        let (mut issues, outcome) = evaluate(fx, &dir, derived, &mut rng);
+        let (mut issues, outcome) = evaluate(fx, &dir, derived, false, &mut rng);
         match outcome {
-            Outcome::Opened => {
+            Outcome::Opened | Outcome::FellBack(_) => {
                 opened += 1;
                 derived_rounds += u64::from(derived);
             }
@@ -875,10 +957,14 @@ fn apply(fx: &Fixture, dir: &Path, rel: &Path, d: Damage, rng: &mut Rng) -> bool
 
 /// Every file kind of a store under a fixed matrix of damages (see
 /// [`matrix_for`]): the newest commit-log segment, the checkpoint, the
-/// fullest consume-queue file, an index file, and each config file.
+/// fullest consume-queue file, an index file, and each config file (with
+/// both generations of the primary metadata files).
 /// Damage to derived data (consume queues, index, dispatch checkpoint,
 /// delay progress) must lose nothing; damage elsewhere must end in a typed
 /// error or a store that serves only what was sent, and never panic.
+/// Damage to a metadata file must either leave topics and offsets exactly
+/// as they were or be reported as a fallback to the previous generation
+/// (counted in its own column): never a silent reset.
 /// `MQSTORE_DAMAGE_MATRIX_FULL=1` runs every byte and every bit;
 /// `MQSTORE_DAMAGE_MATRIX_VERBOSE=1` prints the error of every refusal.
 #[test]
@@ -915,9 +1001,17 @@ fn every_file_kind_under_the_damage_matrix() {
             targets.push((kind, p));
         }
     }
-    for name in
-        ["checkpoint", "config/dispatch", "config/delay", "config/consumer_offsets", "config/topics", "config/store"]
-    {
+    for name in [
+        "checkpoint",
+        "config/dispatch",
+        "config/delay",
+        "config/consumer_offsets",
+        "config/consumer_offsets.prev",
+        "config/topics",
+        "config/topics.prev",
+        "config/store",
+        "config/store.prev",
+    ] {
         if all.iter().any(|p| p == Path::new(name)) {
             targets.push((name, PathBuf::from(name)));
         }
@@ -928,8 +1022,16 @@ fn every_file_kind_under_the_damage_matrix() {
     for (kind, rel) in &targets {
         let bytes = std::fs::read(fx.image.join(rel)).unwrap();
         let derived = is_derived(rel);
-        let (mut cases, mut opened, mut refused) = (0u64, 0u64, 0u64);
-        for d in matrix_for(&bytes, full, &mut rng) {
+        let metadata = rel.starts_with("config");
+        let (mut cases, mut opened, mut fell_back, mut refused) = (0u64, 0u64, 0u64, 0u64);
+        // A previous generation only matters once its current file is lost
+        // (rows above), so by default it gets every fourth damage plus the
+        // whole-file ones, to keep CI short.
+        let is_prev = rel.extension().is_some_and(|e| e == "prev");
+        let damages = matrix_for(&bytes, full, &mut rng).into_iter().enumerate().filter(|(i, d)| {
+            full || !is_prev || i % 4 == 0 || matches!(d, Damage::Delete | Damage::Empty | Damage::Older)
+        });
+        for (_, d) in damages {
             let tmp = scratch();
             let dir = tmp.path().join("store");
             copy_tree(&fx.image, &dir);
@@ -939,9 +1041,15 @@ fn every_file_kind_under_the_damage_matrix() {
             cases += 1;
             let ctx = format!("seed {base}: {kind} {} under {d:?}", rel.display());
             watchdog.set(ctx.clone());
-            let (issues, outcome) = evaluate(&fx, &dir, derived, &mut rng);
+            let (issues, outcome) = evaluate(&fx, &dir, derived, metadata, &mut rng);
             match outcome {
                 Outcome::Opened => opened += 1,
+                Outcome::FellBack(f) => {
+                    fell_back += 1;
+                    if std::env::var_os("MQSTORE_DAMAGE_MATRIX_VERBOSE").is_some() {
+                        eprintln!("fell back: {ctx}: {f}");
+                    }
+                }
                 Outcome::Refused(e) => {
                     refused += 1;
                     if std::env::var_os("MQSTORE_DAMAGE_MATRIX_VERBOSE").is_some() {
@@ -961,13 +1069,16 @@ fn every_file_kind_under_the_damage_matrix() {
             }
         }
         rows.push(format!(
-            "| {kind} | {} | {cases} | {opened} | {refused} |",
+            "| {kind} | {} | {cases} | {opened} | {fell_back} | {refused} |",
             if derived { "derived" } else { "primary" }
         ));
     }
     drop(watchdog);
     println!("damage matrix: seed {base}, {} ({:?}):", if full { "full" } else { "default" }, started.elapsed());
-    println!("| file | kind | damages | opened | refused (typed error) |\n|---|---|---|---|---|");
+    println!(
+        "| file | kind | damages | opened | opened from the previous generation | refused (typed error) |\n\
+         |---|---|---|---|---|---|"
+    );
     for r in rows {
         println!("{r}");
     }

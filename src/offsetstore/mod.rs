@@ -11,12 +11,13 @@ mod codec;
 
 use crate::error::Result;
 use crate::metafile;
+use crate::metafile::generations::{self, GenFile, MetadataFallback};
 use crate::storage::Storage;
 use crate::topic::{validate_group_name, validate_topic_name};
 use codec::{Groups, Queues};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// One committed offset, as listed by [`OffsetTable::entries`].
@@ -70,35 +71,64 @@ impl State {
 /// under it but writes the file outside it, so commits never wait for disk.
 #[derive(Debug)]
 pub struct OffsetTable {
-    storage: Arc<dyn Storage>,
-    dir: PathBuf,
+    file: GenFile,
     state: Mutex<State>,
     /// Serializes persists, so an older snapshot never replaces a newer one.
     persist_lock: Mutex<()>,
 }
 
 impl OffsetTable {
-    /// Loads `<root>/config/consumer_offsets`; a missing file is an empty
-    /// table.
+    /// Loads `<root>/config/consumer_offsets`, falling back to its previous
+    /// generation (`consumer_offsets.prev`) if it is missing or damaged; no
+    /// file at all is an empty table (whether that is allowed is the
+    /// store's decision, see [`OffsetTable::file_exists`]).
     ///
     /// # Errors
     ///
-    /// [`crate::Error::Corruption`] for a damaged file or an unknown
-    /// version, [`crate::Error::Io`] if it cannot be read.
+    /// [`crate::Error::Corruption`] when no generation is intact or one has
+    /// an unknown version, [`crate::Error::Io`] if a file cannot be read.
     pub(crate) fn open(storage: Arc<dyn Storage>, root: &Path) -> Result<Self> {
+        Ok(Self::open_with_fallback(storage, root)?.0)
+    }
+
+    /// [`OffsetTable::open`], also reporting a fallback to the previous
+    /// generation.
+    pub(crate) fn open_with_fallback(
+        storage: Arc<dyn Storage>,
+        root: &Path,
+    ) -> Result<(Self, Option<MetadataFallback>)> {
         let dir = root.join(metafile::CONFIG_DIR);
-        let read = metafile::read(
-            storage.as_ref(),
-            &dir,
-            codec::OFFSETS_FILE,
-            codec::OFFSETS_MAGIC,
-            codec::MAX_OFFSETS_PAYLOAD,
-        )?;
-        let groups = match read {
-            None => Groups::new(),
-            Some((version, payload)) => codec::decode(&dir.join(codec::OFFSETS_FILE), version, &payload)?,
+        let kind = generations::Kind {
+            name: codec::OFFSETS_FILE,
+            magic: codec::OFFSETS_MAGIC,
+            max_payload: codec::MAX_OFFSETS_PAYLOAD,
         };
-        Ok(Self { storage, dir, state: Mutex::new(State { groups, ..State::default() }), persist_lock: Mutex::new(()) })
+        let loaded = generations::load(storage, &dir, kind, codec::decode)?;
+        let state = State { groups: loaded.value.unwrap_or_default(), ..State::default() };
+        let table = Self { file: loaded.file, state: Mutex::new(state), persist_lock: Mutex::new(()) };
+        Ok((table, loaded.fallback))
+    }
+
+    /// Whether an intact generation of the file was found or written.
+    pub(crate) fn file_exists(&self) -> bool {
+        self.file.exists()
+    }
+
+    /// Whether the file holds two intact generations, the current one in
+    /// use (see [`GenFile::has_two_generations`]).
+    pub(crate) fn has_two_generations(&self) -> bool {
+        self.file.has_two_generations()
+    }
+
+    /// Writes the table as a new generation even if nothing changed (to
+    /// create the file, or after a fallback or a damaged previous file).
+    ///
+    /// # Errors
+    ///
+    /// As [`OffsetTable::persist`].
+    pub(crate) fn rewrite(&self) -> Result<()> {
+        self.state.lock().touch();
+        self.persist()
     }
 
     /// The committed offset of `group` on (`topic`, `queue_id`), if any.
@@ -250,7 +280,7 @@ impl OffsetTable {
     /// # Errors
     ///
     /// An I/O error if the write failed; the table then stays dirty, and
-    /// the previous file is intact unless the error is a failed directory
+    /// the generation in use is intact on disk unless the error is a failed directory
     /// fsync (`is_failed_sync()`), after which the store must fence.
     /// [`crate::Error::InvalidArgument`] if the table outgrew the file
     /// limit.
@@ -263,14 +293,7 @@ impl OffsetTable {
             }
             (codec::encode(&state.groups)?, state.changes)
         };
-        metafile::write_atomic(
-            self.storage.as_ref(),
-            &self.dir,
-            codec::OFFSETS_FILE,
-            codec::OFFSETS_MAGIC,
-            codec::OFFSETS_VERSION,
-            &payload,
-        )?;
+        self.file.write(codec::OFFSETS_VERSION, &payload)?;
         self.state.lock().persisted = snapshot;
         Ok(())
     }

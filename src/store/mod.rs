@@ -19,6 +19,7 @@
 
 pub(crate) mod dispatch;
 mod layout;
+mod metadata;
 mod options;
 mod pull;
 mod query;
@@ -26,6 +27,7 @@ mod readonly;
 mod retention;
 pub(crate) mod send;
 
+pub use crate::metafile::generations::{FallbackReason, MetadataFallback};
 pub use options::StoreOptions;
 pub use pull::{PullResult, PullStatus, PullSummary, TagFilter};
 pub use query::MAX_QUERY_RESULTS;
@@ -121,6 +123,8 @@ pub(crate) struct Inner {
     pub(crate) replication: crate::replication::master::MasterState,
     /// Log retention's lock and disk-full flag.
     pub(crate) retention: retention::RetentionState,
+    /// Metadata files read from their previous generation at open.
+    pub(crate) metadata_fallbacks: Vec<MetadataFallback>,
 }
 
 impl Store {
@@ -135,11 +139,11 @@ impl Store {
         // Before anything reads the queues: the log must start at the
         // recorded retention floor (an interrupted removal is finished).
         retention::recover(&log, storage.as_ref())?;
-        let topics = TopicTable::open(storage.clone(), &root)?;
-        let offsets = OffsetTable::open(storage.clone(), &root)?;
+        // Each from its previous generation if need be; none silently empty.
+        let (topics, offsets, metadata) = metadata::open(&storage, &root, opts.cq_units_per_file)?;
         // Fixed at creation: later opens use the recorded value whatever
         // their options say (the files were sized with it).
-        let units = layout::units_per_file(storage.as_ref(), &root, opts.cq_units_per_file)?;
+        let units = metadata.units();
         let queues = ConsumeQueueSet::open(storage.clone(), &root, units)?;
         let (index, _) = crate::index::Index::open(storage, &root, opts.index_file_size, log.max_offset().get())?;
         let inner = Arc::new(Inner {
@@ -162,11 +166,14 @@ impl Store {
             threads: Mutex::new(None),
             replication: crate::replication::master::MasterState::default(),
             retention: retention::RetentionState::default(),
+            metadata_fallbacks: metadata.fallbacks().to_vec(),
         });
         // A membership file left by an earlier run is stale: remove it.
         let storage = inner.opts.commit_log.storage.clone();
         inner.consumers.open_membership_file(storage, &inner.root, inner.opts.commit_log.clock.clone());
         ensure_schedule_topic(&inner)?;
+        // Two good generations again, and every primary file recorded.
+        metadata.finish(&inner.topics, &inner.offsets)?;
         dispatch::recover(&inner)?;
         // Offsets committed past what survived (or for queues that are
         // gone) are pulled back into the recovered range. A read queue of a
@@ -298,6 +305,16 @@ impl Store {
     #[must_use]
     pub fn dir(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// Metadata files (`config/topics`, `config/consumer_offsets`,
+    /// `config/store`) that open read from their previous generation
+    /// because the current file was missing, damaged or older (FORMAT.md
+    /// 11.10). Empty after a normal open. Open rewrote each of them from
+    /// the generation it used, so the next open reports nothing.
+    #[must_use]
+    pub fn metadata_fallbacks(&self) -> &[MetadataFallback] {
+        &self.inner.metadata_fallbacks
     }
 
     /// The commit log underneath (for statistics and tools).

@@ -10,11 +10,12 @@
 
 use super::{validate_topic_name, Permission, TopicConfig};
 use crate::error::{CorruptionKind, Error, Result};
+use crate::metafile::generations::{self, GenFile, MetadataFallback};
 use crate::metafile::{self, PayloadReader};
 use crate::storage::Storage;
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// File name of the topic table inside `<root>/config`.
@@ -26,6 +27,9 @@ pub(crate) const TOPICS_VERSION: u16 = 1;
 /// Largest topic-table payload accepted (16 MiB, over 100,000 topics with
 /// the longest names): bounds what a damaged length field can allocate.
 pub(crate) const MAX_TOPICS_PAYLOAD: u32 = 16 << 20;
+/// The topic table's file kind, kept in two generations.
+const KIND: generations::Kind =
+    generations::Kind { name: TOPICS_FILE, magic: TOPICS_MAGIC, max_payload: MAX_TOPICS_PAYLOAD };
 /// Smallest encoded topic: 1-byte name.
 const MIN_ENTRY_LEN: usize = 2 + 1 + 4 + 4 + 1 + 8;
 
@@ -49,26 +53,60 @@ type Map = BTreeMap<String, Entry>;
 /// nothing and memory never shows a table that is not on disk.
 #[derive(Debug)]
 pub struct TopicTable {
-    storage: Arc<dyn Storage>,
-    dir: PathBuf,
+    file: GenFile,
     topics: RwLock<Map>,
     writer: Mutex<()>,
 }
 
 impl TopicTable {
-    /// Loads `<root>/config/topics`; a missing file is an empty table.
+    /// Loads `<root>/config/topics`, falling back to its previous
+    /// generation (`topics.prev`) if it is missing or damaged; no file at
+    /// all is an empty table (whether that is allowed is the store's
+    /// decision, see [`TopicTable::file_exists`]).
     ///
     /// # Errors
     ///
-    /// [`Error::Corruption`] for a damaged file or an unknown version,
-    /// [`Error::Io`] if it cannot be read.
+    /// [`Error::Corruption`] when no generation is intact or one has an
+    /// unknown version, [`Error::Io`] if a file cannot be read.
     pub(crate) fn open(storage: Arc<dyn Storage>, root: &Path) -> Result<Self> {
+        Ok(Self::open_with_fallback(storage, root)?.0)
+    }
+
+    /// [`TopicTable::open`], also reporting a fallback to the previous
+    /// generation.
+    pub(crate) fn open_with_fallback(
+        storage: Arc<dyn Storage>,
+        root: &Path,
+    ) -> Result<(Self, Option<MetadataFallback>)> {
         let dir = root.join(metafile::CONFIG_DIR);
-        let topics = match metafile::read(storage.as_ref(), &dir, TOPICS_FILE, TOPICS_MAGIC, MAX_TOPICS_PAYLOAD)? {
-            None => Map::new(),
-            Some((version, payload)) => decode(&dir.join(TOPICS_FILE), version, &payload)?,
-        };
-        Ok(Self { storage, dir, topics: RwLock::new(topics), writer: Mutex::new(()) })
+        let loaded = generations::load(storage, &dir, KIND, decode)?;
+        let table =
+            Self { file: loaded.file, topics: RwLock::new(loaded.value.unwrap_or_default()), writer: Mutex::new(()) };
+        Ok((table, loaded.fallback))
+    }
+
+    /// Whether an intact generation of the file was found or written.
+    pub(crate) fn file_exists(&self) -> bool {
+        self.file.exists()
+    }
+
+    /// Whether the file holds two intact generations, the current one in
+    /// use (see [`GenFile::has_two_generations`]).
+    pub(crate) fn has_two_generations(&self) -> bool {
+        self.file.has_two_generations()
+    }
+
+    /// Writes the current table as a new generation (to create the file, or
+    /// after a fallback or a damaged previous file), so two good
+    /// generations are on disk again.
+    ///
+    /// # Errors
+    ///
+    /// As [`TopicTable::upsert`].
+    pub(crate) fn rewrite(&self) -> Result<()> {
+        let _writer = self.writer.lock();
+        let payload = encode(&self.topics.read())?;
+        self.file.write(TOPICS_VERSION, &payload)
     }
 
     /// The configuration of topic `name`, if it exists.
@@ -102,8 +140,8 @@ impl TopicTable {
     ///
     /// [`Error::InvalidArgument`] if `cfg` is invalid or the table would
     /// outgrow its file limit; an I/O error if the write failed, in which
-    /// case the table is unchanged in memory (see [`metafile::write_atomic`]
-    /// for what a failed directory fsync means on disk).
+    /// case the table is unchanged in memory (see [`GenFile::write`] for
+    /// what a failed directory fsync means on disk).
     pub(crate) fn upsert(&self, cfg: TopicConfig, since_if_new: u64) -> Result<Option<TopicConfig>> {
         cfg.validate()?;
         let _writer = self.writer.lock();
@@ -137,7 +175,7 @@ impl TopicTable {
     /// the writer mutex, so nobody changed the table since `next` was built.
     fn publish(&self, next: Map) -> Result<()> {
         let payload = encode(&next)?;
-        metafile::write_atomic(self.storage.as_ref(), &self.dir, TOPICS_FILE, TOPICS_MAGIC, TOPICS_VERSION, &payload)?;
+        self.file.write(TOPICS_VERSION, &payload)?;
         *self.topics.write() = next;
         Ok(())
     }
@@ -355,24 +393,44 @@ mod tests {
     }
 
     #[test]
-    fn every_truncation_and_bit_flip_is_corruption() {
+    fn damage_falls_back_to_the_previous_generation_and_to_nothing_else() {
         let tmp = tempfile::tempdir().unwrap();
         let t = open(tmp.path()).unwrap();
-        for cfg in sample() {
-            t.upsert(cfg, 0).unwrap();
+        let cfgs = sample();
+        for cfg in &cfgs {
+            t.upsert(cfg.clone(), 0).unwrap();
         }
+        // The previous generation: every topic but the last one upserted.
+        let mut before: Vec<TopicConfig> = cfgs[..cfgs.len() - 1].to_vec();
+        before.sort_by(|a, b| a.name.cmp(&b.name));
         let path = tmp.path().join("config/topics");
-        let full = std::fs::read(&path).unwrap();
-        for len in 0..full.len() {
-            std::fs::write(&path, &full[..len]).unwrap();
-            assert!(matches!(open(tmp.path()), Err(Error::Corruption { .. })), "length {len}");
-        }
+        let prev = tmp.path().join("config/topics.prev");
+        let (full, full_prev) = (std::fs::read(&path).unwrap(), std::fs::read(&prev).unwrap());
+        let mut damaged: Vec<Vec<u8>> = (0..full.len()).map(|len| full[..len].to_vec()).collect();
         for bit in 0..full.len() * 8 {
             let mut c = full.clone();
             c[bit / 8] ^= 1 << (bit % 8);
-            std::fs::write(&path, &c).unwrap();
-            assert!(matches!(open(tmp.path()), Err(Error::Corruption { .. })), "bit {bit}");
+            damaged.push(c);
         }
+        for (i, bytes) in damaged.iter().enumerate() {
+            std::fs::write(&path, bytes).unwrap();
+            let (t, fallback) = TopicTable::open_with_fallback(Arc::new(StdStorage), tmp.path()).unwrap();
+            assert_eq!(t.list(), before, "damage {i}");
+            let fallback = fallback.unwrap();
+            assert_eq!(fallback.file, path);
+            assert!(matches!(fallback.reason, generations::FallbackReason::Damaged { .. }), "damage {i}");
+            // Both generations damaged: a typed error naming the current file.
+            std::fs::write(&prev, &full_prev[..i % full_prev.len()]).unwrap();
+            match open(tmp.path()) {
+                Err(Error::Corruption { path: p, .. }) => assert_eq!(p, path, "damage {i}"),
+                other => panic!("damage {i}: {other:?}"),
+            }
+            std::fs::write(&prev, &full_prev).unwrap();
+        }
+        // Deleted: the previous generation too.
+        std::fs::remove_file(&path).unwrap();
+        let (t, fallback) = TopicTable::open_with_fallback(Arc::new(StdStorage), tmp.path()).unwrap();
+        assert_eq!((t.list(), fallback.unwrap().reason), (before, generations::FallbackReason::Missing));
     }
 
     /// Decodes a hand-made payload and returns the corruption's offset
