@@ -163,7 +163,10 @@ fn wait_until_copy_is_recent(store: &Store, now: u64) {
     loop {
         let mut waiting = Vec::new();
         for q in 0..18 {
-            let progress = store.max_offset(SCHEDULE_TOPIC, q).unwrap() - store.schedule_stats().pending[q as usize];
+            // Two reads, not one snapshot: a delivery between them can make
+            // the pending count exceed the end read first. Retry instead.
+            let pending = store.schedule_stats().pending[q as usize];
+            let progress = store.max_offset(SCHEDULE_TOPIC, q).unwrap().saturating_sub(pending);
             let r = store.pull(SCHEDULE_TOPIC, q, progress, 10, &TagFilter::All).unwrap();
             waiting.extend(r.messages.into_iter().map(|m| m.store_timestamp()));
         }
