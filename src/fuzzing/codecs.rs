@@ -138,16 +138,18 @@ pub fn consume_queue(data: &[u8]) -> Result<u64> {
     let (min, max) = (q.min_offset().0, q.max_offset().0);
     let mut out = Vec::new();
     let mut at = min;
-    let mut last_end = 0u64;
+    let mut last: Option<u64> = None;
     while at < max {
         out.clear();
         q.read(QueueOffset(at), 64, &mut out);
         let Some((next, _)) = out.last() else { break };
         for (off, unit) in &out {
-            // Recovery keeps only a contiguous run of monotone units.
+            // Recovery keeps only a contiguous run of units with strictly
+            // increasing physical offsets (FORMAT.md 10.4).
             debug_assert_eq!(off.0, at);
-            debug_assert!(unit.physical_offset.0 >= last_end || at == min);
-            last_end = unit.physical_offset.0.saturating_add(u64::from(unit.size));
+            debug_assert!(last.is_none_or(|p| unit.physical_offset.0 > p), "units out of order");
+            debug_assert!(unit.physical_offset.0.checked_add(u64::from(unit.size)).is_some());
+            last = Some(unit.physical_offset.0);
             at += 1;
         }
         debug_assert_eq!(next.0 + 1, at);

@@ -365,7 +365,10 @@ impl IndexFile {
             count += 1;
         }
         if let Some((sealed_count, sealed_last)) = seal {
-            if sealed_count != count || sealed_last != last {
+            // Only a full file is ever sealed: a seal on a file with room
+            // left would let the writer append behind it (found by the
+            // `index_file` fuzz target).
+            if sealed_count != count || sealed_last != last || count != self.size.max_entries {
                 return Err(corrupt(
                     &self.path,
                     self.seal_at() as u64,
@@ -742,6 +745,24 @@ mod tests {
         b[e49 + 9] ^= 1;
         std::fs::write(&path, &b).unwrap();
         assert!(matches!(IndexFile::open(&StdStorage, &path, u64::MAX), Err(Error::Corruption { .. })));
+    }
+
+    #[test]
+    fn a_seal_on_a_file_with_room_left_is_corruption() {
+        // Only full files are sealed; trusting a seal on one with room
+        // left made the writer append behind it, so the file no longer
+        // matched its seal at the next open (a fuzz finding).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000000");
+        {
+            let f = fresh(dir.path());
+            for i in 0..3 {
+                assert!(f.put("k", i, i).unwrap());
+            }
+            f.seal().unwrap();
+        }
+        let e = IndexFile::open(&StdStorage, &path, u64::MAX).unwrap_err();
+        assert!(matches!(e, Error::Corruption { kind: CorruptionKind::InvalidField { .. }, .. }), "{e:?}");
     }
 
     #[test]
