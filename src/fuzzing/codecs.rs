@@ -192,7 +192,8 @@ pub fn index_file(data: &[u8]) -> Result<IndexFileRecovery> {
     }
     let _ = (file.time_range(), file.is_sealed(), file.count());
     for (i, key) in INDEX_KEYS.iter().enumerate() {
-        let phy = file.last_phy().saturating_add(i as u64);
+        // A record must start below the log's end, so never at u64::MAX.
+        let Some(phy) = file.last_phy().checked_add(i as u64).filter(|&p| p < u64::MAX) else { break };
         if !file.put(key, phy, 1_700_000_000_000)? {
             break;
         }
