@@ -129,8 +129,8 @@ pub struct ImageReport {
     /// Reads that failed with a typed error (damage recovery could not
     /// see, such as a flipped bit below the checkpoint).
     pub read_errors: u64,
-    /// Messages of the base image missing although no commit-log segment
-    /// was touched: derived data must be rebuilt with zero loss.
+    /// Messages of the base image missing although only derived files were
+    /// damaged (counted only then): they must be rebuilt with zero loss.
     pub lost: u64,
     /// Served data that contradicts the request or the base image (a
     /// message at the wrong queue position, a body that was never sent).
@@ -173,7 +173,7 @@ pub fn store_image(data: &[u8]) -> Result<ImageReport> {
 /// sent, and the report says what was found.
 pub fn run_plan(plan: &Plan) -> Result<ImageReport> {
     let base = base()?;
-    let (files, log_touched) = apply(base, plan);
+    let (files, primary_touched) = apply(base, plan);
     let sim = Arc::new(SimStorage::new());
     for (path, bytes) in &files {
         put_file(sim.as_ref(), path, bytes)?;
@@ -182,7 +182,7 @@ pub fn run_plan(plan: &Plan) -> Result<ImageReport> {
     let store = Store::open(root(), options(sim))?;
     let mut report = ImageReport::default();
     read_all(&store, base, &mut report);
-    if !log_touched {
+    if !primary_touched {
         report.lost = count_lost(&store, base);
     }
     let _ = store.send(Message::new("orders", "after").with_keys(["after"]));
@@ -237,7 +237,7 @@ fn build_base() -> Result<Base> {
                 sent.insert((topic.to_string(), r.queue_id, r.queue_offset), body.into_bytes());
                 keys.push((topic.to_string(), key));
             }
-            if n % 8 == 0 {
+            if n.is_multiple_of(8) {
                 ids.push(r.msg_id.clone());
                 ids.push(r.offset_msg_id.clone());
             }
@@ -274,7 +274,7 @@ fn snapshot(storage: &dyn Storage) -> Result<Files> {
     Ok(files)
 }
 
-/// The mutated file set, and whether any commit-log segment changed.
+/// The mutated file set, and whether any primary file changed.
 fn apply(base: &Base, plan: &Plan) -> (Files, bool) {
     let start = if plan.first_generation { &base.first } else { &base.second };
     let mut files = start.clone();
@@ -286,10 +286,22 @@ fn apply(base: &Base, plan: &Plan) -> (Files, bool) {
             touched.push(path);
         }
     }
-    let logdir = root().join(COMMITLOG_DIR);
     // The first generation lacks the second's messages: count no losses.
-    let log_touched = plan.first_generation || touched.iter().any(|p| p.starts_with(&logdir));
-    (files, log_touched)
+    let primary_touched = plan.first_generation || touched.iter().any(|p| is_primary(p));
+    (files, primary_touched)
+}
+
+/// Whether `path` holds primary data, whose damage may lose messages (the
+/// commit log) or refuse them (topics, offsets, layout, and the checkpoint,
+/// as `tests/store_garbage.rs` classifies them). Everything else (consume
+/// queues, index, dispatch checkpoint, delay progress, live consumers) is
+/// derived from the log and must be rebuilt with nothing lost.
+fn is_primary(path: &Path) -> bool {
+    let root = root();
+    path.starts_with(root.join(COMMITLOG_DIR))
+        || ["checkpoint", "config/topics", "config/consumer_offsets", "config/store"]
+            .iter()
+            .any(|p| path == root.join(p))
 }
 
 /// Applies one mutation; returns the path it changed.
