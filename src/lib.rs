@@ -34,6 +34,9 @@ pub mod consumequeue;
 pub mod consumer;
 pub mod dlq;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod index;
 pub mod message;
 mod metafile;

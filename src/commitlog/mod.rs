@@ -46,6 +46,8 @@ pub use checkpoint::{
 };
 pub use options::{CommitLogOptions, FlushMode, Preallocation, RecoveryMode, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 pub use read::Record;
+#[cfg(feature = "fuzzing")]
+pub(crate) use record::{parse_prefix, Prefix};
 pub(crate) use record::{Parts, RecordView};
 pub use record::{
     RecordDraft, BLANK_LEN, BLANK_MAGIC, MAX_PROPERTIES_LEN, MAX_RECORD_LEN_LIMIT, MAX_TOPIC_LEN, RECORD_HEADER_LEN,

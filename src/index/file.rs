@@ -365,7 +365,10 @@ impl IndexFile {
             count += 1;
         }
         if let Some((sealed_count, sealed_last)) = seal {
-            if sealed_count != count || sealed_last != last {
+            // Only a full file is ever sealed: a seal on a file with room
+            // left would let the writer append behind it (found by the
+            // `index_file` fuzz target).
+            if sealed_count != count || sealed_last != last || count != self.size.max_entries {
                 return Err(corrupt(
                     &self.path,
                     self.seal_at() as u64,
@@ -375,14 +378,16 @@ impl IndexFile {
             report.sealed = true;
             self.sealed.store(true, Ordering::Release);
         } else {
-            // Torn tail: zero whatever follows the valid prefix.
+            // Torn tail: zero whatever follows the valid prefix, to the end
+            // and not only up to the first empty entry: a crash can keep a
+            // later page but not an earlier one, and a stale entry left
+            // behind such a gap would count as valid again once new entries
+            // fill the gap (found by the `index_file` fuzz target).
             for i in count..self.size.max_entries {
-                let raw = self.raw_entry(i);
-                if raw.iter().all(|&b| b == 0) {
-                    break;
+                if self.raw_entry(i).iter().any(|&b| b != 0) {
+                    report.discarded += 1;
+                    self.write_entry(i, &[0u8; INDEX_ENTRY_LEN]);
                 }
-                report.discarded += 1;
-                self.write_entry(i, &[0u8; INDEX_ENTRY_LEN]);
             }
             // Slots follow the kept entries, whatever the file said.
             for s in 0..self.size.slots {
@@ -742,6 +747,52 @@ mod tests {
         b[e49 + 9] ^= 1;
         std::fs::write(&path, &b).unwrap();
         assert!(matches!(IndexFile::open(&StdStorage, &path, u64::MAX), Err(Error::Corruption { .. })));
+    }
+
+    #[test]
+    fn entries_behind_an_empty_one_are_zeroed_too() {
+        // A crash kept entries 2..5 but not entry 1: recovery keeps entry
+        // 0 and must zero 2..5 as well, or they count as valid again once
+        // a new entry 1 fills the gap (a fuzz finding).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000000");
+        {
+            let f = fresh(dir.path());
+            for i in 0..5 {
+                assert!(f.put(&format!("k{i}"), 10 + i, i).unwrap());
+            }
+            f.flush().unwrap();
+        }
+        let mut b = std::fs::read(&path).unwrap();
+        let e1 = 64 + 7 * 4 + 32;
+        b[e1..e1 + 32].fill(0);
+        std::fs::write(&path, &b).unwrap();
+        let (f, r) = IndexFile::open(&StdStorage, &path, u64::MAX).unwrap();
+        assert_eq!(r, IndexFileRecovery { entries: 1, sealed: false, discarded: 3 });
+        assert!(f.put("new", 20, 9).unwrap());
+        f.flush().unwrap();
+        drop(f);
+        let (f, r) = IndexFile::open(&StdStorage, &path, u64::MAX).unwrap();
+        assert_eq!((r.entries, f.count()), (2, 2));
+        assert_eq!(find(&f, "k3"), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn a_seal_on_a_file_with_room_left_is_corruption() {
+        // Only full files are sealed; trusting a seal on one with room
+        // left made the writer append behind it, so the file no longer
+        // matched its seal at the next open (a fuzz finding).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000000");
+        {
+            let f = fresh(dir.path());
+            for i in 0..3 {
+                assert!(f.put("k", i, i).unwrap());
+            }
+            f.seal().unwrap();
+        }
+        let e = IndexFile::open(&StdStorage, &path, u64::MAX).unwrap_err();
+        assert!(matches!(e, Error::Corruption { kind: CorruptionKind::InvalidField { .. }, .. }), "{e:?}");
     }
 
     #[test]

@@ -15,8 +15,10 @@ use crate::error::{CorruptionKind, Error, Result};
 use crate::message::properties::{pairs, DELAY_DUE_MS, DELAY_SOURCE, KEYS, KEY_SEPARATOR, TAGS, UNIQ_KEY};
 use crate::offset::{PhysicalOffset, QueueOffset};
 use crate::retry::SCHEDULE_TOPIC;
+use crate::storage::Storage;
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -483,20 +485,21 @@ pub(crate) fn write_checkpoint_with(inner: &Inner, starts: &HashMap<(String, u32
 }
 
 /// Per queue: its first offset and its end when the checkpoint was written.
-type QueueEnds = HashMap<(String, u32), (u64, u64)>;
+pub(crate) type QueueEnds = HashMap<(String, u32), (u64, u64)>;
 
 /// The dispatch checkpoint, or `None` when it is missing or damaged: it is
 /// derived data, and without it recovery re-dispatches the whole log.
 fn read_checkpoint(inner: &Inner) -> Result<Option<(u64, QueueEnds)>> {
-    match parse_checkpoint(inner) {
+    match parse_checkpoint(inner.opts.commit_log.storage.as_ref(), &inner.root) {
         Err(Error::Corruption { .. }) => Ok(None),
         other => other,
     }
 }
 
-fn parse_checkpoint(inner: &Inner) -> Result<Option<(u64, QueueEnds)>> {
-    let dir = inner.root.join("config");
-    let storage = inner.opts.commit_log.storage.as_ref();
+/// Reads and decodes `<root>/config/dispatch`: `None` when it is missing,
+/// [`Error::Corruption`] when it is damaged.
+pub(crate) fn parse_checkpoint(storage: &dyn Storage, root: &Path) -> Result<Option<(u64, QueueEnds)>> {
+    let dir = root.join("config");
     let Some((version, payload)) =
         crate::metafile::read(storage, &dir, CHECKPOINT_NAME, CHECKPOINT_MAGIC, CHECKPOINT_MAX_PAYLOAD)?
     else {

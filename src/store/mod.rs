@@ -18,7 +18,7 @@
 //! [`FlushMode::Sync`]: crate::commitlog::FlushMode::Sync
 
 pub(crate) mod dispatch;
-mod layout;
+pub(crate) mod layout;
 mod metadata;
 mod options;
 mod pull;

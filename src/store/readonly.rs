@@ -69,8 +69,13 @@ impl StoreView {
     /// A view of the store in `dir`, which must hold a commit log
     /// ([`Error::InvalidArgument`] otherwise). Creates nothing.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(dir, Arc::new(StdStorage))
+    }
+
+    /// [`StoreView::open`] over another storage backend (the fuzz targets
+    /// read an in-memory directory image).
+    pub(crate) fn open_with(dir: impl AsRef<Path>, storage: Arc<dyn Storage>) -> Result<Self> {
         let root = dir.as_ref().to_path_buf();
-        let storage: Arc<dyn Storage> = Arc::new(StdStorage);
         let logdir = root.join(COMMITLOG_DIR);
         if !storage.exists(&logdir).map_err(|e| Error::io("stat", &logdir, e))? {
             return Err(Error::InvalidArgument(format!("{} holds no commit log", root.display())));
