@@ -259,12 +259,44 @@ fn a_lagging_group_keeps_its_segments_unless_forced() {
     store.commit_offset("g", TOPIC, 1, 70).unwrap();
     let r2 = store.run_retention(Retention::Normal).unwrap();
     assert!(!r2.removed.is_empty(), "{r2:?}");
+    // From here on only group h lags: g is done with everything.
+    for q in 0..QUEUES {
+        store.commit_offset("g", TOPIC, q, store.max_offset(TOPIC, q).unwrap()).unwrap();
+    }
     // A group far behind again: only a forced round removes its messages,
     // and says so.
     store.reset_offset("h", TOPIC, 0, store.min_offset(TOPIC, 0).unwrap()).unwrap();
     let r3 = store.run_retention(Retention::Normal).unwrap();
     assert!(r3.removed.is_empty(), "{r3:?}");
     assert!(!r3.kept_for.is_empty());
+    // A group that is gone for good is deleted: it holds nothing any more
+    // (while one of its consumers runs, deleting it is refused).
+    let running = store
+        .push_consumer("h")
+        .subscribe(TOPIC, "*")
+        .unwrap()
+        .listener(|_: &[mqstore::message::MessageExt], _: &mqstore::consumer::ConsumeContext| {
+            mqstore::consumer::ConsumeStatus::ReconsumeLater
+        })
+        .start()
+        .unwrap();
+    assert!(matches!(store.delete_consumer_group("h"), Err(Error::InvalidArgument(_))));
+    running.shutdown().unwrap();
+    store.reset_offset("h", TOPIC, 0, store.min_offset(TOPIC, 0).unwrap()).unwrap();
+    let kept = store.run_retention(Retention::Normal).unwrap();
+    assert!(kept.removed.is_empty() && !kept.kept_for.is_empty(), "{kept:?}");
+    assert!(store.delete_consumer_group("h").unwrap() >= 1);
+    assert_eq!(store.committed_offset("h", TOPIC, 0), None);
+    let freed = store.run_retention(Retention::Normal).unwrap();
+    assert!(!freed.removed.is_empty(), "{freed:?}");
+    // Forced: a lagging group's messages go anyway, and the report says so.
+    send(&store, 210, 30);
+    fx.clock.advance_ms(100 * HOUR_MS);
+    send(&store, 240, 5);
+    for q in 0..QUEUES {
+        store.commit_offset("g", TOPIC, q, store.max_offset(TOPIC, q).unwrap()).unwrap();
+    }
+    store.reset_offset("h", TOPIC, 0, store.min_offset(TOPIC, 0).unwrap()).unwrap();
     let r4 = store.run_retention(Retention::Forced).unwrap();
     assert!(!r4.removed.is_empty());
     assert!(r4.overridden.iter().any(|h| matches!(h, Holder::Group { group, .. } if group == "h")), "{r4:?}");

@@ -181,6 +181,16 @@ impl OffsetTable {
         }
     }
 
+    /// Drops every offset of `group`; returns how many there were.
+    pub fn remove_group(&self, group: &str) -> usize {
+        let mut state = self.state.lock();
+        let removed = state.groups.remove(group).map_or(0, |topics| topics.values().map(|q| q.len()).sum());
+        if removed > 0 {
+            state.touch();
+        }
+        removed
+    }
+
     /// Drops every group's offsets on `topic` (the topic was deleted).
     pub fn remove_topic(&self, topic: &str) {
         let mut state = self.state.lock();

@@ -417,6 +417,25 @@ impl Store {
         self.inner.offsets.get(group, topic, queue_id)
     }
 
+    /// Forgets consumer group `group`: its committed offsets (on every
+    /// topic, its retry topic included) are removed and persisted, so it no
+    /// longer holds commit-log segments back from retention. Refused with
+    /// `InvalidArgument` while a push consumer of the group runs in this
+    /// store. Returns how many offsets were removed (0 for an unknown
+    /// group).
+    pub fn delete_consumer_group(&self, group: &str) -> Result<usize> {
+        self.ensure_open()?;
+        crate::topic::validate_group_name(group)?;
+        if !self.inner.consumers.member_ids(group).is_empty() {
+            return Err(Error::InvalidArgument(format!("consumer group {group} has running consumers")));
+        }
+        let removed = self.inner.offsets.remove_group(group);
+        if removed > 0 {
+            self.persist_offsets()?;
+        }
+        Ok(removed)
+    }
+
     /// Writes the committed offsets to disk now. A failed sync fences the
     /// store (writes are refused until it is reopened).
     pub fn persist_offsets(&self) -> Result<()> {
