@@ -13,7 +13,7 @@
 //!
 //! * 1 or 2 producers sending to topics `ws-a` (4 queues) and `ws-b` (3):
 //!   plain sends, selector sends, batches of 2 to 4, and delayed sends (a
-//!   delay level, or a delivery time up to 2.5 s ahead, which hops
+//!   delay level, or a delivery time up to 1.6 s ahead, which hops
 //!   through the levels), every body self-describing (seq, CRC, payload
 //!   derived from the seq), reporting each `SendOk` with its place;
 //! * a clustering push consumer of group `ws-g` (concurrent listener, 2

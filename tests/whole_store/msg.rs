@@ -32,7 +32,7 @@ pub const INDEX_SIZE: IndexFileSize = IndexFileSize { slots: 256, max_entries: 5
 pub const MAX_BATCH: u64 = 4;
 /// Latest delivery time a `DeliverAt` send asks for (ms ahead): past the
 /// longest level, so some hop.
-pub const MAX_DELIVER_AHEAD_MS: u64 = 2_500;
+pub const MAX_DELIVER_AHEAD_MS: u64 = 1_600;
 
 /// Options of every child and of the parent's drains.
 pub fn store_opts(mode: FlushMode) -> StoreOptions {
