@@ -78,7 +78,7 @@
 
 mod common;
 
-use common::{body_for, copy_dir, Rng};
+use common::{body_for, copy_dir, emit, env_u64, mix, Rng};
 use mqstore::commitlog::CommitLogOptions;
 use mqstore::consumer::{ConsumeContext, ConsumeFrom, ConsumeStatus, OrderlyStatus, PushConsumer};
 use mqstore::message::{Message, MessageExt};
@@ -130,13 +130,6 @@ fn store_opts(persist: Duration) -> StoreOptions {
         .offset_persist_interval(persist)
 }
 
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock for parent and child.
 fn mono_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -146,10 +139,6 @@ fn mono_ns() -> u64 {
         return 0;
     }
     (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|s| s.trim().parse().ok())
 }
 
 // ---------------------------------------------------------------------------
@@ -293,11 +282,6 @@ impl ChildConf {
             threads
         }
     }
-}
-
-fn emit(s: &str) -> Result<(), String> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(s.as_bytes()).and_then(|()| out.flush()).map_err(|e| format!("writing a report to stdout: {e}"))
 }
 
 /// In a listener: report or die (the parent is gone if stdout fails).

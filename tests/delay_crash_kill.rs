@@ -43,7 +43,6 @@ use mqstore::store::{Store, StoreOptions};
 use mqstore::topic::TopicConfig;
 use mqstore::{Clock, ManualClock};
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -122,8 +121,7 @@ fn listener(
 }
 
 fn emit(s: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(s.as_bytes()).and_then(|()| out.flush());
+    let _ = common::emit(s);
 }
 
 /// The child. Returns at once in a normal test run; in the child it never

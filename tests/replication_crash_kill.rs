@@ -33,7 +33,6 @@ use mqstore::store::{PullStatus, SendStatus, Store, StoreOptions, TagFilter};
 use mqstore::topic::TopicConfig;
 use mqstore::Error;
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -84,8 +83,7 @@ fn parse(body: &[u8]) -> Result<u64, String> {
 }
 
 fn emit(s: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(s.as_bytes()).and_then(|()| out.flush());
+    let _ = common::emit(s);
 }
 
 /// Opens the pair and connects it, cutting a slave that is ahead back to

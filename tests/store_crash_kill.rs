@@ -76,7 +76,7 @@
 
 mod common;
 
-use common::{body_for, copy_dir, Rng};
+use common::{body_for, copy_dir, emit, env_u64, mix, Rng};
 use mqstore::commitlog::{CommitLogOptions, FlushMode};
 use mqstore::message::{Message, MessageExt};
 use mqstore::store::{HashByKeySelector, PullStatus, SendResult, SendStatus, Store, StoreOptions, TagFilter};
@@ -127,13 +127,6 @@ fn store_opts(mode: FlushMode) -> StoreOptions {
 
 // ---------------------------------------------------------------------------
 // Deterministic message contents.
-
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// How a message was sent; stored in its body header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -499,11 +492,6 @@ impl ChildConf {
     }
 }
 
-fn emit(s: &str) -> Result<(), String> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(s.as_bytes()).and_then(|()| out.flush()).map_err(|e| format!("writing a report to stdout: {e}"))
-}
-
 /// The producer. Returns immediately in a normal test run; in the child it
 /// never returns: it is killed, or exits with [`CHILD_ERROR_EXIT`].
 #[test]
@@ -670,10 +658,6 @@ struct Harness {
     known: HashMap<u64, Found>,
     totals: Totals,
     verbose: bool,
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|s| s.trim().parse().ok())
 }
 
 fn rounds() -> u32 {

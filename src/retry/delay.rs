@@ -27,7 +27,8 @@ impl Default for DelayLevels {
 impl DelayLevels {
     /// Parses RocketMQ's syntax: space-separated numbers with a unit suffix
     /// `s`, `m`, `h` or `d`, strictly increasing, 1 to 64 levels, each at
-    /// most 30 days.
+    /// most 30 days. Also accepts `ms` (an extension: RocketMQ has none),
+    /// so tests and low-latency retries can use sub-second levels.
     ///
     /// ```
     /// use mqstore::retry::DelayLevels;
@@ -35,6 +36,8 @@ impl DelayLevels {
     /// let levels = DelayLevels::parse("1s 5s 2m")?;
     /// assert_eq!(levels.len(), 3);
     /// assert_eq!(levels.delay(3), Some(Duration::from_secs(120)));
+    /// let fast = DelayLevels::parse("100ms 1s")?;
+    /// assert_eq!(fast.delay(1), Some(Duration::from_millis(100)));
     /// assert!(DelayLevels::parse("5s 1s").is_err());
     /// # Ok::<(), mqstore::Error>(())
     /// ```
@@ -42,18 +45,24 @@ impl DelayLevels {
         let bad = |why: String| Err(Error::InvalidArgument(format!("delay levels {s:?}: {why}")));
         let mut levels = Vec::new();
         for token in s.split_whitespace() {
-            let (num, unit) = token.split_at(token.len().saturating_sub(1));
-            let secs_per = match unit {
-                "s" => 1,
-                "m" => 60,
-                "h" => 3600,
-                "d" => 86_400,
-                _ => return bad(format!("{token:?} lacks a unit s, m, h or d")),
+            // `ms` before `s` and `m`, which it ends with / starts with.
+            let (num, ms_per) = if let Some(num) = token.strip_suffix("ms") {
+                (num, 1)
+            } else {
+                let (num, unit) = token.split_at(token.len().saturating_sub(1));
+                let ms_per = match unit {
+                    "s" => 1_000,
+                    "m" => 60_000,
+                    "h" => 3_600_000,
+                    "d" => 86_400_000,
+                    _ => return bad(format!("{token:?} lacks a unit ms, s, m, h or d")),
+                };
+                (num, ms_per)
             };
             let Ok(n) = num.parse::<u64>() else { return bad(format!("{token:?} is not a number")) };
-            let d = Duration::from_secs(n.saturating_mul(secs_per));
+            let d = Duration::from_millis(n.saturating_mul(ms_per));
             if n == 0 || d > MAX_LEVEL {
-                return bad(format!("{token:?} is outside 1s..=30d"));
+                return bad(format!("{token:?} is outside 1ms..=30d"));
             }
             if levels.last().is_some_and(|&prev| d <= prev) {
                 return bad(format!("{token:?} does not increase"));
@@ -108,5 +117,12 @@ mod tests {
         let many: Vec<String> = (1..=65).map(|i| format!("{i}s")).collect();
         assert!(DelayLevels::parse(&many.join(" ")).is_err());
         assert!(DelayLevels::parse("  1s\t2d ").is_ok());
+        for s in ["0ms", "ms", "1.5ms", "999ms 1s 1000ms", "-5ms"] {
+            assert!(DelayLevels::parse(s).is_err(), "{s:?}");
+        }
+        let ms = DelayLevels::parse("1ms 100ms 999ms 1s").unwrap();
+        assert_eq!(ms.delay(1), Some(Duration::from_millis(1)));
+        assert_eq!(ms.delay(3), Some(Duration::from_millis(999)));
+        assert_eq!(ms.delay(4), Some(Duration::from_secs(1)));
     }
 }

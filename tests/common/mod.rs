@@ -164,10 +164,28 @@ pub fn spawn_test_child(child_test: &str, envs: &[(&str, std::ffi::OsString)]) -
 
 /// What a crash-test child's report line means to [`sigkill_round`].
 pub enum Report<E> {
+    /// `@@OPENING`: the child is about to open the store. Optional; when a
+    /// child reports it, a kill aimed at recovery is timed from it rather
+    /// than from the spawn (which a loaded machine can stretch past the
+    /// whole window).
+    Opening,
     /// `@@READY`: the child finished opening.
     Ready,
     /// Anything the caller counts (an acknowledgement, say).
     Event(E),
+}
+
+/// What one SIGKILL round saw (see [`sigkill_round_timed`]).
+pub struct RoundOutcome<E> {
+    /// The events, in the order the child wrote them.
+    pub events: Vec<E>,
+    /// The kill was aimed at the store's recovery (`Store::open`).
+    pub aimed_at_open: bool,
+    /// The child reported `@@READY` before it died.
+    pub ready: bool,
+    /// Everything the child wrote to stderr (a background thread's panic
+    /// shows only there).
+    pub stderr: String,
 }
 
 /// Runs one SIGKILL round of a crash-test child that prints `@@READY` once
@@ -183,6 +201,20 @@ pub fn sigkill_round<E: Send + 'static>(
     ctx: &str,
     parse: fn(&str) -> Option<Report<E>>,
 ) -> Result<Vec<E>, String> {
+    sigkill_round_timed(child, rng, ctx, parse, 5..151).map(|o| o.events)
+}
+
+/// [`sigkill_round`] with the kill after `@@READY` drawn from
+/// `after_ready_ms`, returning the whole [`RoundOutcome`]. A kill aimed at
+/// recovery lands 0 to 8 ms after `@@OPENING` (or after the spawn, for a
+/// child that does not report it).
+pub fn sigkill_round_timed<E: Send + 'static>(
+    child: TestChild,
+    rng: &mut Rng,
+    ctx: &str,
+    parse: fn(&str) -> Option<Report<E>>,
+    after_ready_ms: std::ops::Range<u64>,
+) -> Result<RoundOutcome<E>, String> {
     use std::os::unix::process::ExitStatusExt;
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
@@ -200,17 +232,27 @@ pub fn sigkill_round<E: Send + 'static>(
         });
     });
     let during_open = rng.below(10) == 0;
-    let after = Duration::from_millis(if during_open { rng.below(8) } else { 5 + rng.below(146) });
-    let mut ready_at = if during_open { Some(Instant::now()) } else { None };
+    let span = after_ready_ms.end.saturating_sub(after_ready_ms.start);
+    let after = Duration::from_millis(if during_open { rng.below(8) } else { after_ready_ms.start + rng.below(span) });
+    // The moment the countdown runs from: the spawn until `@@OPENING`
+    // arrives (a kill aimed at open), or `@@READY`.
+    let mut start_at = if during_open { Some(Instant::now()) } else { None };
+    let mut ready = false;
     let give_up = Instant::now() + Duration::from_secs(30);
     let mut events = Vec::new();
     loop {
-        if ready_at.is_some_and(|t| t.elapsed() >= after) || Instant::now() > give_up {
+        if start_at.is_some_and(|t| t.elapsed() >= after) || Instant::now() > give_up {
             break;
         }
         match rx.recv_timeout(Duration::from_millis(1)) {
+            Ok(Report::Opening) => {
+                if during_open {
+                    start_at = Some(Instant::now());
+                }
+            }
             Ok(Report::Ready) => {
-                ready_at.get_or_insert_with(Instant::now);
+                ready = true;
+                start_at.get_or_insert_with(Instant::now);
             }
             Ok(Report::Event(e)) => events.push(e),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -221,18 +263,57 @@ pub fn sigkill_round<E: Send + 'static>(
     let _ = child.kill();
     let status = child.wait().map_err(|e| e.to_string())?;
     reader.join().map_err(|_| "reader panicked")?;
-    events.extend(rx.try_iter().filter_map(|r| match r {
-        Report::Event(e) => Some(e),
-        Report::Ready => None,
-    }));
+    for r in rx.try_iter() {
+        match r {
+            Report::Event(e) => events.push(e),
+            Report::Ready => ready = true,
+            Report::Opening => {}
+        }
+    }
     let err = stderr.join().unwrap_or_default();
     if status.signal() != Some(libc::SIGKILL) {
         return Err(format!("{ctx}: child exited on its own ({status:?})\n{err}"));
     }
-    if ready_at.is_none() && !during_open {
+    if !ready && !during_open {
         return Err(format!("{ctx}: child never became ready\n{err}"));
     }
-    Ok(events)
+    Ok(RoundOutcome { events, aimed_at_open: during_open, ready, stderr: err })
+}
+
+/// A report line `@@<tag> <fields...> <check>`, newline-terminated, where
+/// `check` is the CRC32 of the fields: a line a parser accepts is one the
+/// child wrote whole.
+pub fn checked_line(tag: &str, fields: &str) -> String {
+    format!("@@{tag} {fields} {:08x}\n", crc32fast::hash(fields.as_bytes()))
+}
+
+/// The fields of a [`checked_line`] (given without its `@@<tag>`), or
+/// `None` when its check does not match.
+pub fn checked_fields(rest: &str) -> Option<Vec<&str>> {
+    let (fields, check) = rest.trim().rsplit_once(' ')?;
+    let check = u32::from_str_radix(check, 16).ok()?;
+    (crc32fast::hash(fields.as_bytes()) == check).then(|| fields.split(' ').collect())
+}
+
+/// Writes a report to stdout at once (one `write` per call for lines under
+/// the pipe's atomic size, so concurrent reporters never interleave).
+pub fn emit(s: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(s.as_bytes()).and_then(|()| out.flush()).map_err(|e| format!("writing a report to stdout: {e}"))
+}
+
+/// SplitMix64's finaliser: derives independent-looking values from a seed.
+pub fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// An integer environment variable, `None` when unset or malformed.
+pub fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|s| s.trim().parse().ok())
 }
 
 /// A temporary directory on `/dev/shm` (a tmpfs: fsync costs nothing) when
