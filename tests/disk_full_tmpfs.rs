@@ -6,10 +6,12 @@
 //! after reopening every acknowledged message is there.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use mqstore::commitlog::{CommitLogOptions, FlushMode};
 use mqstore::index::IndexFileSize;
 use mqstore::message::Message;
-use mqstore::store::{PullStatus, RetentionOptions, Store, StoreOptions, TagFilter};
+use mqstore::store::{RetentionOptions, Store, StoreOptions};
 use mqstore::topic::TopicConfig;
 use mqstore::Error;
 use std::path::{Path, PathBuf};
@@ -65,30 +67,11 @@ fn opts(mode: FlushMode) -> StoreOptions {
 }
 
 fn body(i: u64) -> Vec<u8> {
-    let mut b = format!("message {i:08} ").into_bytes();
-    b.resize(4000 + (i % 7) as usize * 1000, b'a' + (i % 26) as u8);
-    b
+    common::numbered::body(i, 4000 + (i % 7) as usize * 1000)
 }
 
 fn served(store: &Store) -> Vec<u64> {
-    let mut out = Vec::new();
-    for q in 0..QUEUES {
-        let mut from = store.min_offset(TOPIC, q).unwrap();
-        loop {
-            let r = store.pull(TOPIC, q, from, 64, &TagFilter::All).unwrap();
-            if r.status != PullStatus::Found {
-                break;
-            }
-            for m in &r.messages {
-                let i: u64 = std::str::from_utf8(&m.body()[8..16]).unwrap().parse().unwrap();
-                assert_eq!(m.body().as_ref(), body(i).as_slice(), "garbage");
-                out.push(i);
-            }
-            from = r.next_offset;
-        }
-    }
-    out.sort_unstable();
-    out
+    common::numbered::served_numbers(store, TOPIC, QUEUES)
 }
 
 /// Waits until every acknowledged message is served (dispatch is

@@ -5,6 +5,8 @@
 //! from what is left).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use mqstore::commitlog::{CommitLogOptions, FlushMode};
 use mqstore::index::IndexFileSize;
 use mqstore::message::Message;
@@ -103,9 +105,7 @@ impl Fixture {
 }
 
 fn body(i: u64) -> Vec<u8> {
-    let mut b = format!("message {i:06} ").into_bytes();
-    b.resize(700, b'a' + (i % 26) as u8);
-    b
+    common::numbered::body(i, 700)
 }
 
 /// Sends `n` messages numbered from `from` (round robin over the queues)
@@ -139,29 +139,9 @@ fn dispatched_end(store: &Store) -> mqstore::PhysicalOffset {
     end
 }
 
-/// Every message still readable, by number, checking each body and its
-/// position in its queue.
+/// Every message still readable, by number, each body checked.
 fn readable(store: &Store) -> Vec<u64> {
-    let mut out = Vec::new();
-    for q in 0..QUEUES {
-        let mut from = store.min_offset(TOPIC, q).unwrap();
-        loop {
-            let r = store.pull(TOPIC, q, from, 32, &TagFilter::All).unwrap();
-            if r.status != PullStatus::Found {
-                assert!(matches!(r.status, PullStatus::NoNewMessage), "queue {q} at {from}: {:?}", r.status);
-                break;
-            }
-            for m in &r.messages {
-                let text = std::str::from_utf8(&m.body()[8..14]).unwrap();
-                let i: u64 = text.parse().unwrap();
-                assert_eq!(m.body().as_ref(), body(i).as_slice(), "garbage in queue {q}");
-                out.push(i);
-            }
-            from = r.next_offset;
-        }
-    }
-    out.sort_unstable();
-    out
+    common::numbered::served_numbers(store, TOPIC, QUEUES)
 }
 
 fn files_in(dir: &Path) -> usize {

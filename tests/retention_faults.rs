@@ -12,7 +12,7 @@ use mqstore::commitlog::{CommitLogOptions, FlushMode};
 use mqstore::index::IndexFileSize;
 use mqstore::message::Message;
 use mqstore::storage::{FaultKind, FaultPlan, FaultyStorage, StdStorage, Storage};
-use mqstore::store::{PullStatus, Retention, RetentionOptions, Store, StoreOptions, TagFilter};
+use mqstore::store::{Retention, RetentionOptions, Store, StoreOptions};
 use mqstore::topic::TopicConfig;
 use mqstore::{Error, ManualClock};
 use std::path::Path;
@@ -43,31 +43,12 @@ fn opts(clock: &Arc<ManualClock>, storage: Arc<dyn Storage>) -> StoreOptions {
 }
 
 fn body(i: u64) -> Vec<u8> {
-    let mut b = format!("message {i:06} ").into_bytes();
-    b.resize(900, b'a' + (i % 26) as u8);
-    b
+    common::numbered::body(i, 900)
 }
 
 /// Every message served, by number, each checked byte for byte.
 fn served(store: &Store) -> Vec<u64> {
-    let mut out = Vec::new();
-    for q in 0..QUEUES {
-        let mut from = store.min_offset(TOPIC, q).unwrap();
-        loop {
-            let r = store.pull(TOPIC, q, from, 32, &TagFilter::All).unwrap();
-            if r.status != PullStatus::Found {
-                break;
-            }
-            for m in &r.messages {
-                let i: u64 = std::str::from_utf8(&m.body()[8..14]).unwrap().parse().unwrap();
-                assert_eq!(m.body().as_ref(), body(i).as_slice(), "garbage");
-                out.push(i);
-            }
-            from = r.next_offset;
-        }
-    }
-    out.sort_unstable();
-    out
+    common::numbered::served_numbers(store, TOPIC, QUEUES)
 }
 
 fn typed(e: &Error) -> bool {

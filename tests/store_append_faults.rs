@@ -12,7 +12,7 @@ use mqstore::commitlog::{CommitLogOptions, FlushMode};
 use mqstore::index::IndexFileSize;
 use mqstore::message::Message;
 use mqstore::storage::{FaultKind, FaultPlan, FaultyStorage, StdStorage, Storage};
-use mqstore::store::{PullStatus, RetentionOptions, Store, StoreOptions, TagFilter};
+use mqstore::store::{RetentionOptions, Store, StoreOptions};
 use mqstore::topic::TopicConfig;
 use mqstore::Error;
 use std::collections::BTreeMap;
@@ -48,9 +48,7 @@ fn opts(mode: FlushMode, storage: Arc<dyn Storage>) -> StoreOptions {
 }
 
 fn body(i: u64) -> Vec<u8> {
-    let mut b = format!("message {i:06} ").into_bytes();
-    b.resize(1500, b'a' + (i % 26) as u8);
-    b
+    common::numbered::body(i, 1500)
 }
 
 fn typed(e: &Error) -> bool {
@@ -60,27 +58,9 @@ fn typed(e: &Error) -> bool {
     )
 }
 
-/// Queue -> (queue offset -> message number), every unit checked.
+/// Queue -> (queue offset, message number), every unit checked.
 fn served(store: &Store) -> BTreeMap<u32, Vec<(u64, u64)>> {
-    let mut out = BTreeMap::new();
-    for q in 0..QUEUES {
-        let mut got = Vec::new();
-        let mut from = store.min_offset(TOPIC, q).unwrap();
-        loop {
-            let r = store.pull(TOPIC, q, from, 32, &TagFilter::All).unwrap();
-            if r.status != PullStatus::Found {
-                break;
-            }
-            for m in &r.messages {
-                let i: u64 = std::str::from_utf8(&m.body()[8..14]).unwrap().parse().unwrap();
-                assert_eq!(m.body().as_ref(), body(i).as_slice(), "garbage");
-                got.push((m.queue_offset().0, i));
-            }
-            from = r.next_offset;
-        }
-        out.insert(q, got);
-    }
-    out
+    common::numbered::served(store, TOPIC, QUEUES)
 }
 
 /// One run; `k = None` counts the I/O calls of the faulted phase.

@@ -3,6 +3,8 @@
 
 use mqstore::commitlog::{CommitLogOptions, Preallocation, RecordDraft};
 
+pub mod numbered;
+
 /// Small segments so rolls happen constantly.
 pub fn tiny_opts() -> CommitLogOptions {
     CommitLogOptions::default().segment_size(16 << 10).max_record_size(4 << 10).prefault_window(64 << 10)
