@@ -26,7 +26,6 @@ use parking_lot::Mutex;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 const DIR: &str = "/store";
 
@@ -35,15 +34,7 @@ fn states() -> u64 {
 }
 
 fn opts(sim: &SimStorage, mode: FlushMode) -> CommitLogOptions {
-    CommitLogOptions::default()
-        .segment_size(16 << 10)
-        .max_record_size(4 << 10)
-        .prefault_window(32 << 10)
-        .flush_mode(mode)
-        .flush_interval(Duration::from_millis(1))
-        .flush_min_bytes(1)
-        .checkpoint_interval(Duration::from_millis(2))
-        .storage(Arc::new(sim.clone()))
+    common::sim_log_opts(sim, mode)
 }
 
 /// Body of message `id`: derived from the id so garbage is recognisable.

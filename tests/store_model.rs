@@ -29,10 +29,11 @@
 //! first).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
 mod model;
 
 use model::{Model, Msg, OffsetKey, QueueKey};
-use mqstore::commitlog::{CommitLogOptions, FlushMode};
+use mqstore::commitlog::FlushMode;
 use mqstore::index::IndexFileSize;
 use mqstore::message::Message;
 use mqstore::retry::{DelayLevels, SCHEDULE_TOPIC};
@@ -71,15 +72,7 @@ struct Body {
 
 impl Body {
     fn bytes(&self) -> Vec<u8> {
-        let mut x = self.seed | 1;
-        (0..self.len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+        common::noise(self.seed, self.len)
     }
 }
 
@@ -211,16 +204,7 @@ fn offset_keys() -> Vec<OffsetKey> {
 }
 
 fn opts(sim: &SimStorage, clock: &Arc<ManualClock>, mode: FlushMode) -> StoreOptions {
-    let log = CommitLogOptions::default()
-        .segment_size(16 << 10)
-        .max_record_size(4 << 10)
-        .prefault_window(32 << 10)
-        .flush_mode(mode)
-        .flush_interval(Duration::from_millis(1))
-        .flush_min_bytes(1)
-        .checkpoint_interval(Duration::from_millis(2))
-        .storage(Arc::new(sim.clone()))
-        .clock(clock.clone());
+    let log = common::sim_log_opts(sim, mode).clock(clock.clone());
     StoreOptions::default()
         .commit_log_options(log)
         .max_body_size(MAX_BODY)

@@ -45,15 +45,7 @@ fn states() -> u64 {
 }
 
 fn opts(sim: &SimStorage, mode: FlushMode) -> StoreOptions {
-    let log = CommitLogOptions::default()
-        .segment_size(16 << 10)
-        .max_record_size(4 << 10)
-        .prefault_window(32 << 10)
-        .flush_mode(mode)
-        .flush_interval(Duration::from_millis(1))
-        .flush_min_bytes(1)
-        .checkpoint_interval(Duration::from_millis(2))
-        .storage(Arc::new(sim.clone()));
+    let log = common::sim_log_opts(sim, mode);
     StoreOptions::default()
         .commit_log_options(log)
         .max_body_size(2 << 10)

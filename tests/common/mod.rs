@@ -10,6 +10,21 @@ pub fn tiny_opts() -> CommitLogOptions {
     CommitLogOptions::default().segment_size(16 << 10).max_record_size(4 << 10).prefault_window(64 << 10)
 }
 
+/// The commit log the power-loss tests run on `sim`: 16 KiB segments (so
+/// rolls happen), a flush and a checkpoint every few milliseconds (so
+/// crash images fall between them).
+pub fn sim_log_opts(sim: &mqstore::storage::SimStorage, mode: mqstore::commitlog::FlushMode) -> CommitLogOptions {
+    CommitLogOptions::default()
+        .segment_size(16 << 10)
+        .max_record_size(4 << 10)
+        .prefault_window(32 << 10)
+        .flush_mode(mode)
+        .flush_interval(std::time::Duration::from_millis(1))
+        .flush_min_bytes(1)
+        .checkpoint_interval(std::time::Duration::from_millis(2))
+        .storage(std::sync::Arc::new(sim.clone()))
+}
+
 /// Tiny segments, no background preparation (deterministic I/O).
 pub fn deterministic_opts() -> CommitLogOptions {
     tiny_opts().preallocation(Preallocation::OnRoll)
@@ -17,7 +32,12 @@ pub fn deterministic_opts() -> CommitLogOptions {
 
 /// A body derived from `i` so a verifier can regenerate it.
 pub fn body_for(i: u64, len: usize) -> Vec<u8> {
-    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    noise(i.wrapping_mul(0x9E37_79B9_7F4A_7C15), len)
+}
+
+/// `len` xorshift bytes from `seed`.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
     (0..len)
         .map(|_| {
             x ^= x << 13;
