@@ -76,7 +76,9 @@
 
 mod common;
 
-use common::{body_for, copy_dir, emit, env_u64, mix, Rng};
+use common::crash_body::{self, header_seq, BodyKind, BODY_HEADER};
+use common::queue_read::{pull_below_max, queue_bounds};
+use common::{describe, emit, env_u64, mix, panic_text, replace_with_copy, Rng};
 use mqstore::commitlog::{CommitLogOptions, FlushMode};
 use mqstore::message::{Message, MessageExt};
 use mqstore::store::{HashByKeySelector, PullStatus, SendResult, SendStatus, Store, StoreOptions, TagFilter};
@@ -141,9 +143,13 @@ enum Kind {
     Batch = 3,
 }
 
-impl Kind {
-    fn from_u8(b: u8) -> Option<Self> {
-        match b {
+/// This test's body parameters (the format is in `common::crash_body`).
+impl BodyKind for Kind {
+    const MAGIC: [u8; 4] = *b"MQsk";
+    const MAX_BATCH: u64 = MAX_BATCH;
+
+    fn from_code(code: u8) -> Option<Self> {
+        match code {
             0 => Some(Self::Send),
             1 => Some(Self::Selector),
             2 => Some(Self::ToQueue),
@@ -151,39 +157,32 @@ impl Kind {
             _ => None,
         }
     }
-}
 
-const MAGIC: [u8; 4] = *b"MQsk";
-const BODY_HEADER: usize = 24;
+    fn code(self) -> u8 {
+        self as u8
+    }
 
-/// Payload length of message `seq`: mostly small, some medium, a few large.
-fn payload_len(seq: u64) -> usize {
-    let r = mix(seq ^ 0xB0D7_B0D7);
-    let x = (r >> 8) as usize;
-    match r % 100 {
-        0..=59 => x % 128,
-        60..=89 => 128 + x % 1900,
-        _ => 2000 + x % (MAX_BODY - BODY_HEADER - 2000),
+    fn is_batch(self) -> bool {
+        self == Self::Batch
+    }
+
+    /// Mostly small, some medium, a few large.
+    fn payload_len(seq: u64) -> usize {
+        let r = mix(seq ^ 0xB0D7_B0D7);
+        let x = (r >> 8) as usize;
+        match r % 100 {
+            0..=59 => x % 128,
+            60..=89 => 128 + x % 1900,
+            _ => 2000 + x % (MAX_BODY - BODY_HEADER - 2000),
+        }
     }
 }
 
 /// What a message's body header says about it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Desc {
-    seq: u64,
-    kind: Kind,
-    /// Index within its batch (0 outside batches).
-    idx: u8,
-    /// Batch length (1 outside batches).
-    n: u8,
-}
+type Desc = crash_body::Desc<Kind>;
 
 impl Desc {
-    /// Seq of the first message of its send call; decides the topic.
-    fn first(&self) -> u64 {
-        self.seq - u64::from(self.idx)
-    }
-
+    /// Decided by the first message of its send call.
     fn topic_index(&self) -> usize {
         (mix(self.first() ^ 0x7091) % TOPICS.len() as u64) as usize
     }
@@ -229,21 +228,6 @@ impl Desc {
         }
     }
 
-    fn body(&self) -> Vec<u8> {
-        let payload = body_for(self.seq, payload_len(self.seq));
-        let mut b = Vec::with_capacity(BODY_HEADER + payload.len());
-        b.extend_from_slice(&MAGIC);
-        b.extend_from_slice(&self.seq.to_be_bytes());
-        b.extend_from_slice(&[self.kind as u8, self.idx, self.n, 0]);
-        b.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        let mut h = crc32fast::Hasher::new();
-        h.update(&b);
-        h.update(&payload);
-        b.extend_from_slice(&h.finalize().to_be_bytes());
-        b.extend_from_slice(&payload);
-        b
-    }
-
     fn message(&self) -> Message {
         let mut m = Message::new(self.topic(), self.body()).with_keys(self.keys()).with_flag(self.flag());
         if let Some(t) = self.tags() {
@@ -253,42 +237,6 @@ impl Desc {
             m = m.with_property("seq", p);
         }
         m
-    }
-
-    /// Decodes and fully checks a body: header, CRC and the payload `seq`
-    /// implies.
-    fn decode(body: &[u8]) -> Result<Self, String> {
-        let short = |what: &str| {
-            format!("body of {} bytes is garbage: {what}; first bytes {:02x?}", body.len(), &body[..body.len().min(32)])
-        };
-        if body.len() < BODY_HEADER || body[..4] != MAGIC {
-            return Err(short("no header"));
-        }
-        let seq = u64::from_be_bytes(body[4..12].try_into().unwrap());
-        let kind = Kind::from_u8(body[12]).ok_or_else(|| short("bad kind"))?;
-        let (idx, n) = (body[13], body[14]);
-        let plen = u32::from_be_bytes(body[16..20].try_into().unwrap()) as usize;
-        let crc = u32::from_be_bytes(body[20..24].try_into().unwrap());
-        if plen != body.len() - BODY_HEADER {
-            return Err(short("payload length mismatch"));
-        }
-        let mut h = crc32fast::Hasher::new();
-        h.update(&body[..20]);
-        h.update(&body[BODY_HEADER..]);
-        if h.finalize() != crc {
-            return Err(short("header CRC mismatch"));
-        }
-        let batch_ok = match kind {
-            Kind::Batch => n >= 2 && u64::from(n) <= MAX_BATCH && idx < n && u64::from(idx) <= seq,
-            _ => n == 1 && idx == 0,
-        };
-        if body[15] != 0 || !batch_ok {
-            return Err(short("bad batch fields"));
-        }
-        if plen != payload_len(seq) || body[BODY_HEADER..] != body_for(seq, plen)[..] {
-            return Err(short(&format!("payload is not the one of seq {seq}")));
-        }
-        Ok(Self { seq, kind, idx, n })
     }
 
     /// Checks everything but the body against what `seq` implies.
@@ -324,19 +272,6 @@ impl Desc {
             ))
         }
     }
-}
-
-fn describe(m: &MessageExt) -> String {
-    format!(
-        "[{}/{} @{} phys {} size {} body {} B msg id {:?}]",
-        m.topic(),
-        m.queue_id(),
-        m.queue_offset().0,
-        m.physical_offset().0,
-        m.store_size(),
-        m.body().len(),
-        m.msg_id()
-    )
 }
 
 // ---------------------------------------------------------------------------
@@ -690,14 +625,7 @@ fn run_variant(name: &'static str, mode: FlushMode, seed_salt: u64) {
         let failure = match outcome {
             Ok(Ok(())) => continue,
             Ok(Err(msg)) => msg,
-            Err(payload) => {
-                let what = payload
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
-                    .unwrap_or_else(|| "non-string panic".into());
-                format!("panic during the round: {what}")
-            }
+            Err(payload) => format!("panic during the round: {}", panic_text(&*payload)),
         };
         let acks: String = h
             .acked
@@ -850,10 +778,7 @@ impl Harness {
 
         // Verify a copy, leaving the crashed state for the next child.
         let verify = self.verify_dir();
-        if verify.exists() {
-            std::fs::remove_dir_all(&verify).map_err(|e| format!("removing {verify:?}: {e}"))?;
-        }
-        copy_dir(&self.epoch_dir(), &verify);
+        replace_with_copy(&self.epoch_dir(), &verify)?;
         let t0 = Instant::now();
         let v = self.verify(&verify, &new_acks).map_err(|e| {
             format!(
@@ -978,29 +903,11 @@ fn verify_store(
             continue;
         }
         for q in 0..*queues {
-            let min = store.min_offset(topic, q).map_err(|e| format!("min_offset({topic}, {q}): {e}"))?;
-            let max = store.max_offset(topic, q).map_err(|e| format!("max_offset({topic}, {q}): {e}"))?;
-            if min != 0 {
-                return Err(format!("queue {topic}/{q} starts at {min}, not 0 (nothing is ever cleaned up)"));
-            }
+            let (min, max) = queue_bounds(store, topic, q)?;
             let mut pos = min;
             let mut prev_phys = None;
             while pos < max {
-                let r = store
-                    .pull(topic, q, pos, 32, &all)
-                    .map_err(|e| format!("pull({topic}, {q}, {pos}) below the max offset {max} failed: {e} ({e:?})"))?;
-                if r.status != PullStatus::Found || r.messages.is_empty() || (r.min_offset, r.max_offset) != (min, max)
-                {
-                    return Err(format!(
-                        "pull({topic}, {q}, {pos}) below the max offset {max} returned {:?} with {} messages, \
-                         next {}, bounds {}..{}",
-                        r.status,
-                        r.messages.len(),
-                        r.next_offset,
-                        r.min_offset,
-                        r.max_offset
-                    ));
-                }
+                let r = pull_below_max(store, topic, q, pos, 32, (min, max))?;
                 for m in &r.messages {
                     if m.queue_offset().0 != pos || m.queue_id() != q || m.topic() != *topic {
                         return Err(format!(
@@ -1018,7 +925,7 @@ fn verify_store(
                     }
                     prev_phys = Some(phys);
                     let body_crc = crc32fast::hash(m.body());
-                    let seq_in_header = m.body().get(4..12).map(|b| u64::from_be_bytes(b.try_into().unwrap()));
+                    let seq_in_header = header_seq(m.body());
                     // A body identical to one fully checked in an earlier
                     // round (same seq, place and CRC) need not be rebuilt.
                     let desc = match seq_in_header.and_then(|s| known.get(&s)) {

@@ -66,7 +66,7 @@
 mod common;
 mod whole_store;
 
-use common::{copy_dir, env_u64, mix, Rng};
+use common::{env_u64, mix, Rng};
 use mqstore::commitlog::FlushMode;
 use mqstore::store::Store;
 use std::panic::AssertUnwindSafe;
@@ -168,14 +168,7 @@ fn run_mode(name: &'static str, mode: FlushMode, salt: u64) {
         let failure = match outcome {
             Ok(Ok(())) => continue,
             Ok(Err(msg)) => msg,
-            Err(p) => {
-                let what = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_string()))
-                    .unwrap_or_else(|| "non-string panic".into());
-                format!("panic in the parent: {what}")
-            }
+            Err(p) => format!("panic in the parent: {}", common::panic_text(&*p)),
         };
         let kept = dir.keep();
         panic!(
@@ -280,10 +273,7 @@ impl Harness {
 
         // Verify a copy, leaving the crashed state for the next child.
         let verify_dir = self.verify_dir();
-        if verify_dir.exists() {
-            std::fs::remove_dir_all(&verify_dir).map_err(|e| format!("removing {verify_dir:?}: {e}"))?;
-        }
-        copy_dir(&self.epoch_dir(), &verify_dir);
+        common::replace_with_copy(&self.epoch_dir(), &verify_dir)?;
         let t0 = Instant::now();
         let store = Store::open(&verify_dir, frozen_opts(self.mode))
             .map_err(|e| with_stderr(format!("reopening: {e} ({e:?})")))?;

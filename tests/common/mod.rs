@@ -3,7 +3,9 @@
 
 use mqstore::commitlog::{CommitLogOptions, Preallocation, RecordDraft};
 
+pub mod crash_body;
 pub mod numbered;
+pub mod queue_read;
 
 /// Small segments so rolls happen constantly.
 pub fn tiny_opts() -> CommitLogOptions {
@@ -84,6 +86,17 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
     }
+}
+
+/// Replaces `to` with a copy of `from` (as [`copy_dir`]): a crash test
+/// verifies the copy and leaves `from` as the kill left it, for the next
+/// child to recover.
+pub fn replace_with_copy(from: &std::path::Path, to: &std::path::Path) -> Result<(), String> {
+    if to.exists() {
+        std::fs::remove_dir_all(to).map_err(|e| format!("removing {to:?}: {e}"))?;
+    }
+    copy_dir(from, to);
+    Ok(())
 }
 
 /// Paths of the files in a store's commit-log directory, sorted.
@@ -351,4 +364,28 @@ pub fn fast_tempdir() -> tempfile::TempDir {
         }
     }
     tempfile::tempdir().unwrap()
+}
+
+/// The message a panic carried (`panic!` with a literal or a format),
+/// for a crash test that turns a panic in its parent into a failed round.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
+        .unwrap_or_else(|| "non-string panic".into())
+}
+
+/// A message's place, for error messages.
+pub fn describe(m: &mqstore::message::MessageExt) -> String {
+    format!(
+        "[{}/{} @{} phys {} size {} body {} B msg id {:?}]",
+        m.stored_topic(),
+        m.queue_id(),
+        m.queue_offset().0,
+        m.physical_offset().0,
+        m.store_size(),
+        m.body().len(),
+        m.msg_id()
+    )
 }

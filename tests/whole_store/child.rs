@@ -119,7 +119,7 @@ fn start_consumer(store: &Store, conf: &ChildConf) -> Result<mqstore::consumer::
                 Ok(d) => {
                     out.push_str(&consumed_line(success, m.stored_topic(), m.queue_id(), m.queue_offset().0, d.seq))
                 }
-                Err(e) => out.push_str(&bad_line(&format!("{}: {e}", super::msg::describe(m)))),
+                Err(e) => out.push_str(&bad_line(&format!("{}: {e}", crate::common::describe(m)))),
             }
         }
         // Written before returning: the commit that follows can never be

@@ -99,7 +99,7 @@ fn run(store: &Store, ep: &Epoch) -> Result<Drained, String> {
                     Ok(d) => {
                         c2.lock().unwrap().insert(d.seq);
                     }
-                    Err(e) => e2.lock().unwrap().push(format!("{}: {e}", super::msg::describe(m))),
+                    Err(e) => e2.lock().unwrap().push(format!("{}: {e}", crate::common::describe(m))),
                 }
             }
             ConsumeStatus::Success

@@ -3,7 +3,8 @@
 //! number, so any record found after a crash, in any topic, can be checked
 //! for garbage.
 
-use crate::common::{body_for, mix};
+use crate::common::crash_body::{self, BodyKind, BODY_HEADER};
+use crate::common::{describe, mix};
 use mqstore::commitlog::{CommitLogOptions, FlushMode};
 use mqstore::index::IndexFileSize;
 use mqstore::message::{Message, MessageExt};
@@ -77,48 +78,47 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn from_u8(b: u8) -> Option<Self> {
-        [Self::Send, Self::Selector, Self::Batch, Self::DelayLevel, Self::DeliverAt].into_iter().find(|k| *k as u8 == b)
-    }
-
     /// Sent to wait in the schedule topic.
     pub fn delayed(self) -> bool {
         matches!(self, Self::DelayLevel | Self::DeliverAt)
     }
 }
 
-const MAGIC: [u8; 4] = *b"WSK1";
-const BODY_HEADER: usize = 24;
+/// This test's body parameters (the format is in `common::crash_body`).
+impl BodyKind for Kind {
+    const MAGIC: [u8; 4] = *b"WSK1";
+    const MAX_BATCH: u64 = MAX_BATCH;
 
-fn payload_len(seq: u64) -> usize {
-    let r = mix(seq ^ 0x5107_E000);
-    let x = (r >> 8) as usize;
-    match r % 10 {
-        0..=6 => x % 96,
-        _ => 96 + x % (MAX_BODY - BODY_HEADER - 96),
+    fn from_code(code: u8) -> Option<Self> {
+        [Self::Send, Self::Selector, Self::Batch, Self::DelayLevel, Self::DeliverAt]
+            .into_iter()
+            .find(|k| *k as u8 == code)
+    }
+
+    fn code(self) -> u8 {
+        self as u8
+    }
+
+    fn is_batch(self) -> bool {
+        self == Self::Batch
+    }
+
+    fn payload_len(seq: u64) -> usize {
+        let r = mix(seq ^ 0x5107_E000);
+        let x = (r >> 8) as usize;
+        match r % 10 {
+            0..=6 => x % 96,
+            _ => 96 + x % (MAX_BODY - BODY_HEADER - 96),
+        }
     }
 }
 
 /// What a message's body header says about it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Desc {
-    /// Its sequence number.
-    pub seq: u64,
-    /// How it was sent.
-    pub kind: Kind,
-    /// Index within its batch (0 outside batches).
-    pub idx: u8,
-    /// Batch length (1 outside batches).
-    pub n: u8,
-}
+pub type Desc = crash_body::Desc<Kind>;
 
 impl Desc {
-    /// Seq of the first message of its send call; decides the topic.
-    pub fn first(&self) -> u64 {
-        self.seq - u64::from(self.idx)
-    }
-
-    /// Index of its topic in [`TOPICS`].
+    /// Index of its topic in [`TOPICS`], decided by the first message of
+    /// its send call.
     pub fn topic_index(&self) -> usize {
         (mix(self.first() ^ 0x7091) % TOPICS.len() as u64) as usize
     }
@@ -155,24 +155,6 @@ impl Desc {
         keys
     }
 
-    /// The body: header (magic, seq, kind, batch index and length, payload
-    /// length, CRC32 over header and payload) and a payload derived from
-    /// `seq`.
-    pub fn body(&self) -> Vec<u8> {
-        let payload = body_for(self.seq, payload_len(self.seq));
-        let mut b = Vec::with_capacity(BODY_HEADER + payload.len());
-        b.extend_from_slice(&MAGIC);
-        b.extend_from_slice(&self.seq.to_be_bytes());
-        b.extend_from_slice(&[self.kind as u8, self.idx, self.n, 0]);
-        b.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        let mut h = crc32fast::Hasher::new();
-        h.update(&b);
-        h.update(&payload);
-        b.extend_from_slice(&h.finalize().to_be_bytes());
-        b.extend_from_slice(&payload);
-        b
-    }
-
     /// The message to send, `now_ms` being the store's clock.
     pub fn message(&self, now_ms: u64) -> Message {
         let mut m = Message::new(self.topic(), self.body()).with_keys(self.keys());
@@ -184,42 +166,6 @@ impl Desc {
             Kind::DeliverAt => m.with_deliver_at(now_ms + self.deliver_ahead_ms()),
             _ => m,
         }
-    }
-
-    /// Decodes and fully checks a body: header, CRC and the payload `seq`
-    /// implies.
-    pub fn decode(body: &[u8]) -> Result<Self, String> {
-        let short = |what: &str| {
-            format!("body of {} bytes is garbage: {what}; first bytes {:02x?}", body.len(), &body[..body.len().min(32)])
-        };
-        if body.len() < BODY_HEADER || body[..4] != MAGIC {
-            return Err(short("no header"));
-        }
-        let seq = u64::from_be_bytes(body[4..12].try_into().unwrap());
-        let kind = Kind::from_u8(body[12]).ok_or_else(|| short("bad kind"))?;
-        let (idx, n) = (body[13], body[14]);
-        let plen = u32::from_be_bytes(body[16..20].try_into().unwrap()) as usize;
-        let crc = u32::from_be_bytes(body[20..24].try_into().unwrap());
-        if plen != body.len() - BODY_HEADER {
-            return Err(short("payload length mismatch"));
-        }
-        let mut h = crc32fast::Hasher::new();
-        h.update(&body[..20]);
-        h.update(&body[BODY_HEADER..]);
-        if h.finalize() != crc {
-            return Err(short("header CRC mismatch"));
-        }
-        let batch_ok = match kind {
-            Kind::Batch => n >= 2 && u64::from(n) <= MAX_BATCH && idx < n && u64::from(idx) <= seq,
-            _ => n == 1 && idx == 0,
-        };
-        if body[15] != 0 || !batch_ok {
-            return Err(short("bad batch fields"));
-        }
-        if plen != payload_len(seq) || body[BODY_HEADER..] != body_for(seq, plen)[..] {
-            return Err(short(&format!("payload is not the one of seq {seq}")));
-        }
-        Ok(Self { seq, kind, idx, n })
     }
 
     /// Checks the tag and keys, which every copy keeps (a retry, a
@@ -238,18 +184,4 @@ impl Desc {
             self.tags()
         ))
     }
-}
-
-/// A message's place, for error messages.
-pub fn describe(m: &MessageExt) -> String {
-    format!(
-        "[{}/{} @{} phys {} size {} body {} B msg id {:?}]",
-        m.stored_topic(),
-        m.queue_id(),
-        m.queue_offset().0,
-        m.physical_offset().0,
-        m.store_size(),
-        m.body().len(),
-        m.msg_id()
-    )
 }

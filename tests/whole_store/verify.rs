@@ -5,8 +5,10 @@
 //! the recovered committed offsets.
 
 use super::model::Epoch;
-use super::msg::{describe, Desc, Kind, GROUP, TOPICS};
+use super::msg::{Desc, Kind, GROUP, TOPICS};
 use super::report::Ack;
+use crate::common::describe;
+use crate::common::queue_read::{pull_below_max, queue_bounds};
 use mqstore::dlq::retry_topic;
 use mqstore::retry::SCHEDULE_TOPIC;
 use mqstore::store::{PullStatus, Store, TagFilter, MAX_QUERY_RESULTS};
@@ -66,28 +68,11 @@ fn read_queues(store: &Store, ep: &mut Epoch) -> Result<Verified, String> {
         let topic = cfg.name.as_str();
         let user = TOPICS.iter().any(|(t, _)| *t == topic);
         for q in 0..cfg.read_queues.max(cfg.write_queues) {
-            let min = store.min_offset(topic, q).map_err(|e| format!("min_offset({topic}, {q}): {e}"))?;
-            let max = store.max_offset(topic, q).map_err(|e| format!("max_offset({topic}, {q}): {e}"))?;
-            if min != 0 {
-                return Err(format!("queue {topic}/{q} starts at {min}, not 0 (nothing is ever cleaned up)"));
-            }
+            let (min, max) = queue_bounds(store, topic, q)?;
             let mut pos = min;
             let mut prev_phys = None;
             while pos < max {
-                let r = store
-                    .pull(topic, q, pos, 64, &all)
-                    .map_err(|e| format!("pull({topic}, {q}, {pos}) below the max offset {max}: {e} ({e:?})"))?;
-                if r.status != PullStatus::Found || r.messages.is_empty() || (r.min_offset, r.max_offset) != (min, max)
-                {
-                    return Err(format!(
-                        "pull({topic}, {q}, {pos}) below the max offset {max} returned {:?} with {} messages, \
-                         bounds {}..{}",
-                        r.status,
-                        r.messages.len(),
-                        r.min_offset,
-                        r.max_offset
-                    ));
-                }
+                let r = pull_below_max(store, topic, q, pos, 64, (min, max))?;
                 for m in &r.messages {
                     if m.queue_offset().0 != pos || m.queue_id() != q || m.stored_topic() != topic {
                         return Err(format!(
