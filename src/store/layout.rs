@@ -80,6 +80,26 @@ pub(crate) fn open(storage: Arc<dyn Storage>, root: &Path, configured: u64, pres
     Ok(Layout { file: loaded.file, settings, fallback: loaded.fallback })
 }
 
+/// `config/store` read without writing anything (for
+/// [`verify`](super::verify)): `(units per file, primary-file bits, fallback)`,
+/// `None` when neither generation exists.
+///
+/// # Errors
+///
+/// As [`generations::load`].
+pub(crate) fn read_only(
+    storage: Arc<dyn Storage>,
+    root: &Path,
+) -> Result<Option<(u64, u32, Option<MetadataFallback>)>> {
+    let loaded = generations::load(storage, &root.join(metafile::CONFIG_DIR), KIND, decode)?;
+    Ok(loaded.value.map(|s| (s.units, s.primaries, loaded.fallback)))
+}
+
+/// The primary files [`read_only`]'s bits stand for, with their names.
+pub(crate) fn primary_files() -> [(u32, &'static str); 2] {
+    PRIMARY_FILES
+}
+
 impl Layout {
     /// Consume-queue units per file of this store.
     pub(crate) fn units(&self) -> u64 {

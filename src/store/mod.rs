@@ -26,6 +26,7 @@ mod query;
 mod readonly;
 mod retention;
 pub(crate) mod send;
+pub mod verify;
 
 pub use crate::metafile::generations::{FallbackReason, MetadataFallback};
 pub use options::StoreOptions;

@@ -1,0 +1,354 @@
+//! What [`verify`](super::verify) found: [`VerifyReport`] with its
+//! counts and [`Problem`]s.
+
+use crate::error::CorruptionKind;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Problems kept per file; more are counted in
+/// [`VerifyReport::problems_omitted`], so a badly damaged file cannot
+/// flood the report or memory.
+pub const MAX_PROBLEMS_PER_FILE: usize = 16;
+
+/// How serious a [`Problem`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Severity {
+    /// Bytes that are wrong and no crash explains: damaged media, a stray
+    /// write, a file replaced or lost. `mqstore verify` exits 2.
+    Corruption,
+    /// Damage at the commit log's tail, past the flushed offset of a store
+    /// that did not shut down cleanly (or is running), with no valid record
+    /// after it: what a crash leaves. The next open truncates it.
+    TornTail,
+    /// Derived data that runs ahead of the commit log or was left behind
+    /// by a crash or by retention (for example consume-queue units past the
+    /// log's end): the next open drops it. Not corruption.
+    Stale,
+}
+
+impl Severity {
+    /// Lower-case name used in reports (`corruption`, `torn-tail`, `stale`).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Corruption => "corruption",
+            Self::TornTail => "torn-tail",
+            Self::Stale => "stale",
+        }
+    }
+}
+
+/// What is wrong at a [`Problem`]'s position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProblemKind {
+    /// A structure failed its own checks (magic, CRC, length, a field out
+    /// of range, a file where none should be, or missing).
+    Damaged(CorruptionKind),
+    /// A consume-queue unit or index entry points where no record starts
+    /// in a readable part of the commit log.
+    NoRecord {
+        /// The physical offset it points at.
+        physical: u64,
+    },
+    /// A consume-queue unit or index entry points into a part of the
+    /// commit log that is damaged or missing, so it cannot be checked.
+    DamagedRecord {
+        /// The physical offset it points at.
+        physical: u64,
+    },
+    /// A consume-queue unit, index entry or checkpoint disagrees with the
+    /// record it points at.
+    Mismatch {
+        /// The field that differs (`topic`, `queue id`, `queue offset`,
+        /// `size`, `tag hash`, `incarnation`, `key`, `store timestamp`,
+        /// `crc`).
+        field: &'static str,
+        /// What the pointer says.
+        stored: String,
+        /// What the record says.
+        record: String,
+    },
+    /// Consume-queue units or index entries that point at or past the end
+    /// of the commit log (dropped on open). Reported once per file.
+    PastLogEnd {
+        /// How many.
+        count: u64,
+        /// The physical offset the first of them points at.
+        physical: u64,
+        /// The end of the log.
+        log_end: u64,
+    },
+    /// Consume-queue units or index entries below the log's first record:
+    /// their segment is gone (retention, or a lost first segment).
+    /// Reported once per file.
+    BelowLogStart {
+        /// How many.
+        count: u64,
+        /// The log's first record position.
+        log_start: u64,
+    },
+    /// A consume queue has non-empty units after an empty one: its queue
+    /// offsets are not contiguous.
+    Hole {
+        /// Queue offset of the empty unit (the queue's end for readers).
+        queue_offset: u64,
+        /// Non-empty units after it.
+        following: u64,
+    },
+    /// Consume-queue units whose physical offsets do not increase.
+    NotIncreasing {
+        /// Queue offset of the unit.
+        queue_offset: u64,
+    },
+    /// A consume-queue file is missing between two others.
+    MissingFile {
+        /// The queue offset the missing file would start at.
+        first: u64,
+    },
+    /// A stored position lies beyond the end of its queue.
+    BeyondQueue {
+        /// `consumer offset` or `delay progress`.
+        what: &'static str,
+        /// Whose, on which queue.
+        queue: String,
+        /// The stored value.
+        value: u64,
+        /// The queue's end.
+        max: u64,
+    },
+    /// A consume queue covers less than the dispatch checkpoint says it
+    /// did: units were lost.
+    QueueShrank {
+        /// Start and end now.
+        now: (u64, u64),
+        /// Start and end in the checkpoint.
+        checkpointed: (u64, u64),
+    },
+    /// The commit log ends before the checkpoint's flushed offset: records
+    /// once durable are gone.
+    LogBehindCheckpoint {
+        /// The checkpoint's flushed offset.
+        flushed: u64,
+        /// Where the log's valid prefix ends.
+        log_end: u64,
+    },
+}
+
+impl ProblemKind {
+    /// A short, stable token for machine output (`damaged`, `no-record`,
+    /// `damaged-record`, `mismatch`, `past-log-end`, `below-log-start`,
+    /// `hole`, `not-increasing`, `missing-file`, `beyond-queue`,
+    /// `queue-shrank`, `log-behind-checkpoint`).
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Damaged(_) => "damaged",
+            Self::NoRecord { .. } => "no-record",
+            Self::DamagedRecord { .. } => "damaged-record",
+            Self::Mismatch { .. } => "mismatch",
+            Self::PastLogEnd { .. } => "past-log-end",
+            Self::BelowLogStart { .. } => "below-log-start",
+            Self::Hole { .. } => "hole",
+            Self::NotIncreasing { .. } => "not-increasing",
+            Self::MissingFile { .. } => "missing-file",
+            Self::BeyondQueue { .. } => "beyond-queue",
+            Self::QueueShrank { .. } => "queue-shrank",
+            Self::LogBehindCheckpoint { .. } => "log-behind-checkpoint",
+        }
+    }
+}
+
+impl std::fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Damaged(kind) => write!(f, "{kind}"),
+            Self::NoRecord { physical } => write!(f, "points at {physical}, where no record starts"),
+            Self::DamagedRecord { physical } => write!(f, "points at {physical}, inside damaged or missing log data"),
+            Self::Mismatch { field, stored, record } => {
+                write!(f, "{field} {stored} differs from the record's {record}")
+            }
+            Self::PastLogEnd { count, physical, log_end } => {
+                write!(f, "{count} pointing at or past the log's end {log_end} (first: {physical})")
+            }
+            Self::BelowLogStart { count, log_start } => {
+                write!(f, "{count} pointing below the log's first record at {log_start} (segment gone)")
+            }
+            Self::Hole { queue_offset, following } => {
+                write!(f, "empty unit at queue offset {queue_offset} followed by {following} non-empty ones")
+            }
+            Self::NotIncreasing { queue_offset } => {
+                write!(f, "unit at queue offset {queue_offset} does not increase the physical offset")
+            }
+            Self::MissingFile { first } => write!(f, "file for queue offset {first} is missing"),
+            Self::BeyondQueue { what, queue, value, max } => {
+                write!(f, "{what} {value} of {queue} beyond the queue's end {max}")
+            }
+            Self::QueueShrank { now, checkpointed } => write!(
+                f,
+                "queue spans [{}, {}) but the dispatch checkpoint recorded [{}, {})",
+                now.0, now.1, checkpointed.0, checkpointed.1
+            ),
+            Self::LogBehindCheckpoint { flushed, log_end } => {
+                write!(f, "log ends at {log_end}, before the checkpoint's flushed offset {flushed}")
+            }
+        }
+    }
+}
+
+/// One problem: where, what, how serious, and whether the next open can
+/// rebuild it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file (or directory) where it is.
+    pub path: PathBuf,
+    /// Byte offset in that file.
+    pub offset: u64,
+    /// What is wrong.
+    pub kind: ProblemKind,
+    /// How serious it is.
+    pub severity: Severity,
+    /// Whether it lies in derived data (consume queues, index, checkpoint,
+    /// dispatch checkpoint, delay progress, consumer membership), which
+    /// the next open rebuilds from the commit log without loss. `false`
+    /// for the commit log and the topic table, consumer offsets and store
+    /// layout, which nothing can rebuild.
+    pub derived: bool,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let data = if self.derived { "derived, rebuilt on open" } else { "primary data" };
+        write!(f, "{} at {}:{}: {} ({data})", self.severity.name(), self.path.display(), self.offset, self.kind)
+    }
+}
+
+/// Result of [`verify`](super::verify).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Commit-log segment files whose header checked out.
+    pub segments: usize,
+    /// Records whose framing and CRC checked out, from the log's start up
+    /// to [`VerifyReport::end`].
+    pub records: u64,
+    /// End of the log's valid prefix: the first damage, or the end of the
+    /// written log.
+    pub end: u64,
+    /// The log's first record position.
+    pub log_start: u64,
+    /// Where the scan of the last segment ended (past damage, scanning
+    /// resumes at the next segment): consume-queue units and index entries
+    /// at or past it are stale.
+    pub log_end: u64,
+    /// Valid records found after damage, in later segments.
+    pub records_after_damage: u64,
+    /// Topics in `config/topics`.
+    pub topics: usize,
+    /// Consume queues with files.
+    pub queues: usize,
+    /// Non-empty consume-queue units checked.
+    pub units: u64,
+    /// Index files.
+    pub index_files: usize,
+    /// Index entries checked.
+    pub index_entries: u64,
+    /// Committed consumer offsets checked.
+    pub consumer_offsets: usize,
+    /// The problems found, in the order checked (at most
+    /// [`MAX_PROBLEMS_PER_FILE`] per file).
+    pub problems: Vec<Problem>,
+    /// Problems found but not kept, past the per-file limit.
+    pub problems_omitted: u64,
+    /// Problems per severity, including omitted ones.
+    pub counts: Counts,
+}
+
+/// Problems per [`Severity`], including ones omitted from the list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// [`Severity::Corruption`].
+    pub corruption: u64,
+    /// [`Severity::TornTail`].
+    pub torn_tail: u64,
+    /// [`Severity::Stale`].
+    pub stale: u64,
+}
+
+impl VerifyReport {
+    /// True when nothing is corrupt (a torn tail and stale derived data are
+    /// expected after a crash and fixed by the next open).
+    #[must_use]
+    pub fn is_healthy(&self) -> bool {
+        self.counts.corruption == 0
+    }
+
+    /// Every problem found, including omitted ones.
+    #[must_use]
+    pub fn problems_total(&self) -> u64 {
+        self.counts.corruption + self.counts.torn_tail + self.counts.stale
+    }
+
+    /// The first problem of `severity`, if any was kept.
+    #[must_use]
+    pub fn first(&self, severity: Severity) -> Option<&Problem> {
+        self.problems.iter().find(|p| p.severity == severity)
+    }
+}
+
+/// Collects problems, capping how many are kept per file.
+#[derive(Debug, Default)]
+pub(crate) struct Problems {
+    pub(crate) report: VerifyReport,
+    per_file: HashMap<PathBuf, usize>,
+}
+
+impl Problems {
+    pub(crate) fn push(&mut self, path: &Path, offset: u64, kind: ProblemKind, severity: Severity, derived: bool) {
+        let r = &mut self.report;
+        match severity {
+            Severity::Corruption => r.counts.corruption += 1,
+            Severity::TornTail => r.counts.torn_tail += 1,
+            Severity::Stale => r.counts.stale += 1,
+        }
+        let n = self.per_file.entry(path.to_path_buf()).or_default();
+        if *n >= MAX_PROBLEMS_PER_FILE {
+            r.problems_omitted += 1;
+            return;
+        }
+        *n += 1;
+        r.problems.push(Problem { path: path.to_path_buf(), offset, kind, severity, derived });
+    }
+
+    /// A structural defect: corruption.
+    pub(crate) fn damaged(&mut self, path: &Path, offset: u64, kind: CorruptionKind, derived: bool) {
+        self.push(path, offset, ProblemKind::Damaged(kind), Severity::Corruption, derived);
+    }
+
+    /// The report, problems ordered by file kind (commit log, checkpoint,
+    /// config, consume queues, index), in check order within each.
+    pub(crate) fn into_report(self, root: &Path) -> VerifyReport {
+        let mut r = self.report;
+        let rank = |p: &Problem| {
+            let rel = p.path.strip_prefix(root).unwrap_or(&p.path);
+            ["commitlog", "checkpoint", "config", "consumequeue", "index"]
+                .iter()
+                .position(|k| rel.starts_with(k))
+                .unwrap_or(5)
+        };
+        r.problems.sort_by_key(rank);
+        r
+    }
+
+    /// A typed corruption error from a reader, as a problem; other errors
+    /// are passed back.
+    pub(crate) fn from_error(&mut self, e: crate::Error, derived: bool) -> crate::Result<()> {
+        match e {
+            crate::Error::Corruption { path, offset, kind } => {
+                self.damaged(&path, offset, kind, derived);
+                Ok(())
+            }
+            other => Err(other),
+        }
+    }
+}
