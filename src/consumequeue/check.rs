@@ -8,7 +8,9 @@
 //! listing and the open (a live store truncating or removing a queue) is
 //! skipped.
 
-use super::queue::{file_name, parse_file_name, validate_topic, CONSUME_QUEUE_DIR, MAX_UNITS_PER_FILE, TMP_SUFFIX, UNIT};
+use super::queue::{
+    file_name, parse_file_name, validate_topic, CONSUME_QUEUE_DIR, MAX_UNITS_PER_FILE, TMP_SUFFIX, UNIT,
+};
 use super::unit::{CqUnit, CQ_UNIT_LEN};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::storage::{read_full_at, OpenMode, Storage, StorageFile};
@@ -77,12 +79,21 @@ pub(crate) fn load(
         }
         let tdir = cq.join(&topic);
         let Some(names) = list(storage, &tdir, problems)? else { continue };
-        let mut ids: Vec<u32> = names.iter().filter_map(|n| n.parse().ok().filter(|id: &u32| id.to_string() == *n)).collect();
+        let mut ids: Vec<u32> =
+            names.iter().filter_map(|n| n.parse().ok().filter(|id: &u32| id.to_string() == *n)).collect();
         ids.sort_unstable();
         for id in ids {
             let dir = tdir.join(id.to_string());
             let Some(names) = list(storage, &dir, problems)? else { continue };
-            let mut q = QueueFiles { topic: topic.clone(), queue_id: id, dir, firsts: Vec::new(), units_per_file: 0, min: 0, max: 0 };
+            let mut q = QueueFiles {
+                topic: topic.clone(),
+                queue_id: id,
+                dir,
+                firsts: Vec::new(),
+                units_per_file: 0,
+                min: 0,
+                max: 0,
+            };
             let index = u32::try_from(queues.len()).unwrap_or(u32::MAX);
             if load_queue(storage, &mut q, names, units_per_file, index, &mut units, problems)? {
                 queues.push(q);
@@ -232,10 +243,12 @@ impl Scan {
             return;
         }
         let Some(unit) = CqUnit::decode(raw) else {
-            // An empty unit ends the queue; one with stray bytes besides
-            // its zero size is damage.
-            self.end = Some(at);
-            if !zero {
+            if zero {
+                // An empty unit ends the queue.
+                self.end = Some(at);
+            } else {
+                // Stray bytes besides a zero size: one damaged unit (the
+                // store's recovery ends the queue here and rebuilds it).
                 problems.damaged(path, pos, CorruptionKind::InvalidField { field: "consume-queue unit size" }, true);
             }
             return;

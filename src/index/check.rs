@@ -54,7 +54,11 @@ fn parse_name(name: &str) -> Option<u64> {
 }
 
 /// Reads every index file of the store at `root`.
-pub(crate) fn load(storage: &dyn Storage, root: &Path, problems: &mut Problems) -> Result<(Vec<IndexFileAt>, Vec<EntryAt>)> {
+pub(crate) fn load(
+    storage: &dyn Storage,
+    root: &Path,
+    problems: &mut Problems,
+) -> Result<(Vec<IndexFileAt>, Vec<EntryAt>)> {
     let dir = root.join(INDEX_DIR);
     let mut files = Vec::new();
     let mut entries = Vec::new();
@@ -146,7 +150,8 @@ impl One<'_> {
     /// a damaged seal is reported and read as none.
     fn seal(&self, problems: &mut Problems) -> Result<Option<(u32, u64)>> {
         let mut b = [0u8; INDEX_SEAL_LEN];
-        let n = read_full_at(self.file, &mut b, self.seal_at()).map_err(|e| Error::io("read index seal", self.path, e))?;
+        let n =
+            read_full_at(self.file, &mut b, self.seal_at()).map_err(|e| Error::io("read index seal", self.path, e))?;
         if b[..n].iter().all(|&x| x == 0) {
             return Ok(None);
         }
@@ -202,10 +207,22 @@ impl One<'_> {
                             // Recovery refuses a chain link that contradicts
                             // the entries before it.
                             let at = self.entries_at + u64::from(i) * INDEX_ENTRY_LEN as u64 + 24;
-                            problems.damaged(self.path, at, CorruptionKind::InvalidField { field: "index chain" }, true);
+                            problems.damaged(
+                                self.path,
+                                at,
+                                CorruptionKind::InvalidField { field: "index chain" },
+                                true,
+                            );
                         }
                         heads[bucket] = i + 1;
-                        out.push(EntryAt { key_hash: e.key_hash, key_crc: e.key_crc, phy: e.phy, ts: e.ts, file: self.index, no: i });
+                        out.push(EntryAt {
+                            key_hash: e.key_hash,
+                            key_crc: e.key_crc,
+                            phy: e.phy,
+                            ts: e.ts,
+                            file: self.index,
+                            no: i,
+                        });
                         last = e.phy;
                         count += 1;
                     }
@@ -251,7 +268,8 @@ impl One<'_> {
         for (c, chunk) in heads.chunks(CHUNK_ENTRIES).enumerate() {
             let pos = (INDEX_HEADER_LEN + c * CHUNK_ENTRIES * INDEX_SLOT_LEN) as u64;
             let want = chunk.len() * INDEX_SLOT_LEN;
-            let got = read_full_at(self.file, &mut buf[..want], pos).map_err(|e| Error::io("read index slots", self.path, e))?;
+            let got = read_full_at(self.file, &mut buf[..want], pos)
+                .map_err(|e| Error::io("read index slots", self.path, e))?;
             for (k, (raw, &head)) in buf[..got].chunks_exact(INDEX_SLOT_LEN).zip(chunk).enumerate() {
                 if get_u32(raw, 0) != head {
                     let at = pos + (k * INDEX_SLOT_LEN) as u64;

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 #[derive(Default)]
 struct Tally {
     past_end: BTreeMap<PathBuf, (u64, u64, u64)>,
+    damaged: BTreeMap<PathBuf, (u64, u64, u64)>,
     below_start: BTreeMap<PathBuf, (u64, u64)>,
 }
 
@@ -149,7 +150,11 @@ impl<'a> Join<'a> {
             (
                 "incarnation",
                 format!("since {}", since.unwrap_or(0)),
-                if since.is_some_and(|s| rec.offset < s) { "earlier".into() } else { format!("since {}", since.unwrap_or(0)) },
+                if since.is_some_and(|s| rec.offset < s) {
+                    "earlier".into()
+                } else {
+                    format!("since {}", since.unwrap_or(0))
+                },
             ),
         ];
         checks.into_iter().find(|(_, a, b)| a != b)
@@ -205,6 +210,9 @@ impl<'a> Join<'a> {
             let kind = ProblemKind::PastLogEnd { count, physical, log_end };
             problems.push(&path, pos, kind, Severity::Stale, true);
         }
+        for (path, (count, physical, pos)) in tally.damaged {
+            problems.push(&path, pos, ProblemKind::DamagedRecord { count, physical }, Severity::Corruption, true);
+        }
         for (path, (count, pos)) in tally.below_start {
             problems.push(&path, pos, ProblemKind::BelowLogStart { count, log_start }, Severity::Stale, true);
         }
@@ -226,7 +234,7 @@ impl<'a> Join<'a> {
         } else if physical >= log_end {
             tally.past_end.entry(path.to_path_buf()).or_insert((0, physical, pos)).0 += 1;
         } else if self.skipped.iter().any(|&(a, b)| physical >= a && physical < b) {
-            problems.push(path, pos, ProblemKind::DamagedRecord { physical }, Severity::Corruption, true);
+            tally.damaged.entry(path.to_path_buf()).or_insert((0, physical, pos)).0 += 1;
         } else {
             problems.push(path, pos, ProblemKind::NoRecord { physical }, Severity::Corruption, true);
         }

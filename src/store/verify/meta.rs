@@ -89,7 +89,18 @@ fn ranges(queues: &[QueueFiles]) -> HashMap<(&str, u32), (u64, u64)> {
 /// log: committed offsets and delay progress within their queue's range,
 /// queues covering what the dispatch checkpoint recorded, the log
 /// reaching the checkpoint's flushed offset.
-pub(super) fn cross_check(m: &Meta, root: &Path, queues: &[QueueFiles], log_end: u64, p: &mut Problems) {
+///
+/// `scanned_end` is where the log's scan ended; `log_end` that or the
+/// checkpoint's flushed offset, whichever is greater; `log_damaged` says
+/// whether the scan met damage (which is then the problem reported, not
+/// the checkpoint the log falls short of).
+pub(super) fn cross_check(
+    m: &Meta,
+    root: &Path,
+    queues: &[QueueFiles],
+    (scanned_end, log_end, log_damaged): (u64, u64, bool),
+    p: &mut Problems,
+) {
     let ranges = ranges(queues);
     let config = root.join(CONFIG_DIR);
     let max_of = |t: &str, q: u32| ranges.get(&(t, q)).map_or(0, |r| r.1);
@@ -139,8 +150,8 @@ pub(super) fn cross_check(m: &Meta, root: &Path, queues: &[QueueFiles], log_end:
         }
     }
     if let Some(cp) = &m.checkpoint {
-        if cp.flushed > log_end {
-            let kind = ProblemKind::LogBehindCheckpoint { flushed: cp.flushed, log_end };
+        if cp.flushed > scanned_end && !log_damaged {
+            let kind = ProblemKind::LogBehindCheckpoint { flushed: cp.flushed, log_end: scanned_end };
             // Offset 24: the flushed-offset field. The loss is in the log.
             p.push(&root.join(CHECKPOINT_FILE), 24, kind, Severity::Corruption, false);
         }

@@ -57,8 +57,8 @@ mod join;
 mod meta;
 mod report;
 
-pub use report::{Counts, Problem, ProblemKind, Severity, VerifyReport, MAX_PROBLEMS_PER_FILE};
 pub(crate) use report::Problems;
+pub use report::{Counts, Problem, ProblemKind, Severity, VerifyReport, MAX_PROBLEMS_PER_FILE};
 
 use crate::commitlog::walk::{self, LogDamage};
 use crate::commitlog::COMMITLOG_DIR;
@@ -108,15 +108,19 @@ pub fn verify_with(dir: impl AsRef<Path>, storage: Arc<dyn Storage>) -> Result<V
         let kind = ProblemKind::NoRecord { physical: m.offset };
         p.push(&root.join(crate::commitlog::CHECKPOINT_FILE), 32, kind, Severity::Corruption, true);
     }
-    join.finish(log.start, log.end, &mut p);
-    meta::cross_check(&meta, root, &queues, log.end, &mut p);
+    // Everything below the checkpoint's flushed offset was written, so
+    // damage before it is not the log's end: pointers into it are damage,
+    // not stale.
+    let log_end = log.end.max(meta.checkpoint.map_or(0, |c| c.flushed));
+    join.finish(log.start, log_end, &mut p);
+    meta::cross_check(&meta, root, &queues, (log.end, log_end, !log.damage.is_empty()), &mut p);
 
     let mut report = p.into_report(root);
     report.segments = log.segments;
     report.records = log.prefix_records;
     report.end = log.prefix_end;
     report.log_start = log.start;
-    report.log_end = log.end;
+    report.log_end = log_end;
     report.records_after_damage = log.records_after;
     report.topics = meta.topics.len();
     report.queues = queues.len();

@@ -52,10 +52,13 @@ pub enum ProblemKind {
         /// The physical offset it points at.
         physical: u64,
     },
-    /// A consume-queue unit or index entry points into a part of the
-    /// commit log that is damaged or missing, so it cannot be checked.
+    /// Consume-queue units or index entries that point into a part of the
+    /// commit log that is damaged or missing, so they cannot be checked (a
+    /// consequence of that damage). Reported once per file.
     DamagedRecord {
-        /// The physical offset it points at.
+        /// How many.
+        count: u64,
+        /// The physical offset the first of them points at.
         physical: u64,
     },
     /// A consume-queue unit, index entry or checkpoint disagrees with the
@@ -165,7 +168,9 @@ impl std::fmt::Display for ProblemKind {
         match self {
             Self::Damaged(kind) => write!(f, "{kind}"),
             Self::NoRecord { physical } => write!(f, "points at {physical}, where no record starts"),
-            Self::DamagedRecord { physical } => write!(f, "points at {physical}, inside damaged or missing log data"),
+            Self::DamagedRecord { count, physical } => {
+                write!(f, "{count} pointing into damaged or missing log data (first: {physical})")
+            }
             Self::Mismatch { field, stored, record } => {
                 write!(f, "{field} {stored} differs from the record's {record}")
             }
@@ -237,9 +242,11 @@ pub struct VerifyReport {
     pub end: u64,
     /// The log's first record position.
     pub log_start: u64,
-    /// Where the scan of the last segment ended (past damage, scanning
-    /// resumes at the next segment): consume-queue units and index entries
-    /// at or past it are stale.
+    /// The end of the log: where the scan of the last segment ended (past
+    /// damage, scanning resumes at the next segment), or the checkpoint's
+    /// flushed offset if that lies beyond (everything below it was once
+    /// written, so damage there is not the end). Consume-queue units and
+    /// index entries at or past it are stale.
     pub log_end: u64,
     /// Valid records found after damage, in later segments.
     pub records_after_damage: u64,
