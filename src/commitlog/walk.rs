@@ -106,7 +106,7 @@ pub(crate) fn walk(
     out.start = first.header.base + SEGMENT_HEADER_LEN as u64;
     out.prefix_end = out.start;
     out.end = out.start;
-    let mut w = Walker { out, tail_from, in_prefix: true, pending_torn: None, pending_end: None, chases: 0 };
+    let mut w = Walker { out, storage, tail_from, in_prefix: true, pending_torn: None, pending_end: None, chases: 0, end_fixed: false };
     let mut run_start = 0;
     for i in 1..=segs.len() {
         let next = segs.get(i);
@@ -177,8 +177,9 @@ fn open_all(storage: &dyn Storage, dir: &Path, damage: &mut Vec<LogDamage>) -> R
     Ok((segs, left_out))
 }
 
-struct Walker {
+struct Walker<'s> {
     out: LogWalk,
+    storage: &'s dyn Storage,
     tail_from: Option<u64>,
     /// Still in the valid prefix from the log's start.
     in_prefix: bool,
@@ -189,6 +190,8 @@ struct Walker {
     /// the end of the log, unless a record follows in a later segment.
     pending_end: Option<(PathBuf, u64, u64, u64)>,
     chases: u32,
+    /// `out.end` is the first stop after the last record seen so far.
+    end_fixed: bool,
 }
 
 /// How a sub-scan of a run stopped: where to go on.
@@ -201,7 +204,7 @@ enum Next {
     Done,
 }
 
-impl Walker {
+impl Walker<'_> {
     /// Records damage at physical `offset`: a torn tail if past the flushed
     /// offset of a store that did not shut down cleanly.
     fn damage(&mut self, path: PathBuf, pos: u64, kind: CorruptionKind, offset: u64) {
@@ -213,10 +216,15 @@ impl Walker {
         self.terminal(offset);
     }
 
-    /// A sub-scan stopped at `offset`: the end of the log so far.
+    /// A sub-scan stopped at `offset`. The log ends at the first stop
+    /// after its last valid record (later stops, such as the zeros of a
+    /// preallocated next segment after a torn tail, do not move it).
     fn terminal(&mut self, offset: u64) {
         self.end_prefix(offset);
-        self.out.end = offset;
+        if !self.end_fixed {
+            self.end_fixed = true;
+            self.out.end = offset;
+        }
     }
 
     fn end_prefix(&mut self, offset: u64) {
@@ -229,6 +237,7 @@ impl Walker {
     /// A valid record: zeros or a torn tail before it were not the end of
     /// the log after all, but damage in its middle.
     fn record(&mut self, each: &mut dyn FnMut(Walked<'_>) -> Result<()>) -> Result<()> {
+        self.end_fixed = false;
         if self.in_prefix {
             self.out.prefix_records += 1;
             return Ok(());
@@ -287,10 +296,11 @@ impl Walker {
                     // A marker is written only after the next segment
                     // exists durably, so a missing one was lost. (With a
                     // later run, the gap was reported instead.)
+                    // A live writer may have created it after the listing.
                     let end = seg.end();
                     self.terminal(end);
-                    if last {
-                        let path = seg.path.with_file_name(format!("{end:020}"));
+                    let path = seg.path.with_file_name(format!("{end:020}"));
+                    if last && !self.storage.exists(&path).map_err(|e| Error::io("stat", &path, e))? {
                         self.out.damage.push(LogDamage { path, pos: 0, kind: CorruptionKind::Truncated, torn: false });
                     }
                     return Ok(Next::Done);
