@@ -20,8 +20,11 @@ use crate::error::{CorruptionKind, Error, Result};
 use crate::storage::{read_full_at, OpenMode, Storage};
 use std::path::{Path, PathBuf};
 
-/// Bytes read per `pread` when checking that a segment's tail is zero.
-const ZERO_CHUNK: usize = 1 << 20;
+/// How far past the end of the written log the walk checks that bytes are
+/// zero (one `pread`). Enough to see records resume after a zeroed page or
+/// a torn write; a segment's whole unwritten tail (up to 1 GiB of
+/// preallocated zeros) would cost as much as the rest of the scan.
+const ZERO_CHECK: usize = 1 << 20;
 /// How often the walk re-reads a tail that grew while it was being
 /// checked (a live writer appending) before it gives up chasing it.
 const MAX_CHASES: u32 = 16;
@@ -106,7 +109,16 @@ pub(crate) fn walk(
     out.start = first.header.base + SEGMENT_HEADER_LEN as u64;
     out.prefix_end = out.start;
     out.end = out.start;
-    let mut w = Walker { out, storage, tail_from, in_prefix: true, pending_torn: None, pending_end: None, chases: 0, end_fixed: false };
+    let mut w = Walker {
+        out,
+        storage,
+        tail_from,
+        in_prefix: true,
+        pending_torn: None,
+        pending_end: None,
+        chases: 0,
+        end_fixed: false,
+    };
     let mut run_start = 0;
     for i in 1..=segs.len() {
         let next = segs.get(i);
@@ -339,26 +351,16 @@ impl Walker<'_> {
     }
 }
 
-/// The physical offset of the first non-zero byte of `seg` at or after
-/// physical `offset`, if any: bytes past the end of the log must read as
-/// zeros (FORMAT.md section 6, invariant 4).
+/// The physical offset of the first non-zero byte of `seg` in the
+/// [`ZERO_CHECK`] bytes from physical `offset`, if any: bytes past the end
+/// of the log must read as zeros (FORMAT.md section 6, invariant 4).
 fn nonzero_after(seg: &SegmentFile, offset: u64) -> Result<Option<u64>> {
     let len = seg.len.min(seg.header.size);
-    let mut pos = offset.saturating_sub(seg.header.base);
-    let mut buf = vec![0u8; ZERO_CHUNK];
-    while pos < len {
-        let want = (len - pos).min(ZERO_CHUNK as u64) as usize;
-        let n = read_full_at(seg.file.as_ref(), &mut buf[..want], pos)
-            .map_err(|e| Error::io("read segment", &seg.path, e))?;
-        if let Some(i) = buf[..n].iter().position(|&b| b != 0) {
-            return Ok(Some(seg.header.base + pos + i as u64));
-        }
-        if n < want {
-            break;
-        }
-        pos += n as u64;
-    }
-    Ok(None)
+    let pos = offset.saturating_sub(seg.header.base);
+    let want = len.saturating_sub(pos).min(ZERO_CHECK as u64) as usize;
+    let mut buf = vec![0u8; want];
+    let n = read_full_at(seg.file.as_ref(), &mut buf, pos).map_err(|e| Error::io("read segment", &seg.path, e))?;
+    Ok(buf[..n].iter().position(|&b| b != 0).map(|i| seg.header.base + pos + i as u64))
 }
 
 /// The flushed offset from which damage counts as a torn tail: that of a
