@@ -46,36 +46,36 @@ pub(super) fn read(storage: &Arc<dyn Storage>, root: &Path, p: &mut Problems) ->
     // The checkpoint is derived: recovery scans the whole log without it.
     match crate::commitlog::read_checkpoint(st, root) {
         Ok(cp) => m.checkpoint = cp,
-        Err(e) => p.from_error(e, true)?,
+        Err(e) => p.corrupt_or_fail(e, true)?,
     }
     // Nothing can rebuild committed offsets, topics or the layout.
     match OffsetTable::open(storage.clone(), root) {
         Ok(t) => m.offsets = t.entries(),
-        Err(e) => p.from_error(e, false)?,
+        Err(e) => p.corrupt_or_fail(e, false)?,
     }
     // Delay progress and the dispatch checkpoint are rebuilt by
     // re-dispatching the log; membership is advisory.
     match vanished(crate::retry::progress::read(st, root)) {
         Ok(d) => m.delay = d,
-        Err(e) => p.from_error(e, true)?,
+        Err(e) => p.corrupt_or_fail(e, true)?,
     }
     match vanished(crate::store::dispatch::parse_checkpoint(st, root)) {
         Ok(d) => m.dispatch = d,
-        Err(e) => p.from_error(e, true)?,
+        Err(e) => p.corrupt_or_fail(e, true)?,
     }
     if let Err(e) = vanished(crate::consumer::membership::read(st, root)) {
-        p.from_error(e, true)?;
+        p.corrupt_or_fail(e, true)?;
     }
     match TopicTable::open(storage.clone(), root) {
         Ok(t) => {
             let list = t.list();
             m.topics = list.into_iter().map(|c| (c.clone(), t.since(&c.name).unwrap_or(0))).collect();
         }
-        Err(e) => p.from_error(e, false)?,
+        Err(e) => p.corrupt_or_fail(e, false)?,
     }
     match super::super::layout::read_units_per_file(st, root) {
         Ok(u) => m.units_per_file = u,
-        Err(e) => p.from_error(e, false)?,
+        Err(e) => p.corrupt_or_fail(e, false)?,
     }
     Ok(m)
 }

@@ -349,7 +349,7 @@ impl Problems {
 
     /// A typed corruption error from a reader, as a problem; other errors
     /// are passed back.
-    pub(crate) fn from_error(&mut self, e: crate::Error, derived: bool) -> crate::Result<()> {
+    pub(crate) fn corrupt_or_fail(&mut self, e: crate::Error, derived: bool) -> crate::Result<()> {
         match e {
             crate::Error::Corruption { path, offset, kind } => {
                 self.damaged(&path, offset, kind, derived);
