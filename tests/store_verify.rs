@@ -681,3 +681,49 @@ fn a_directory_without_a_commit_log_is_an_error() {
     assert!(matches!(verify_with(&missing, Arc::new(ReadOnly)), Err(mqstore::Error::InvalidArgument(_))));
     assert!(!missing.exists());
 }
+
+/// A lost index file in the middle is not something open notices (files
+/// are named by their first offset, so a gap looks like records without
+/// keys): its keys stay unfindable. Verify reports them as primary damage
+/// (open does not rebuild them); removing the index directory makes open
+/// index the whole log again.
+#[test]
+fn a_lost_index_file_leaves_records_unindexed_until_the_index_is_rebuilt() {
+    let (_t, dir) = copy();
+    let files = index_files(&dir);
+    let b = std::fs::read(&files[1]).unwrap();
+    let phy = be64(&b, ENTRIES_AT + 8);
+    std::fs::remove_file(&files[1]).unwrap();
+    let r = verify(&dir);
+    let base = phy / SEGMENT * SEGMENT;
+    let rel = format!("commitlog/{base:020}");
+    let p = expect(&r, &dir, &rel, phy - base, "unindexed", Severity::Corruption, false).clone();
+    assert_eq!(r.counts.corruption, 1, "{}", listing(&r));
+    let mqstore::store::verify::ProblemKind::Unindexed { key, .. } = &p.kind else { panic!("{p}") };
+
+    // The record holding the missing key, and what the store answers.
+    let mut topic = None;
+    for t in ["orders", "events"] {
+        StoreView::open(&dir)
+            .unwrap()
+            .messages(t, None, 0, 0, |m| {
+                if m.physical_offset().0 == phy {
+                    topic = Some(t);
+                }
+                Ok(topic.is_none())
+            })
+            .unwrap();
+    }
+    let topic = topic.unwrap();
+    let store = Store::open(&dir, opts()).unwrap();
+    assert!(store.query_by_key(topic, key, 0, u64::MAX, 10).unwrap().is_empty(), "open re-indexed {key}");
+    store.close().unwrap();
+    expect(&verify(&dir), &dir, &rel, phy - base, "unindexed", Severity::Corruption, false);
+
+    std::fs::remove_dir_all(dir.join("index")).unwrap();
+    let store = Store::open(&dir, opts()).unwrap();
+    assert_eq!(store.query_by_key(topic, key, 0, u64::MAX, 10).unwrap().len(), 1);
+    store.close().unwrap();
+    let r = verify(&dir);
+    assert!(r.problems.is_empty(), "{}", listing(&r));
+}

@@ -42,6 +42,11 @@ pub(super) struct Join<'a> {
     /// Units (by index) and entries that met no record.
     lost_units: Vec<usize>,
     lost_entries: Vec<usize>,
+    /// Physical offset of the newest index entry.
+    index_last: Option<u64>,
+    /// Per segment file: records lacking an index entry (count, position
+    /// of the first, its first missing key).
+    pub(super) unindexed: BTreeMap<PathBuf, (u64, u64, String)>,
     /// Records whose properties do not decode: segment file and position.
     pub(super) bad_records: Vec<(PathBuf, u64)>,
 }
@@ -58,7 +63,10 @@ impl<'a> Join<'a> {
     ) -> Self {
         units.sort_by_key(|u| u.unit.physical_offset.0);
         entries.sort_by_key(|e| e.phy);
+        let index_last = entries.last().map(|e| e.phy);
         Self {
+            index_last,
+            unindexed: BTreeMap::new(),
             root,
             queues,
             units,
@@ -109,11 +117,20 @@ impl<'a> Join<'a> {
                     store_ts: view.store_timestamp(),
                 };
                 self.units_at(&rec, problems);
-                let keys: Vec<(u32, u32)> = found
-                    .index_keys(topic)
-                    .map(|k| crate::index::file::key_hashes(&crate::index::index_key(topic, k)))
-                    .collect();
-                self.entries_at(&rec, &keys, problems);
+                let names: Vec<&str> = found.index_keys(topic).collect();
+                let keys: Vec<(u32, u32)> =
+                    names.iter().map(|k| crate::index::file::key_hashes(&crate::index::index_key(topic, k))).collect();
+                let matched = self.entries_at(&rec, &keys, problems);
+                // Everything below the newest entry's record is indexed
+                // (FORMAT.md 15.5), if dispatch indexed it at all: records
+                // of live topics, current incarnation.
+                let live = self.since.get(topic).is_some_and(|&s| offset >= s);
+                if live && self.index_last.is_some_and(|last| offset < last) {
+                    if let Some(k) = (0..keys.len()).find(|&k| !matched.contains(&k)) {
+                        let t = self.unindexed.entry(path.to_path_buf()).or_insert((0, pos, names[k].to_string()));
+                        t.0 += 1;
+                    }
+                }
             }
         }
     }
@@ -160,7 +177,9 @@ impl<'a> Join<'a> {
         checks.into_iter().find(|(_, a, b)| a != b)
     }
 
-    fn entries_at(&mut self, rec: &Rec<'_>, keys: &[(u32, u32)], problems: &mut Problems) {
+    /// Checks the entries at `rec`; returns which of `keys` they cover.
+    fn entries_at(&mut self, rec: &Rec<'_>, keys: &[(u32, u32)], problems: &mut Problems) -> Vec<usize> {
+        let mut matched = Vec::new();
         while let Some(e) = self.entries.get(self.ei) {
             if e.phy > rec.offset {
                 break;
@@ -169,7 +188,9 @@ impl<'a> Join<'a> {
                 self.lost_entries.push(self.ei);
             } else {
                 let (path, pos) = e.pos(self.index_files);
-                if !keys.contains(&(e.key_hash, e.key_crc)) {
+                let key = keys.iter().position(|&k| k == (e.key_hash, e.key_crc));
+                matched.extend(key);
+                if key.is_none() {
                     let kind = ProblemKind::Mismatch {
                         field: "key",
                         stored: format!("hash {:#x}/{:#x}", e.key_hash, e.key_crc),
@@ -187,6 +208,7 @@ impl<'a> Join<'a> {
             }
             self.ei += 1;
         }
+        matched
     }
 
     /// Classifies every unit and entry that met no record, once the walk

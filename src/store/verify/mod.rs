@@ -101,6 +101,11 @@ pub fn verify_with(dir: impl AsRef<Path>, storage: Arc<dyn Storage>) -> Result<V
     for d in &log.damage {
         log_damage(&mut p, d);
     }
+    for (path, (count, pos, key)) in &join.unindexed {
+        let kind = ProblemKind::Unindexed { count: *count, key: key.clone() };
+        // Not rebuilt on open (see `ProblemKind::Unindexed`).
+        p.push(path, *pos, kind, Severity::Corruption, false);
+    }
     for (path, pos) in &join.bad_records {
         p.damaged(path, *pos, crate::CorruptionKind::InvalidField { field: "properties" }, false);
     }

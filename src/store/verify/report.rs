@@ -73,6 +73,19 @@ pub enum ProblemKind {
         /// What the record says.
         record: String,
     },
+    /// Records below the newest index entry's record that lack an entry
+    /// for one of their keys: an index file was lost. Lookups miss them,
+    /// and open does not notice (index files are named by their first
+    /// offset, so a missing one looks like records without keys), so this
+    /// is not rebuilt on open; removing the `index/` directory makes the
+    /// next open index the whole log again. Reported once per segment
+    /// file, at the first such record.
+    Unindexed {
+        /// How many records.
+        count: u64,
+        /// The first missing key of the first of them.
+        key: String,
+    },
     /// Consume-queue units or index entries that point at or past the end
     /// of the commit log (dropped on open). Reported once per file.
     PastLogEnd {
@@ -142,7 +155,7 @@ pub enum ProblemKind {
 impl ProblemKind {
     /// A short, stable token for machine output (`damaged`, `no-record`,
     /// `damaged-record`, `mismatch`, `past-log-end`, `below-log-start`,
-    /// `hole`, `not-increasing`, `missing-file`, `beyond-queue`,
+    /// `unindexed`, `hole`, `not-increasing`, `missing-file`, `beyond-queue`,
     /// `queue-shrank`, `log-behind-checkpoint`).
     #[must_use]
     pub fn code(&self) -> &'static str {
@@ -152,6 +165,7 @@ impl ProblemKind {
             Self::DamagedRecord { .. } => "damaged-record",
             Self::Mismatch { .. } => "mismatch",
             Self::PastLogEnd { .. } => "past-log-end",
+            Self::Unindexed { .. } => "unindexed",
             Self::BelowLogStart { .. } => "below-log-start",
             Self::Hole { .. } => "hole",
             Self::NotIncreasing { .. } => "not-increasing",
@@ -173,6 +187,9 @@ impl std::fmt::Display for ProblemKind {
             }
             Self::Mismatch { field, stored, record } => {
                 write!(f, "{field} {stored} differs from the record's {record}")
+            }
+            Self::Unindexed { count, key } => {
+                write!(f, "{count} records from here lack index entries (first missing key: {key:?})")
             }
             Self::PastLogEnd { count, physical, log_end } => {
                 write!(f, "{count} pointing at or past the log's end {log_end} (first: {physical})")
