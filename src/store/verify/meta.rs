@@ -77,7 +77,35 @@ pub(super) fn read(storage: &Arc<dyn Storage>, root: &Path, p: &mut Problems) ->
         Ok(u) => m.units_per_file = u,
         Err(e) => p.corrupt_or_fail(e, false)?,
     }
+    missing(st, root, p)?;
     Ok(m)
+}
+
+/// Reports small files missing from a store that was opened as a
+/// [`Store`](crate::store::Store) (it has `config/`): the topic table and
+/// layout, which nothing rebuilds (without the topic table every topic is
+/// gone), as corruption; the checkpoint, dispatch checkpoint and delay
+/// progress, which every open writes and recovery does without (by
+/// scanning or re-dispatching the whole log), as stale. Consumer offsets
+/// and membership may legitimately be absent.
+fn missing(st: &dyn Storage, root: &Path, p: &mut Problems) -> Result<()> {
+    let exists = |path: &Path| st.exists(path).map_err(|e| Error::io("stat", path, e));
+    let config = root.join(CONFIG_DIR);
+    if !exists(&config)? {
+        return Ok(());
+    }
+    for (path, severity, derived) in [
+        (config.join("topics"), Severity::Corruption, false),
+        (config.join("store"), Severity::Corruption, false),
+        (root.join(CHECKPOINT_FILE), Severity::Stale, true),
+        (config.join("dispatch"), Severity::Stale, true),
+        (config.join("delay"), Severity::Stale, true),
+    ] {
+        if !exists(&path)? {
+            p.push(&path, 0, ProblemKind::Missing, severity, derived);
+        }
+    }
+    Ok(())
 }
 
 /// `[min, max)` of every queue with files.

@@ -46,6 +46,8 @@ pub enum ProblemKind {
     /// A structure failed its own checks (magic, CRC, length, a field out
     /// of range, a file where none should be, or missing).
     Damaged(CorruptionKind),
+    /// A file every opened store has is missing.
+    Missing,
     /// A consume-queue unit or index entry points where no record starts
     /// in a readable part of the commit log.
     NoRecord {
@@ -153,7 +155,7 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
-    /// A short, stable token for machine output (`damaged`, `no-record`,
+    /// A short, stable token for machine output (`damaged`, `missing`, `no-record`,
     /// `damaged-record`, `mismatch`, `past-log-end`, `below-log-start`,
     /// `unindexed`, `hole`, `not-increasing`, `missing-file`, `beyond-queue`,
     /// `queue-shrank`, `log-behind-checkpoint`).
@@ -161,6 +163,7 @@ impl ProblemKind {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Damaged(_) => "damaged",
+            Self::Missing => "missing",
             Self::NoRecord { .. } => "no-record",
             Self::DamagedRecord { .. } => "damaged-record",
             Self::Mismatch { .. } => "mismatch",
@@ -181,6 +184,7 @@ impl std::fmt::Display for ProblemKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Damaged(kind) => write!(f, "{kind}"),
+            Self::Missing => f.write_str("missing"),
             Self::NoRecord { physical } => write!(f, "points at {physical}, where no record starts"),
             Self::DamagedRecord { count, physical } => {
                 write!(f, "{count} pointing into damaged or missing log data (first: {physical})")
