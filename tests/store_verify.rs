@@ -384,6 +384,16 @@ fn segment_header_damage_and_a_missing_segment_are_named() {
     // The gap it leaves is explained by it: not reported again.
     assert!(!r.problems.iter().any(|p| p.path == segment(&dir, 2 * SEGMENT)), "{}", listing(&r));
 
+    // The first segment's header: the log still starts there, so what
+    // pointed into it points into damage, not below the log.
+    let (_t, dir) = copy();
+    edit(&segment(&dir, 0), |b| b[0] ^= 1);
+    let r = verify(&dir);
+    expect(&r, &dir, "commitlog/00000000000000000000", 0, "damaged", Severity::Corruption, false);
+    assert_eq!((r.log_start, r.end, r.records), (64, 64, 0));
+    assert!(r.problems.iter().any(|p| p.kind.code() == "damaged-record"), "{}", listing(&r));
+    assert!(!r.problems.iter().any(|p| p.kind.code() == "below-log-start"), "{}", listing(&r));
+
     let (_t, dir) = copy();
     std::fs::remove_file(segment(&dir, SEGMENT)).unwrap();
     let r = verify(&dir);

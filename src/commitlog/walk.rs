@@ -106,14 +106,20 @@ pub(crate) fn walk(
     let Some(first) = segs.first() else {
         return Ok(out);
     };
-    out.start = first.header.base + SEGMENT_HEADER_LEN as u64;
+    // Segments left out before the first good one still belong to the log:
+    // it starts at the lowest segment name, and what they held is damaged.
+    let lowest = left_out.iter().copied().filter(|&b| b < first.header.base).min();
+    out.start = lowest.unwrap_or(first.header.base) + SEGMENT_HEADER_LEN as u64;
     out.prefix_end = out.start;
     out.end = out.start;
+    if lowest.is_some() {
+        each(Walked::Skipped { from: out.start, to: first.header.base })?;
+    }
     let mut w = Walker {
         out,
         storage,
         tail_from,
-        in_prefix: true,
+        in_prefix: lowest.is_none(),
         pending_torn: None,
         pending_end: None,
         chases: 0,
