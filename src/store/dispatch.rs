@@ -228,9 +228,6 @@ pub(crate) fn scan_properties(props: &[u8]) -> Option<Found<'_>> {
 }
 
 impl<'a> Found<'a> {
-    /// The tag hash of the record's unit: the hash of its tag, except in
-    /// the schedule topic, where it is the due time (as RocketMQ), so the
-    /// delivery thread plans from units alone.
     /// The keys the index holds for the record (each as `<topic>#<key>`):
     /// its unique id, then each of its keys; none in the schedule topic,
     /// whose records are indexed once delivered.
@@ -240,6 +237,9 @@ impl<'a> Found<'a> {
         all.take(if topic == SCHEDULE_TOPIC { 0 } else { usize::MAX })
     }
 
+    /// The tag hash of the record's unit: the hash of its tag, except in
+    /// the schedule topic, where it is the due time (as RocketMQ), so the
+    /// delivery thread plans from units alone.
     pub(crate) fn unit_tag(&self, topic: &str) -> u64 {
         if topic == SCHEDULE_TOPIC {
             self.due.and_then(|v| v.parse().ok()).unwrap_or(0)
