@@ -345,6 +345,7 @@ fn a_healthy_store_has_exact_counts_and_no_problem() {
     assert_eq!(r.segments, f.segments);
     assert_eq!(r.records, f.records);
     assert_eq!(r.records_after_damage, 0);
+    assert_eq!(r.expired, 0);
     assert_eq!(r.end, r.log_end);
     assert_eq!(r.units, f.units);
     assert_eq!(r.queues, f.queues);
@@ -392,7 +393,7 @@ fn segment_header_damage_and_a_missing_segment_are_named() {
     expect(&r, &dir, "commitlog/00000000000000000000", 0, "damaged", Severity::Corruption, false);
     assert_eq!((r.log_start, r.end, r.records), (64, 64, 0));
     assert!(r.problems.iter().any(|p| p.kind.code() == "damaged-record"), "{}", listing(&r));
-    assert!(!r.problems.iter().any(|p| p.kind.code() == "below-log-start"), "{}", listing(&r));
+    assert_eq!(r.expired, 0);
 
     let (_t, dir) = copy();
     std::fs::remove_file(segment(&dir, SEGMENT)).unwrap();
@@ -614,6 +615,9 @@ fn stored_positions_must_lie_within_their_queues() {
     }
     payload.extend_from_slice(&2u32.to_be_bytes());
     payload.extend_from_slice(&1_000_000u64.to_be_bytes());
+    // Without a generation trailer (FORMAT.md 11.10) and no previous
+    // generation beside it, so this one is used.
+    std::fs::remove_file(dir.join("config/consumer_offsets.prev")).unwrap_or(());
     std::fs::write(dir.join("config/consumer_offsets"), envelope(b"\x8DMQO\r\n\x1A\n", &payload)).unwrap();
     let r = verify(&dir);
     // Header 20, count 4, then 2 + 1 + 2 + 6 + 4 bytes before the offset.
@@ -690,6 +694,45 @@ fn verify_runs_beside_a_live_writer_without_false_alarms() {
     let r = verify(&dir);
     assert!(r.problems.is_empty(), "{}", listing(&r));
     assert_eq!(r.units, 1500);
+}
+
+/// Segments removed by retention leave units and index entries below the
+/// log's first record: no problem while the first segment is at the
+/// recorded floor; a missing segment above it is corruption; a segment
+/// left below it (an interrupted round) is stale.
+#[test]
+fn retention_is_told_from_lost_segments() {
+    let (_t, dir) = copy();
+    let before = snapshot(&dir);
+    let retain = mqstore::store::RetentionOptions::default().reserved_time(Duration::from_secs(1));
+    let store = Store::open(&dir, opts().retention(retain)).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let report = store.run_retention(mqstore::store::Retention::Forced).unwrap();
+    store.close().unwrap();
+    assert!(!report.removed.is_empty(), "{report:?}");
+    let r = verify(&dir);
+    assert!(r.problems.is_empty(), "{}", listing(&r));
+    assert!(r.expired > 0 && r.log_start > SEGMENT, "{r:?}");
+    let floor = r.log_start - 64;
+
+    // The first remaining segment lost too.
+    let t2 = tempfile::tempdir().unwrap();
+    let copy2 = t2.path().join("store");
+    common::copy_dir(&dir, &copy2);
+    std::fs::remove_file(segment(&copy2, floor)).unwrap();
+    let r = verify(&copy2);
+    expect(&r, &copy2, "commitlog", floor, "damaged", Severity::Corruption, false);
+    assert!(r.problems.iter().any(|p| p.kind.code() == "damaged-record"), "{}", listing(&r));
+
+    // The newest removed segment still there: a round interrupted while
+    // unlinking, oldest first.
+    let left = segment(&dir, floor - SEGMENT);
+    std::fs::write(&left, &before[&left]).unwrap();
+    let r = verify(&dir);
+    let rel = format!("commitlog/{:020}", floor - SEGMENT);
+    let p = expect(&r, &dir, &rel, 0, "below-floor", Severity::Stale, false);
+    assert!(p.kind.to_string().contains(&floor.to_string()), "{p}");
+    assert!(r.is_healthy(), "{}", listing(&r));
 }
 
 #[test]

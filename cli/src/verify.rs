@@ -110,7 +110,8 @@ fn problem_line(p: &Problem) -> String {
     let data = if p.derived { "derived, rebuilt on open" } else { "primary data" };
     match p.severity {
         Severity::TornTail => format!("torn tail at {at} ({}), will be truncated on next open", p.kind),
-        Severity::Stale => format!("stale at {at}: {} (derived, dropped on open)", p.kind),
+        Severity::Stale if p.derived => format!("stale at {at}: {} (derived, dropped on open)", p.kind),
+        Severity::Stale => format!("stale at {at}: {} (fixed on open)", p.kind),
         _ => format!("corrupt at {at}: {} ({data})", p.kind),
     }
 }

@@ -338,7 +338,8 @@ impl Walker<'_> {
                     // A live writer may have appended since: read again.
                     if self.chases < MAX_CHASES {
                         self.chases += 1;
-                        if matches!(Scanner::new(&sub[idx..], offset, u32::MAX).step()?, Step::Record { .. }) {
+                        let mut again = Scanner::new(&sub[idx..], offset, u32::MAX);
+                        if matches!(again.step()?, Step::Record { .. } | Step::Blank { .. }) {
                             return Ok(Next::At(from + idx, offset));
                         }
                     }

@@ -24,7 +24,7 @@ mod options;
 mod pull;
 mod query;
 mod readonly;
-mod retention;
+pub(crate) mod retention;
 pub(crate) mod send;
 pub mod verify;
 

@@ -19,9 +19,13 @@ use std::path::{Path, PathBuf};
 /// Counts of pointers that meet no record, per file, reported once each.
 #[derive(Default)]
 struct Tally {
+    /// Whether the log's start is the retention floor, so pointers below
+    /// it lead to removed records.
+    below_start_expected: bool,
+    /// Below the log's start, removed by retention.
+    expired: u64,
     past_end: BTreeMap<PathBuf, (u64, u64, u64)>,
     damaged: BTreeMap<PathBuf, (u64, u64, u64)>,
-    below_start: BTreeMap<PathBuf, (u64, u64)>,
 }
 
 pub(super) struct Join<'a> {
@@ -44,6 +48,8 @@ pub(super) struct Join<'a> {
     lost_entries: Vec<usize>,
     /// Physical offset of the newest index entry.
     index_last: Option<u64>,
+    /// The retention floor: records below it may have lost their index.
+    pub(super) floor: u64,
     /// Per segment file: records lacking an index entry (count, position
     /// of the first, its first missing key).
     pub(super) unindexed: BTreeMap<PathBuf, (u64, u64, String)>,
@@ -66,6 +72,7 @@ impl<'a> Join<'a> {
         let index_last = entries.last().map(|e| e.phy);
         Self {
             index_last,
+            floor: 0,
             unindexed: BTreeMap::new(),
             root,
             queues,
@@ -125,7 +132,9 @@ impl<'a> Join<'a> {
                 // (FORMAT.md 15.5), if dispatch indexed it at all: records
                 // of live topics, current incarnation.
                 let live = self.since.get(topic).is_some_and(|&s| offset >= s);
-                if live && self.index_last.is_some_and(|last| offset < last) {
+                // Retention removes the index files of records below its floor.
+                let kept = offset >= self.floor;
+                if live && kept && self.index_last.is_some_and(|last| offset < last) {
                     if let Some(k) = (0..keys.len()).find(|&k| !matched.contains(&k)) {
                         let t = self.unindexed.entry(path.to_path_buf()).or_insert((0, pos, names[k].to_string()));
                         t.0 += 1;
@@ -212,12 +221,21 @@ impl<'a> Join<'a> {
     }
 
     /// Classifies every unit and entry that met no record, once the walk
-    /// is over: below the log's start (segment gone), at or past its end
-    /// (stale), inside damaged data, or where no record starts.
-    pub(super) fn finish(mut self, log_start: u64, log_end: u64, problems: &mut Problems) {
+    /// is over: below the log's start (removed by retention when
+    /// `below_start_expected`, which is no problem; else lost with missing
+    /// segments), at or past its end (stale), inside damaged data, or where
+    /// no record starts. Returns how many pointed below the start as
+    /// expected.
+    pub(super) fn finish(
+        mut self,
+        log_start: u64,
+        log_end: u64,
+        below_start_expected: bool,
+        problems: &mut Problems,
+    ) -> u64 {
         self.lost_units.extend(self.ui..self.units.len());
         self.lost_entries.extend(self.ei..self.entries.len());
-        let mut tally = Tally::default();
+        let mut tally = Tally { below_start_expected, ..Tally::default() };
         for &i in &self.lost_units {
             let u = self.units[i];
             let (path, pos) = self.queues[u.queue as usize].locate(u.queue_offset);
@@ -235,9 +253,7 @@ impl<'a> Join<'a> {
         for (path, (count, physical, pos)) in tally.damaged {
             problems.push(&path, pos, ProblemKind::DamagedRecord { count, physical }, Severity::Corruption, true);
         }
-        for (path, (count, pos)) in tally.below_start {
-            problems.push(&path, pos, ProblemKind::BelowLogStart { count, log_start }, Severity::Stale, true);
-        }
+        tally.expired
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -251,11 +267,11 @@ impl<'a> Join<'a> {
         tally: &mut Tally,
         problems: &mut Problems,
     ) {
-        if physical < log_start {
-            tally.below_start.entry(path.to_path_buf()).or_insert((0, pos)).0 += 1;
+        if physical < log_start && tally.below_start_expected {
+            tally.expired += 1;
         } else if physical >= log_end {
             tally.past_end.entry(path.to_path_buf()).or_insert((0, physical, pos)).0 += 1;
-        } else if self.skipped.iter().any(|&(a, b)| physical >= a && physical < b) {
+        } else if physical < log_start || self.skipped.iter().any(|&(a, b)| physical >= a && physical < b) {
             tally.damaged.entry(path.to_path_buf()).or_insert((0, physical, pos)).0 += 1;
         } else {
             problems.push(path, pos, ProblemKind::NoRecord { physical }, Severity::Corruption, true);

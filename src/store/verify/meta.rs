@@ -5,11 +5,13 @@ use super::report::{ProblemKind, Problems, Severity};
 use crate::commitlog::{Checkpoint, CHECKPOINT_FILE};
 use crate::consumequeue::check::QueueFiles;
 use crate::error::{Error, Result};
+use crate::metafile::generations::{FallbackReason, MetadataFallback};
 use crate::metafile::CONFIG_DIR;
 use crate::offsetstore::{OffsetEntry, OffsetTable};
 use crate::retry::SCHEDULE_TOPIC;
 use crate::storage::Storage;
 use crate::store::dispatch::QueueEnds;
+use crate::store::layout;
 use crate::topic::{TopicConfig, TopicTable};
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,6 +27,9 @@ pub(super) struct Meta {
     pub(super) dispatch: Option<(u64, QueueEnds)>,
     pub(super) topics: Vec<(TopicConfig, u64)>,
     pub(super) units_per_file: Option<u64>,
+    /// The retention floor (`config/retention`): segments below it were
+    /// removed on purpose. 0 without the file.
+    pub(super) floor: u64,
 }
 
 /// `Ok(None)` for a file a live store removed between looking and
@@ -33,6 +38,22 @@ fn vanished<T>(r: Result<Option<T>>) -> Result<Option<T>> {
     match r {
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
         other => other,
+    }
+}
+
+/// Reports the use of a file's previous generation: a missing current
+/// file is what a crash between the two renames of a replacement leaves
+/// (stale: open rewrites it); a damaged one, or an older copy put back, is
+/// corruption (open still recovers the previous generation).
+fn fallback(p: &mut Problems, fb: Option<MetadataFallback>) {
+    let Some(fb) = fb else { return };
+    match fb.reason {
+        FallbackReason::Missing => p.push(&fb.file, 0, ProblemKind::Missing, Severity::Stale, false),
+        FallbackReason::Damaged { offset, kind } => p.damaged(&fb.file, offset, kind, false),
+        FallbackReason::NotNewer { generation } => {
+            let kind = ProblemKind::OlderGeneration { generation, previous: fb.generation };
+            p.push(&fb.file, 0, kind, Severity::Corruption, false);
+        }
     }
 }
 
@@ -48,9 +69,15 @@ pub(super) fn read(storage: &Arc<dyn Storage>, root: &Path, p: &mut Problems) ->
         Ok(cp) => m.checkpoint = cp,
         Err(e) => p.corrupt_or_fail(e, true)?,
     }
-    // Nothing can rebuild committed offsets, topics or the layout.
-    match OffsetTable::open(storage.clone(), root) {
-        Ok(t) => m.offsets = t.entries(),
+    // Nothing can rebuild committed offsets, topics, the layout or the
+    // retention floor; the first three keep a previous generation.
+    let mut present = 0u32;
+    match OffsetTable::open_with_fallback(storage.clone(), root) {
+        Ok((t, fb)) => {
+            m.offsets = t.entries();
+            present |= if t.file_exists() { layout::OFFSETS } else { 0 };
+            fallback(p, fb);
+        }
         Err(e) => p.corrupt_or_fail(e, false)?,
     }
     // Delay progress and the dispatch checkpoint are rebuilt by
@@ -66,43 +93,60 @@ pub(super) fn read(storage: &Arc<dyn Storage>, root: &Path, p: &mut Problems) ->
     if let Err(e) = vanished(crate::consumer::membership::read(st, root)) {
         p.corrupt_or_fail(e, true)?;
     }
-    match TopicTable::open(storage.clone(), root) {
-        Ok(t) => {
+    match TopicTable::open_with_fallback(storage.clone(), root) {
+        Ok((t, fb)) => {
             let list = t.list();
+            present |= if t.file_exists() { layout::TOPICS } else { 0 };
             m.topics = list.into_iter().map(|c| (c.clone(), t.since(&c.name).unwrap_or(0))).collect();
+            fallback(p, fb);
         }
         Err(e) => p.corrupt_or_fail(e, false)?,
     }
-    match super::super::layout::read_units_per_file(st, root) {
-        Ok(u) => m.units_per_file = u,
+    match crate::store::retention::floor::read(st, root) {
+        Ok(f) => m.floor = f.unwrap_or(0),
         Err(e) => p.corrupt_or_fail(e, false)?,
     }
-    missing(st, root, p)?;
+    let config = root.join(CONFIG_DIR);
+    match layout::read_only(storage.clone(), root) {
+        Ok(Some((units, primaries, fb))) => {
+            m.units_per_file = Some(units);
+            fallback(p, fb);
+            // The store records which primary files exist: a recorded one
+            // that is gone would open as an empty table.
+            for (bit, name) in layout::primary_files() {
+                if primaries & bit != 0 && present & bit == 0 {
+                    p.push(&config.join(name), 0, ProblemKind::Missing, Severity::Corruption, false);
+                }
+            }
+        }
+        // A store opened as a `Store` always has its layout and topics.
+        Ok(None) if exists(st, &config)? => {
+            p.push(&config.join("store"), 0, ProblemKind::Missing, Severity::Corruption, false);
+        }
+        Ok(None) => {}
+        Err(e) => p.corrupt_or_fail(e, false)?,
+    }
+    missing_derived(st, root, p)?;
     Ok(m)
 }
 
-/// Reports small files missing from a store that was opened as a
-/// [`Store`](crate::store::Store) (it has `config/`): the topic table and
-/// layout, which nothing rebuilds (without the topic table every topic is
-/// gone), as corruption; the checkpoint, dispatch checkpoint and delay
-/// progress, which every open writes and recovery does without (by
-/// scanning or re-dispatching the whole log), as stale. Consumer offsets
-/// and membership may legitimately be absent.
-fn missing(st: &dyn Storage, root: &Path, p: &mut Problems) -> Result<()> {
-    let exists = |path: &Path| st.exists(path).map_err(|e| Error::io("stat", path, e));
+fn exists(st: &dyn Storage, path: &Path) -> Result<bool> {
+    st.exists(path).map_err(|e| Error::io("stat", path, e))
+}
+
+/// Reports derived files missing from a store that was opened as a
+/// [`Store`](crate::store::Store) (it has `config/`): the checkpoint,
+/// dispatch checkpoint and delay progress, which every open writes and
+/// recovery does without (by scanning or re-dispatching the whole log),
+/// as stale.
+fn missing_derived(st: &dyn Storage, root: &Path, p: &mut Problems) -> Result<()> {
     let config = root.join(CONFIG_DIR);
-    if !exists(&config)? {
+    if !exists(st, &config)? {
         return Ok(());
     }
-    for (path, severity, derived) in [
-        (config.join("topics"), Severity::Corruption, false),
-        (config.join("store"), Severity::Corruption, false),
-        (root.join(CHECKPOINT_FILE), Severity::Stale, true),
-        (config.join("dispatch"), Severity::Stale, true),
-        (config.join("delay"), Severity::Stale, true),
-    ] {
-        if !exists(&path)? {
-            p.push(&path, 0, ProblemKind::Missing, severity, derived);
+    for path in [root.join(CHECKPOINT_FILE), config.join("dispatch"), config.join("delay")] {
+        if !exists(st, &path)? {
+            p.push(&path, 0, ProblemKind::Missing, Severity::Stale, true);
         }
     }
     Ok(())

@@ -61,7 +61,7 @@ pub(crate) use report::Problems;
 pub use report::{Counts, Problem, ProblemKind, Severity, VerifyReport, MAX_PROBLEMS_PER_FILE};
 
 use crate::commitlog::walk::{self, LogDamage};
-use crate::commitlog::COMMITLOG_DIR;
+use crate::commitlog::{COMMITLOG_DIR, SEGMENT_HEADER_LEN};
 use crate::error::{Error, Result};
 use crate::storage::{StdStorage, Storage};
 use std::collections::HashMap;
@@ -93,6 +93,7 @@ pub fn verify_with(dir: impl AsRef<Path>, storage: Arc<dyn Storage>) -> Result<V
     let since: HashMap<String, u64> = meta.topics.iter().map(|(c, s)| (c.name.clone(), *s)).collect();
     let mark = meta.checkpoint.and_then(|c| c.last_record);
     let mut join = join::Join::new(root, &queues, units, &index_files, entries, since, mark);
+    join.floor = meta.floor;
     let tail_from = walk::torn_tail_from(meta.checkpoint.as_ref());
     let log = walk::walk(root, st, tail_from, |w| {
         join.feed(w, &mut p);
@@ -117,7 +118,24 @@ pub fn verify_with(dir: impl AsRef<Path>, storage: Arc<dyn Storage>) -> Result<V
     // damage before it is not the log's end: pointers into it are damage,
     // not stale.
     let log_end = log.end.max(meta.checkpoint.map_or(0, |c| c.flushed));
-    join.finish(log.start, log_end, &mut p);
+    // The log's first segment must be at the retention floor (FORMAT.md
+    // 17.3): above it, segments are missing; below it, a retention round
+    // was interrupted (open finishes it).
+    let first_base = (log.segments > 0).then(|| log.start - SEGMENT_HEADER_LEN as u64);
+    let logdir = root.join(COMMITLOG_DIR);
+    match first_base {
+        Some(base) if base > meta.floor => {
+            let field = "first segment (segments below it are missing)";
+            p.damaged(&logdir, meta.floor, crate::CorruptionKind::InvalidField { field }, false);
+        }
+        Some(base) if base < meta.floor => {
+            let path = logdir.join(format!("{base:020}"));
+            p.push(&path, 0, ProblemKind::BelowFloor { floor: meta.floor }, Severity::Stale, false);
+        }
+        _ => {}
+    }
+    let below_start_expected = first_base.is_some_and(|b| b <= meta.floor);
+    let expired = join.finish(log.start, log_end, below_start_expected, &mut p);
     meta::cross_check(&meta, root, &queues, (log.end, log_end, !log.damage.is_empty()), &mut p);
 
     let mut report = p.into_report(root);
@@ -127,6 +145,7 @@ pub fn verify_with(dir: impl AsRef<Path>, storage: Arc<dyn Storage>) -> Result<V
     report.log_start = log.start;
     report.log_end = log_end;
     report.records_after_damage = log.records_after;
+    report.expired = expired;
     report.topics = meta.topics.len();
     report.queues = queues.len();
     report.units = n_units;

@@ -48,6 +48,14 @@ pub enum ProblemKind {
     Damaged(CorruptionKind),
     /// A file every opened store has is missing.
     Missing,
+    /// A metadata file's current generation is not newer than its previous
+    /// one: an older copy was put back (open uses the previous one).
+    OlderGeneration {
+        /// The current file's generation.
+        generation: u64,
+        /// The previous file's.
+        previous: u64,
+    },
     /// A consume-queue unit or index entry points where no record starts
     /// in a readable part of the commit log.
     NoRecord {
@@ -98,14 +106,11 @@ pub enum ProblemKind {
         /// The end of the log.
         log_end: u64,
     },
-    /// Consume-queue units or index entries below the log's first record:
-    /// their segment is gone (retention, or a lost first segment).
-    /// Reported once per file.
-    BelowLogStart {
-        /// How many.
-        count: u64,
-        /// The log's first record position.
-        log_start: u64,
+    /// Segments below the retention floor: left by an interrupted
+    /// retention round, removed on open.
+    BelowFloor {
+        /// The floor (`config/retention`).
+        floor: u64,
     },
     /// A consume queue has non-empty units after an empty one: its queue
     /// offsets are not contiguous.
@@ -155,21 +160,23 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
-    /// A short, stable token for machine output (`damaged`, `missing`, `no-record`,
-    /// `damaged-record`, `mismatch`, `past-log-end`, `below-log-start`,
-    /// `unindexed`, `hole`, `not-increasing`, `missing-file`, `beyond-queue`,
+    /// A short, stable token for machine output (`damaged`, `missing`,
+    /// `older-generation`, `no-record`,
+    /// `damaged-record`, `mismatch`, `past-log-end`,
+    /// `unindexed`, `below-floor`, `hole`, `not-increasing`, `missing-file`, `beyond-queue`,
     /// `queue-shrank`, `log-behind-checkpoint`).
     #[must_use]
     pub fn code(&self) -> &'static str {
         match self {
             Self::Damaged(_) => "damaged",
             Self::Missing => "missing",
+            Self::OlderGeneration { .. } => "older-generation",
             Self::NoRecord { .. } => "no-record",
             Self::DamagedRecord { .. } => "damaged-record",
             Self::Mismatch { .. } => "mismatch",
             Self::PastLogEnd { .. } => "past-log-end",
             Self::Unindexed { .. } => "unindexed",
-            Self::BelowLogStart { .. } => "below-log-start",
+            Self::BelowFloor { .. } => "below-floor",
             Self::Hole { .. } => "hole",
             Self::NotIncreasing { .. } => "not-increasing",
             Self::MissingFile { .. } => "missing-file",
@@ -185,6 +192,9 @@ impl std::fmt::Display for ProblemKind {
         match self {
             Self::Damaged(kind) => write!(f, "{kind}"),
             Self::Missing => f.write_str("missing"),
+            Self::OlderGeneration { generation, previous } => {
+                write!(f, "generation {generation} is not newer than the previous file's {previous}")
+            }
             Self::NoRecord { physical } => write!(f, "points at {physical}, where no record starts"),
             Self::DamagedRecord { count, physical } => {
                 write!(f, "{count} pointing into damaged or missing log data (first: {physical})")
@@ -198,9 +208,7 @@ impl std::fmt::Display for ProblemKind {
             Self::PastLogEnd { count, physical, log_end } => {
                 write!(f, "{count} pointing at or past the log's end {log_end} (first: {physical})")
             }
-            Self::BelowLogStart { count, log_start } => {
-                write!(f, "{count} pointing below the log's first record at {log_start} (segment gone)")
-            }
+            Self::BelowFloor { floor } => write!(f, "segment below the retention floor {floor}, removed on open"),
             Self::Hole { queue_offset, following } => {
                 write!(f, "empty unit at queue offset {queue_offset} followed by {following} non-empty ones")
             }
@@ -271,6 +279,9 @@ pub struct VerifyReport {
     pub log_end: u64,
     /// Valid records found after damage, in later segments.
     pub records_after_damage: u64,
+    /// Consume-queue units and index entries pointing below the log's
+    /// first record, removed by retention (no problem).
+    pub expired: u64,
     /// Topics in `config/topics`.
     pub topics: usize,
     /// Consume queues with files.
