@@ -20,11 +20,15 @@
 //!   links), the slots of sealed files, and every entry points at a record
 //!   carrying its key (or unique id) with its store time.
 //! * **small files**: the checkpoint, `config/store`, `config/topics`,
-//!   `config/consumer_offsets`, `config/delay`, `config/dispatch` and
-//!   `config/consumers` each decode; committed offsets and delay progress
-//!   lie within their queues; queues cover what the dispatch checkpoint
-//!   recorded; the log reaches the checkpoint's flushed offset and holds
-//!   its record mark.
+//!   `config/consumer_offsets`, `config/retention`, `config/delay`,
+//!   `config/dispatch` and `config/consumers` each decode (for the files
+//!   kept in two generations, a fallback to the previous one is reported);
+//!   the primary files `config/store` records exist; committed offsets and
+//!   delay progress lie within their queues; queues cover what the
+//!   dispatch checkpoint recorded; the log reaches the checkpoint's flushed
+//!   offset and holds its record mark, and starts at the retention floor
+//!   (units and index entries below the floor point at records retention
+//!   removed, which is no problem).
 //!
 //! Read-only: it takes no lock, opens every file for reading only, and
 //! never writes, maps, creates, renames or deletes anything, so it can run

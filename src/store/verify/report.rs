@@ -21,9 +21,11 @@ pub enum Severity {
     /// that did not shut down cleanly (or is running), with no valid record
     /// after it: what a crash leaves. The next open truncates it.
     TornTail,
-    /// Derived data that runs ahead of the commit log or was left behind
-    /// by a crash or by retention (for example consume-queue units past the
-    /// log's end): the next open drops it. Not corruption.
+    /// What a crash or an interrupted retention round leaves and the next
+    /// open fixes: derived data ahead of the commit log (consume-queue
+    /// units past its end), a missing derived file, a metadata file whose
+    /// current generation is missing (its previous one is used), segments
+    /// left below the retention floor. Not corruption.
     Stale,
 }
 
@@ -244,10 +246,11 @@ pub struct Problem {
     /// How serious it is.
     pub severity: Severity,
     /// Whether it lies in derived data (consume queues, index, checkpoint,
-    /// dispatch checkpoint, delay progress, consumer membership), which
-    /// the next open rebuilds from the commit log without loss. `false`
-    /// for the commit log and the topic table, consumer offsets and store
-    /// layout, which nothing can rebuild.
+    /// dispatch checkpoint, delay progress, consumer membership) that the
+    /// next open rebuilds from the commit log without loss. `false` for
+    /// the commit log, the topic table, consumer offsets, store layout and
+    /// retention floor, which nothing can rebuild, and for
+    /// [`ProblemKind::Unindexed`], which open does not repair.
     pub derived: bool,
 }
 
