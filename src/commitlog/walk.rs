@@ -204,9 +204,10 @@ struct Walker<'s> {
     /// Index in `out.damage` of the first torn tail not yet contradicted
     /// by a later valid record.
     pending_torn: Option<usize>,
-    /// Zeros ending a segment's data `(path, pos, offset, segment end)`:
-    /// the end of the log, unless a record follows in a later segment.
-    pending_end: Option<(PathBuf, u64, u64, u64)>,
+    /// Zeros ending a segment's data `(path, pos, offset, segment end,
+    /// index of the segment in its run)`: the end of the log, unless a
+    /// record follows in a later segment.
+    pending_end: Option<(PathBuf, u64, u64, u64, usize)>,
     chases: u32,
     /// `out.end` is the first stop after the last record seen so far.
     end_fixed: bool,
@@ -261,7 +262,7 @@ impl Walker<'_> {
             return Ok(());
         }
         self.out.records_after += 1;
-        if let Some((path, pos, offset, seg_end)) = self.pending_end.take() {
+        if let Some((path, pos, offset, seg_end, _)) = self.pending_end.take() {
             self.out.damage.push(LogDamage { path, pos, kind: CorruptionKind::MidLog, torn: false });
             each(Walked::Skipped { from: offset, to: seg_end })?;
         }
@@ -276,6 +277,9 @@ impl Walker<'_> {
     /// Scans one contiguous run of segments, resuming at the next segment
     /// after each damaged spot. `last` says whether no segment follows.
     fn run(&mut self, run: &[SegmentFile], last: bool, each: &mut dyn FnMut(Walked<'_>) -> Result<()>) -> Result<()> {
+        // Zeros at the end of an earlier run are followed by a gap, which
+        // is reported as such.
+        self.pending_end = None;
         let mut next = Next::Segment(0);
         loop {
             let (from, start) = match next {
@@ -304,6 +308,19 @@ impl Walker<'_> {
             };
             match scanner.step()? {
                 Step::Record { offset, bytes, parts } => {
+                    // Zeros seen earlier with a record after them: unless a
+                    // live writer has filled them since (then scan them,
+                    // in order), they are damage.
+                    if let Some(&(_, _, at, _, i)) = self.pending_end.as_ref() {
+                        if self.chases < MAX_CHASES {
+                            self.chases += 1;
+                            let mut again = Scanner::new(&run[i..], at, u32::MAX);
+                            if matches!(again.step()?, Step::Record { .. } | Step::Blank { .. }) {
+                                self.pending_end = None;
+                                return Ok(Next::At(i, at));
+                            }
+                        }
+                    }
                     self.record(each)?;
                     // The scanner validated the record.
                     let (path, pos) = (seg.path.as_path(), offset - seg.header.base);
@@ -330,7 +347,8 @@ impl Walker<'_> {
                         // not.
                         if self.pending_end.is_none() {
                             self.terminal(offset);
-                            self.pending_end = Some((seg.path.clone(), offset - seg.header.base, offset, seg.end()));
+                            let pos = offset - seg.header.base;
+                            self.pending_end = Some((seg.path.clone(), pos, offset, seg.end(), from + idx));
                         }
                         // Later segments of the run must be empty too.
                         return Ok(Next::Segment(from + idx + 1));

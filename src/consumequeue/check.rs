@@ -140,18 +140,19 @@ fn load_queue(
     }
     firsts.sort_unstable();
     let Some(&min) = firsts.first() else { return Ok(false) };
-    let mut files: Vec<(u64, Arc<dyn StorageFile>)> = Vec::new();
-    for first in firsts {
+    // One file open at a time: a queue may have thousands.
+    let open = |first: u64| -> Result<Option<(Arc<dyn StorageFile>, u64)>> {
         let path = q.dir.join(file_name(first));
         let file = match storage.open(&path, OpenMode::Read) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            // Removed by a live store (truncation, a deleted topic).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("open consume queue", &path, e)),
         };
-        files.push((first, file));
-    }
-    let Some((_, head)) = files.first() else { return Ok(false) };
-    let head_len = head.len().map_err(|e| Error::io("stat consume queue", q.dir.join(file_name(min)), e))?;
+        let len = file.len().map_err(|e| Error::io("stat consume queue", &path, e))?;
+        Ok(Some((file, len)))
+    };
+    let Some((_, head_len)) = open(min)? else { return Ok(false) };
     let upf = units_per_file.unwrap_or(head_len / UNIT);
     if upf == 0 || upf > MAX_UNITS_PER_FILE {
         let kind = CorruptionKind::BadLength { length: head_len };
@@ -162,9 +163,9 @@ fn load_queue(
     q.min = min;
     let mut scan = Scan { index, end: None, gap_end: false, following: 0, prev: None };
     let mut expected = min;
-    for (first, file) in files {
+    for first in firsts {
         let path = q.dir.join(file_name(first));
-        let len = file.len().map_err(|e| Error::io("stat consume queue", &path, e))?;
+        let Some((file, len)) = open(first)? else { continue };
         if first < expected {
             problems.damaged(&path, 0, CorruptionKind::Misplaced { claimed: first, actual: expected }, true);
             continue;

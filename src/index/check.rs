@@ -241,7 +241,8 @@ impl One<'_> {
             self.after_prefix(at, trailing_valid, seal.is_some(), problems);
         }
         if let Some((sealed_count, sealed_last)) = seal {
-            if sealed_count != count || sealed_last != last {
+            // Only full files are sealed (FORMAT.md 15.5).
+            if sealed_count != count || sealed_last != last || sealed_count != self.size.max_entries {
                 let field = "index seal disagrees with its entries";
                 problems.damaged(self.path, self.seal_at(), CorruptionKind::InvalidField { field }, true);
             }

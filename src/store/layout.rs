@@ -80,19 +80,20 @@ pub(crate) fn open(storage: Arc<dyn Storage>, root: &Path, configured: u64, pres
     Ok(Layout { file: loaded.file, settings, fallback: loaded.fallback })
 }
 
+/// What [`read_only`] returns.
+pub(crate) type ReadOnly = (Option<(u64, u32)>, Option<MetadataFallback>);
+
 /// `config/store` read without writing anything (for
-/// [`verify`](super::verify)): `(units per file, primary-file bits, fallback)`,
-/// `None` when neither generation exists.
+/// [`verify`](super::verify)): `(units per file, primary-file bits)`,
+/// `None` when neither generation exists, and the fallback to the
+/// previous generation, if one happened.
 ///
 /// # Errors
 ///
 /// As [`generations::load`].
-pub(crate) fn read_only(
-    storage: Arc<dyn Storage>,
-    root: &Path,
-) -> Result<Option<(u64, u32, Option<MetadataFallback>)>> {
+pub(crate) fn read_only(storage: Arc<dyn Storage>, root: &Path) -> Result<ReadOnly> {
     let loaded = generations::load(storage, &root.join(metafile::CONFIG_DIR), KIND, decode)?;
-    Ok(loaded.value.map(|s| (s.units, s.primaries, loaded.fallback)))
+    Ok((loaded.value.map(|s| (s.units, s.primaries)), loaded.fallback))
 }
 
 /// The primary files [`read_only`]'s bits stand for, with their names.

@@ -57,6 +57,19 @@ fn fallback(p: &mut Problems, fb: Option<MetadataFallback>) {
     }
 }
 
+/// Reads a two-generation file, once more if its current generation was
+/// missing: a live writer replacing it renames the current file to the
+/// previous one and then the new one into place, so for a moment there is
+/// none (FORMAT.md 11.10); a crash leaves that state for good.
+fn settled<T>(read: impl Fn() -> Result<(T, Option<MetadataFallback>)>) -> Result<(T, Option<MetadataFallback>)> {
+    let first = read()?;
+    if !first.1.as_ref().is_some_and(|f| f.reason == FallbackReason::Missing) {
+        return Ok(first);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    read()
+}
+
 /// Reads every small file. Order matters beside a live store: the files
 /// that describe positions are read before the queues and the log they
 /// point into, and those only grow, so a later read never finds a
@@ -72,7 +85,7 @@ pub(super) fn read(storage: &Arc<dyn Storage>, root: &Path, p: &mut Problems) ->
     // Nothing can rebuild committed offsets, topics, the layout or the
     // retention floor; the first three keep a previous generation.
     let mut present = 0u32;
-    match OffsetTable::open_with_fallback(storage.clone(), root) {
+    match settled(|| OffsetTable::open_with_fallback(storage.clone(), root)) {
         Ok((t, fb)) => {
             m.offsets = t.entries();
             present |= if t.file_exists() { layout::OFFSETS } else { 0 };
@@ -93,7 +106,7 @@ pub(super) fn read(storage: &Arc<dyn Storage>, root: &Path, p: &mut Problems) ->
     if let Err(e) = vanished(crate::consumer::membership::read(st, root)) {
         p.corrupt_or_fail(e, true)?;
     }
-    match TopicTable::open_with_fallback(storage.clone(), root) {
+    match settled(|| TopicTable::open_with_fallback(storage.clone(), root)) {
         Ok((t, fb)) => {
             let list = t.list();
             present |= if t.file_exists() { layout::TOPICS } else { 0 };
@@ -107,8 +120,8 @@ pub(super) fn read(storage: &Arc<dyn Storage>, root: &Path, p: &mut Problems) ->
         Err(e) => p.corrupt_or_fail(e, false)?,
     }
     let config = root.join(CONFIG_DIR);
-    match layout::read_only(storage.clone(), root) {
-        Ok(Some((units, primaries, fb))) => {
+    match settled(|| layout::read_only(storage.clone(), root)) {
+        Ok((Some((units, primaries)), fb)) => {
             m.units_per_file = Some(units);
             fallback(p, fb);
             // The store records which primary files exist: a recorded one
@@ -120,10 +133,10 @@ pub(super) fn read(storage: &Arc<dyn Storage>, root: &Path, p: &mut Problems) ->
             }
         }
         // A store opened as a `Store` always has its layout and topics.
-        Ok(None) if exists(st, &config)? => {
+        Ok((None, _)) if exists(st, &config)? => {
             p.push(&config.join("store"), 0, ProblemKind::Missing, Severity::Corruption, false);
         }
-        Ok(None) => {}
+        Ok((None, _)) => {}
         Err(e) => p.corrupt_or_fail(e, false)?,
     }
     missing_derived(st, root, p)?;
