@@ -1,6 +1,7 @@
 //! `mqstore`: admin tool for mqstore store directories.
 //!
-//! Read-only verbs: `verify` (full CRC scan of the commit log), `dump` (list
+//! Read-only verbs: `verify` (checks every file: commit log, consume
+//! queues, index, checkpoint and config), `dump` (list
 //! its records), `print` (a topic's messages), `stats` (topics, queues,
 //! groups, lag), `group list` / `group progress` (consumer groups and their
 //! lag), `query` / `get` (through the message index), `dlq list` and `offset reset` / `dlq resend` without `--execute`

@@ -50,18 +50,6 @@ pub fn damage_line(path: &Path, pos: u64, kind: &CorruptionKind) -> String {
     format!("corrupt at {}:{pos}: {kind}", path.display())
 }
 
-/// `{"file":…,"offset":…,"kind":…}`, or `null`.
-pub fn damage_json(damage: Option<(&Path, u64, &CorruptionKind)>) -> String {
-    match damage {
-        None => "null".to_owned(),
-        Some((path, pos, kind)) => format!(
-            r#"{{"file":{},"offset":{pos},"kind":{}}}"#,
-            json_str(&path.display().to_string()),
-            json_str(&kind.to_string())
-        ),
-    }
-}
-
 /// A JSON string literal.
 pub fn json_str(s: &str) -> String {
     serde_json::Value::from(s).to_string()

@@ -39,8 +39,10 @@ mod scan;
 mod segment;
 mod tools;
 pub(crate) mod wake;
+pub(crate) mod walk;
 mod writer;
 
+pub(crate) use checkpoint::read as read_checkpoint;
 pub use checkpoint::{
     Checkpoint, RecordMark, ShutdownState, CHECKPOINT_FILE, CHECKPOINT_LEN, CHECKPOINT_MAGIC, CHECKPOINT_VERSION,
 };

@@ -14,7 +14,7 @@ use super::segment::{Segment, SEGMENT_HEADER_LEN};
 use super::{CommitLogOptions, Core, Fence, RecoveryMode, Writer, LOCK_FILE};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::offset::PhysicalOffset;
-use crate::storage::{read_exact_at, read_full_at};
+use crate::storage::{read_exact_at, read_full_at, OpenMode};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -94,7 +94,7 @@ pub(crate) fn open(root: &Path, opts: CommitLogOptions) -> Result<(Core, Recover
         Err(Error::Corruption { kind, .. }) => Err(kind.to_string()),
         Err(e) => return Err(e),
     };
-    let mut segs = open_segments(st, &listing)?;
+    let mut segs = open_segments(st, &listing, OpenMode::ReadWrite)?;
 
     let mut report = RecoveryReport {
         clean_shutdown: false,
@@ -221,7 +221,7 @@ pub(crate) fn open(root: &Path, opts: CommitLogOptions) -> Result<(Core, Recover
     if end_idx == segs.len() {
         let base = end - SEGMENT_HEADER_LEN as u64;
         let seg = Segment::create(st, &dir, base, opts.segment_size, opts.clock.as_ref())?;
-        let (file, header, len) = Segment::open_file(st, &seg.path, base)?;
+        let (file, header, len) = Segment::open_file(st, &seg.path, base, OpenMode::ReadWrite)?;
         segs.push(SegmentFile { header, path: seg.path.clone(), file, len });
     }
 

@@ -6,7 +6,7 @@
 use super::record::{parse_prefix, Parts, Prefix, RecordView, BLANK_LEN};
 use super::segment::{parse_segment_name, Segment, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::error::{CorruptionKind, Error, Result};
-use crate::storage::{read_full_at, Storage, StorageFile};
+use crate::storage::{read_full_at, OpenMode, Storage, StorageFile};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -56,12 +56,12 @@ pub(crate) fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Listing
     Ok(Listing { segments, temporaries })
 }
 
-/// Opens and validates every listed segment with `pread`, checking that
-/// they are contiguous.
-pub(crate) fn open_segments(storage: &dyn Storage, listing: &Listing) -> Result<Vec<SegmentFile>> {
+/// Opens (with `mode`) and validates every listed segment with `pread`,
+/// checking that they are contiguous.
+pub(crate) fn open_segments(storage: &dyn Storage, listing: &Listing, mode: OpenMode) -> Result<Vec<SegmentFile>> {
     let mut out: Vec<SegmentFile> = Vec::with_capacity(listing.segments.len());
     for (base, path) in &listing.segments {
-        let (file, header, len) = Segment::open_file(storage, path, *base)?;
+        let (file, header, len) = Segment::open_file(storage, path, *base, mode)?;
         if let Some(prev) = out.last() {
             if prev.end() != header.base {
                 return Err(Error::corruption(

@@ -28,7 +28,7 @@ const MAGIC_OFFSET: usize = 0;
 const VERSION_OFFSET: usize = MAGIC_OFFSET + 8;
 const HEADER_LEN_OFFSET: usize = VERSION_OFFSET + 2;
 const FLAGS_OFFSET: usize = HEADER_LEN_OFFSET + 2;
-const BASE_OFFSET_OFFSET: usize = FLAGS_OFFSET + 4;
+pub(crate) const BASE_OFFSET_OFFSET: usize = FLAGS_OFFSET + 4;
 const SIZE_OFFSET: usize = BASE_OFFSET_OFFSET + 8;
 const CREATED_OFFSET: usize = SIZE_OFFSET + 8;
 const _RESERVED_OFFSET: usize = CREATED_OFFSET + 8;
@@ -142,12 +142,15 @@ impl Segment {
     /// also returns the file length, which the caller checks against the
     /// header's size (only the last segment may be short: a torn tail).
     /// Reads with `pread` only; call [`Segment::map`] after validation.
+    /// Offline tools pass [`OpenMode::Read`], so they work on files they
+    /// may not write; recovery, which repairs, passes `ReadWrite`.
     pub(crate) fn open_file(
         storage: &dyn Storage,
         path: &Path,
         base: u64,
+        mode: OpenMode,
     ) -> Result<(Arc<dyn StorageFile>, SegmentHeader, u64)> {
-        let file = storage.open(path, OpenMode::ReadWrite).map_err(|e| Error::io("open segment", path, e))?;
+        let file = storage.open(path, mode).map_err(|e| Error::io("open segment", path, e))?;
         let len = file.len().map_err(|e| Error::io("stat segment", path, e))?;
         let mut buf = [0u8; SEGMENT_HEADER_LEN];
         if len < SEGMENT_HEADER_LEN as u64 {

@@ -75,7 +75,7 @@ fn open_offline(root: &Path, storage: &dyn Storage) -> Result<Vec<super::scan::S
     if !storage.exists(&logdir).map_err(|e| Error::io("stat", &logdir, e))? {
         return Err(Error::InvalidArgument(format!("{} holds no commit log", root.display())));
     }
-    open_segments(storage, &list_segments(storage, &logdir)?)
+    open_segments(storage, &list_segments(storage, &logdir)?, crate::storage::OpenMode::Read)
 }
 
 impl CommitLog {

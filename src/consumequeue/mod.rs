@@ -14,6 +14,7 @@
 //! was cut); the store then truncates the queues to the commit log's end and
 //! re-dispatches from there.
 
+pub(crate) mod check;
 mod queue;
 mod recover;
 mod retain;

@@ -138,7 +138,7 @@ impl Entry {
     }
 
     /// `None` unless the CRC matches (an all-zero entry never does).
-    fn decode(b: &[u8; INDEX_ENTRY_LEN]) -> Option<Self> {
+    pub(crate) fn decode(b: &[u8; INDEX_ENTRY_LEN]) -> Option<Self> {
         if crc32fast::hash(&b[..E_CRC]) != get_u32(b, E_CRC) {
             return None;
         }

@@ -6,6 +6,7 @@
 //! table with checksummed entries and crash recovery); the store's index
 //! (rolling files, feeding from dispatch, queries) builds on these.
 
+pub(crate) mod check;
 pub(crate) mod file;
 pub(crate) mod set;
 

@@ -202,7 +202,7 @@ fn apply(inner: &Inner, rec: &Record) -> Result<Applied> {
 /// The properties dispatch needs, found in one pass (the last value of a
 /// repeated name wins, as when decoding).
 #[derive(Default)]
-struct Found<'a> {
+pub(crate) struct Found<'a> {
     tags: Option<&'a str>,
     keys: Option<&'a str>,
     uniq: Option<&'a str>,
@@ -212,7 +212,7 @@ struct Found<'a> {
 
 /// Checks every pair of `props` and picks out what dispatch needs; `None`
 /// if a pair does not decode.
-fn scan_properties(props: &[u8]) -> Option<Found<'_>> {
+pub(crate) fn scan_properties(props: &[u8]) -> Option<Found<'_>> {
     let mut f = Found::default();
     for pair in pairs(props) {
         match pair.ok()? {
@@ -227,11 +227,20 @@ fn scan_properties(props: &[u8]) -> Option<Found<'_>> {
     Some(f)
 }
 
-impl Found<'_> {
+impl<'a> Found<'a> {
+    /// The keys the index holds for the record (each as `<topic>#<key>`):
+    /// its unique id, then each of its keys; none in the schedule topic,
+    /// whose records are indexed once delivered.
+    pub(crate) fn index_keys(&self, topic: &str) -> impl Iterator<Item = &'a str> + use<'a> {
+        let keys = self.keys.into_iter().flat_map(|k| k.split(KEY_SEPARATOR)).filter(|k| !k.is_empty());
+        let all = self.uniq.into_iter().chain(keys);
+        all.take(if topic == SCHEDULE_TOPIC { 0 } else { usize::MAX })
+    }
+
     /// The tag hash of the record's unit: the hash of its tag, except in
     /// the schedule topic, where it is the due time (as RocketMQ), so the
     /// delivery thread plans from units alone.
-    fn unit_tag(&self, topic: &str) -> u64 {
+    pub(crate) fn unit_tag(&self, topic: &str) -> u64 {
         if topic == SCHEDULE_TOPIC {
             self.due.and_then(|v| v.parse().ok()).unwrap_or(0)
         } else {
@@ -246,11 +255,10 @@ fn index_record(inner: &Inner, rec: &Record, topic: &str, found: &Found<'_>) -> 
     if topic == SCHEDULE_TOPIC || (found.uniq.is_none() && found.keys.is_none()) {
         return Ok(());
     }
-    let keys = found.keys.into_iter().flat_map(|k| k.split(KEY_SEPARATOR)).filter(|k| !k.is_empty());
     // A new file records the record's store time as its creation time
     // (only informational), which saves a clock read per message.
     let ts = rec.store_timestamp();
-    inner.index.put_in_topic(topic, found.uniq.into_iter().chain(keys), rec.offset().get(), ts, ts)
+    inner.index.put_in_topic(topic, found.index_keys(topic), rec.offset().get(), ts, ts)
 }
 
 fn corrupt_record(inner: &Inner, rec: &Record, field: &'static str) -> Error {
@@ -496,8 +504,9 @@ fn read_checkpoint(inner: &Inner) -> Result<Option<(u64, QueueEnds)>> {
     }
 }
 
-/// Reads and decodes `<root>/config/dispatch`: `None` when it is missing,
-/// [`Error::Corruption`] when it is damaged.
+/// Reads and decodes `<root>/config/dispatch` (read-only): `None` when it
+/// is missing, [`Error::Corruption`] at the damaged byte's file offset
+/// when it is damaged.
 pub(crate) fn parse_checkpoint(storage: &dyn Storage, root: &Path) -> Result<Option<(u64, QueueEnds)>> {
     let dir = root.join("config");
     let Some((version, payload)) =
@@ -509,26 +518,28 @@ pub(crate) fn parse_checkpoint(storage: &dyn Storage, root: &Path) -> Result<Opt
     if version != CHECKPOINT_VERSION {
         return Err(Error::Corruption {
             path,
-            offset: 8,
+            offset: crate::metafile::VERSION_OFFSET as u64,
             kind: CorruptionKind::UnsupportedVersion { found: u32::from(version) },
         });
     }
-    let bad = |at: usize| Error::Corruption { path: path.clone(), offset: at as u64, kind: CorruptionKind::Truncated };
+    // Offsets in errors are file offsets: payload position + header.
+    let at = |r: &Reader<'_>| (crate::metafile::HEADER_LEN + r.at) as u64;
+    let bad = |r: &Reader<'_>| Error::Corruption { path: path.clone(), offset: at(r), kind: CorruptionKind::Truncated };
     let mut r = Reader { b: &payload, at: 0 };
-    let dispatched = r.u64().ok_or_else(|| bad(r.at))?;
-    let count = r.u32().ok_or_else(|| bad(r.at))?;
+    let dispatched = r.u64().ok_or_else(|| bad(&r))?;
+    let count = r.u32().ok_or_else(|| bad(&r))?;
     let mut ends = HashMap::new();
     for _ in 0..count {
-        let len = r.u16().ok_or_else(|| bad(r.at))?;
-        let name = r.take(usize::from(len)).ok_or_else(|| bad(r.at))?;
+        let len = r.u16().ok_or_else(|| bad(&r))?;
+        let name = r.take(usize::from(len)).ok_or_else(|| bad(&r))?;
         let topic = std::str::from_utf8(name).map_err(|_| Error::Corruption {
             path: path.clone(),
-            offset: r.at as u64,
+            offset: at(&r),
             kind: CorruptionKind::InvalidField { field: "topic" },
         })?;
-        let queue_id = r.u32().ok_or_else(|| bad(r.at))?;
-        let start = r.u64().ok_or_else(|| bad(r.at))?;
-        let end = r.u64().ok_or_else(|| bad(r.at))?;
+        let queue_id = r.u32().ok_or_else(|| bad(&r))?;
+        let start = r.u64().ok_or_else(|| bad(&r))?;
+        let end = r.u64().ok_or_else(|| bad(&r))?;
         ends.insert((topic.to_string(), queue_id), (start, end));
     }
     Ok(Some((dispatched, ends)))

@@ -80,6 +80,27 @@ pub(crate) fn open(storage: Arc<dyn Storage>, root: &Path, configured: u64, pres
     Ok(Layout { file: loaded.file, settings, fallback: loaded.fallback })
 }
 
+/// What [`read_only`] returns.
+pub(crate) type ReadOnly = (Option<(u64, u32)>, Option<MetadataFallback>);
+
+/// `config/store` read without writing anything (for
+/// [`verify`](super::verify)): `(units per file, primary-file bits)`,
+/// `None` when neither generation exists, and the fallback to the
+/// previous generation, if one happened.
+///
+/// # Errors
+///
+/// As [`generations::load`].
+pub(crate) fn read_only(storage: Arc<dyn Storage>, root: &Path) -> Result<ReadOnly> {
+    let loaded = generations::load(storage, &root.join(metafile::CONFIG_DIR), KIND, decode)?;
+    Ok((loaded.value.map(|s| (s.units, s.primaries)), loaded.fallback))
+}
+
+/// The primary files [`read_only`]'s bits stand for, with their names.
+pub(crate) fn primary_files() -> [(u32, &'static str); 2] {
+    PRIMARY_FILES
+}
+
 impl Layout {
     /// Consume-queue units per file of this store.
     pub(crate) fn units(&self) -> u64 {

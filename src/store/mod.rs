@@ -24,8 +24,9 @@ mod options;
 mod pull;
 mod query;
 mod readonly;
-mod retention;
+pub(crate) mod retention;
 pub(crate) mod send;
+pub mod verify;
 
 pub use crate::metafile::generations::{FallbackReason, MetadataFallback};
 pub use options::StoreOptions;

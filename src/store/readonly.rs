@@ -89,6 +89,11 @@ impl StoreView {
         &self.root
     }
 
+    /// Checks every file of the store: [`super::verify::verify`].
+    pub fn verify(&self) -> Result<super::verify::VerifyReport> {
+        super::verify::verify_with(&self.root, self.storage.clone())
+    }
+
     /// Every topic, sorted by name, as last persisted (`config/topics`).
     pub fn topics(&self) -> Result<Vec<TopicConfig>> {
         Ok(TopicTable::open(self.storage.clone(), &self.root)?.list())

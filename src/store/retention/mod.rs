@@ -21,7 +21,7 @@
 //! removes, or (for a queue whose start moved without a checkpoint) a
 //! rebuild from the log.
 
-mod floor;
+pub(crate) mod floor;
 mod options;
 
 pub use options::RetentionOptions;
