@@ -9,22 +9,23 @@ use std::path::Path;
 
 /// File name and magic of every metadata file, in mode order (FORMAT.md
 /// section 11 is the normative list).
-pub const METADATA_KINDS: [(&str, [u8; 8]); 6] = [
+pub const METADATA_KINDS: [(&str, [u8; 8]); 7] = [
     ("topics", *b"\x8DMQT\r\n\x1A\n"),
     ("consumer_offsets", *b"\x8DMQO\r\n\x1A\n"),
     ("store", *b"\x8DMQS\r\n\x1A\n"),
     ("delay", *b"\x8DMQY\r\n\x1A\n"),
     ("dispatch", *b"\x8DMQD\r\n\x1A\n"),
     ("consumers", *b"\x8DMQC\r\n\x1A\n"),
+    ("retention", *b"\x8DMQR\r\n\x1A\n"),
 ];
 
 /// Envelope header length (magic, version, reserved, length, CRC).
 const HEADER_LEN: usize = 20;
 
-/// Loads the image as the metadata file `METADATA_KINDS[(mode & 0x7f) % 6]`
+/// Loads the image as the metadata file `METADATA_KINDS[(mode & 0x7f) % 7]`
 /// through the loader the store uses for it (topic table, consumer
 /// offsets, layout settings, delay progress, dispatch checkpoint, live
-/// consumers). Whatever loads must survive being written back and read
+/// consumers, retention floor). Whatever loads must survive being written back and read
 /// again where the store rewrites that file (topics, offsets).
 ///
 /// Mode bit 7 repairs the envelope: the kind's magic, the payload length
@@ -88,6 +89,9 @@ fn load(name: &str, sim: std::sync::Arc<SimStorage>, root: &Path) -> Result<()> 
         }
         "dispatch" => {
             crate::store::dispatch::parse_checkpoint(sim.as_ref(), root)?;
+        }
+        "retention" => {
+            crate::store::retention::floor::read(sim.as_ref(), root)?;
         }
         _ => {
             crate::consumer::membership::read(sim.as_ref(), root)?;
