@@ -2,15 +2,16 @@
 //! binary against stores made with the library.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+use common::listing;
 use mqstore::commitlog::CommitLogOptions;
 use mqstore::message::Message;
 use mqstore::store::{Store, StoreOptions, StoreView};
 use mqstore::topic::TopicConfig;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 fn mqstore(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mqstore")).args(args).output().unwrap()
@@ -77,23 +78,6 @@ fn wait_dispatched(store: &Store, topic: &str, queues: u32, total: u64) {
         assert!(Instant::now() < deadline, "dispatch did not catch up");
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-/// Every entry under `dir` with its length and modification time.
-fn listing(dir: &Path) -> BTreeMap<PathBuf, (u64, SystemTime)> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let meta = e.metadata().unwrap();
-            if meta.is_dir() {
-                todo.push(e.path());
-            }
-            out.insert(e.path(), (meta.len(), meta.modified().unwrap()));
-        }
-    }
-    out
 }
 
 fn offsets_file(dir: &Path) -> Vec<u8> {

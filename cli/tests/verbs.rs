@@ -1,14 +1,15 @@
 //! `produce`, `print`, `consume` and `stats`, run through the built binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+use common::listing;
 use mqstore::message::Message;
 use mqstore::store::{Store, StoreOptions};
 use mqstore::topic::TopicConfig;
 use serde_json::Value;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 fn mqstore(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mqstore")).args(args).output().unwrap()
@@ -43,23 +44,6 @@ fn ok(cmd: &str, dir: &Path, extra: &[&str]) -> String {
 
 fn json_lines(text: &str) -> Vec<Value> {
     text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
-}
-
-/// Every entry under `dir` with its length and modification time.
-fn listing(dir: &Path) -> BTreeMap<PathBuf, (u64, SystemTime)> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let meta = e.metadata().unwrap();
-            if meta.is_dir() {
-                todo.push(e.path());
-            }
-            out.insert(e.path(), (meta.len(), meta.modified().unwrap()));
-        }
-    }
-    out
 }
 
 const MESSAGE_KEYS: [&str; 10] =

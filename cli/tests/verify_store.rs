@@ -4,15 +4,16 @@
 //! changed on disk.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+use common::listing;
 use mqstore::commitlog::CommitLogOptions;
 use mqstore::message::Message;
 use mqstore::store::{Store, StoreOptions, StoreView};
 use mqstore::topic::TopicConfig;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 fn run(dir: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["verify", "--dir", dir.to_str().unwrap()];
@@ -28,26 +29,6 @@ fn code(o: &Output) -> i32 {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!err.contains("panicked"), "binary panicked: {err}");
     o.status.code().expect("exited by signal")
-}
-
-/// Every entry under `dir` with its length and modification time.
-fn listing(dir: &Path) -> BTreeMap<PathBuf, (u64, SystemTime, Vec<u8>)> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let meta = e.metadata().unwrap();
-            let bytes = if meta.is_dir() {
-                todo.push(e.path());
-                Vec::new()
-            } else {
-                std::fs::read(e.path()).unwrap()
-            };
-            out.insert(e.path(), (meta.len(), meta.modified().unwrap(), bytes));
-        }
-    }
-    out
 }
 
 /// Runs verify in text and JSON form, checks that neither changed
