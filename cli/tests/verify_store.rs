@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::listing;
+use common::listing_with_bytes as listing;
 use mqstore::commitlog::CommitLogOptions;
 use mqstore::message::Message;
 use mqstore::store::{Store, StoreOptions, StoreView};
