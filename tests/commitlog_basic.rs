@@ -223,3 +223,31 @@ fn store_timestamps_never_go_backwards_even_across_a_restart() {
     assert_eq!(log.append(&draft("T", 3, b"d")).unwrap().store_timestamp, 2_000_000);
     log.close().unwrap();
 }
+
+/// A damaged consume-queue unit can name any offset: reading at every
+/// offset of the first segments (record starts, their insides, the blank
+/// end marker, the last bytes before the next segment) returns the record
+/// that starts there or a typed error, never a panic or an out-of-bounds
+/// read.
+#[test]
+fn reading_at_any_offset_is_a_record_or_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = CommitLog::open(dir.path(), tiny_opts()).unwrap();
+    let mut starts = std::collections::BTreeSet::new();
+    for i in 0..400u64 {
+        let body = body_for(i, (i % 300) as usize + 1);
+        starts.insert(log.append(&draft("TopicA", i, &body)).unwrap().offset.get());
+    }
+    assert!(log.segment_count() > 3);
+    let size = tiny_opts().get_segment_size();
+    for offset in 0..3 * size {
+        match log.read(PhysicalOffset(offset)) {
+            Ok(r) => assert!(starts.contains(&offset) && r.offset().get() == offset, "a record at {offset}"),
+            Err(Error::InvalidArgument(_) | Error::Corruption { .. }) => {
+                assert!(!starts.contains(&offset), "the record at {offset} was not found")
+            }
+            Err(e) => panic!("offset {offset}: {e:?}"),
+        }
+    }
+    log.close().unwrap();
+}

@@ -216,12 +216,18 @@ impl Core {
             Error::InvalidArgument(format!("offset {offset} is not stored (min {})", self.min_offset()))
         })?;
         let pos = offset - seg.base;
-        if pos < SEGMENT_HEADER_LEN as u64 || offset + u64::from(BLANK_LEN) > end {
+        // `offset` may come from a damaged consume-queue unit and point
+        // anywhere: the 8 bytes read next must lie inside this segment (the
+        // log may go on in the next one) and below the published end.
+        if pos < SEGMENT_HEADER_LEN as u64
+            || offset + u64::from(BLANK_LEN) > end
+            || pos + u64::from(BLANK_LEN) > seg.size
+        {
             return Err(Error::InvalidArgument(format!("no record starts at offset {offset}")));
         }
         let room = seg.size - pos;
-        // SAFETY: offset < end, and every item below the published end is at
-        // least BLANK_LEN bytes, so [pos, pos + 8) is published.
+        // SAFETY: [pos, pos + 8) is inside the segment and below the
+        // published end (checked above), so it is mapped and immutable.
         let head = unsafe { seg.bytes(pos as usize, BLANK_LEN as usize) };
         match parse_prefix(head, room, super::record::MAX_RECORD_LEN_LIMIT) {
             Ok(Prefix::Blank { .. }) => Ok(Slot::Blank),
