@@ -24,7 +24,7 @@ use mqstore::storage::{SimStorage, Snapshot};
 use mqstore::PhysicalOffset;
 use parking_lot::Mutex;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 const DIR: &str = "/store";
@@ -72,26 +72,12 @@ fn recover(snap: &Snapshot, mode: FlushMode, ctx: &str) -> Vec<(u64, u64)> {
 
 #[test]
 fn sync_mode_never_loses_an_acknowledged_append() {
-    let base = seed();
-    let mut rng = Rng(base);
-    let mut checked = 0u64;
     // Crash points are drawn over the number of syncs a run really makes.
-    let mut syncs_per_run = 20u64;
-    // A run may end before its drawn crash point: draw again until
-    // `states()` crash states were really reached.
-    let mut state = 0u64;
-    while checked < states() {
-        assert!(state < states() * 3, "only {checked} crash states reached in {state} runs");
-        state += 1;
-        let s = rng.next();
-        let ctx = format!("seed {base} state {state} (sub-seed {s})");
-        let sim = SimStorage::new();
+    let syncs_per_run = common::sync_crash_states(seed(), states(), 20, |run| {
+        let (sim, ctx) = (&run.sim, &run.ctx);
         let acked: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
-        let count = Arc::new(AtomicU64::new(0));
-        let c = count.clone();
-        sim.set_probe(Arc::new(move || c.load(Ordering::SeqCst)));
-        sim.snapshot_after_sync(1 + rng.below(syncs_per_run), s);
-        let log = CommitLog::open(DIR, opts(&sim, FlushMode::Sync)).unwrap();
+        let count = run.acked.clone();
+        let log = CommitLog::open(DIR, opts(sim, FlushMode::Sync)).unwrap();
         let threads: Vec<_> = (0..2u64)
             .map(|t| {
                 let (log, acked, count) = (log.clone(), acked.clone(), count.clone());
@@ -111,16 +97,15 @@ fn sync_mode_never_loses_an_acknowledged_append() {
             t.join().unwrap();
         }
         let _ = log.close();
-        syncs_per_run = syncs_per_run.max(sim.syncs());
-        let Some(snap) = sim.taken_snapshot() else { continue };
-        let got = recover(&snap, FlushMode::Sync, &ctx);
+        let Some(snap) = sim.taken_snapshot() else { return false };
+        let got = recover(&snap, FlushMode::Sync, ctx);
         let acked = acked.lock();
         for (off, id) in acked.iter().take(snap.probe as usize) {
             assert!(got.contains(&(*off, *id)), "{ctx}: acknowledged id {id} at {off} lost; recovered {got:?}");
         }
-        checked += 1;
-    }
-    eprintln!("sync mode: {checked} crash states checked (up to {syncs_per_run} syncs per run)");
+        true
+    });
+    eprintln!("sync mode: {} crash states checked (up to {syncs_per_run} syncs per run)", states());
 }
 
 #[test]

@@ -32,7 +32,7 @@ use mqstore::store::{PullStatus, SendStatus, Store, StoreOptions, TagFilter};
 use mqstore::topic::TopicConfig;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -131,28 +131,14 @@ fn read_all(sim: &SimStorage, mode: FlushMode, ids: &Bodies, ctx: &str) -> BTree
 
 #[test]
 fn sync_flush_never_loses_an_acknowledged_send() {
-    let base = seed();
-    let mut rng = Rng(base);
-    let mut checked = 0u64;
     let mut acked_total = 0usize;
-    let mut syncs_per_run = 40u64;
     let ids = bodies((0..2u64).flat_map(|t| (0..30u64).map(move |i| t * 1000 + i)));
-    // A run may end before its drawn crash point: draw again until
-    // `states()` crash states were really reached.
-    let mut state = 0u64;
-    while checked < states() {
-        assert!(state < states() * 3, "only {checked} crash states reached in {state} runs");
-        state += 1;
-        let s = rng.next();
-        let ctx = format!("seed {base} state {state} (sub-seed {s})");
-        let sim = SimStorage::new();
+    let syncs_per_run = common::sync_crash_states(seed(), states(), 40, |run| {
+        let (sim, ctx) = (&run.sim, &run.ctx);
         // (queue id, queue offset, id) in the order acknowledgements came.
         let acked: Arc<Mutex<Vec<(u32, u64, u64)>>> = Arc::default();
-        let count = Arc::new(AtomicU64::new(0));
-        let c = count.clone();
-        sim.set_probe(Arc::new(move || c.load(Ordering::SeqCst)));
-        sim.snapshot_after_sync(1 + rng.below(syncs_per_run), s);
-        let store = Store::open(DIR, opts(&sim, FlushMode::Sync)).unwrap();
+        let count = run.acked.clone();
+        let store = Store::open(DIR, opts(sim, FlushMode::Sync)).unwrap();
         store.create_topic(TopicConfig::new(TOPIC, QUEUES)).unwrap();
         let threads: Vec<_> = (0..2u64)
             .map(|t| {
@@ -192,16 +178,16 @@ fn sync_flush_never_loses_an_acknowledged_send() {
             t.join().unwrap();
         }
         let _ = store.close();
-        syncs_per_run = syncs_per_run.max(sim.syncs());
-        let Some(snap) = sim.taken_snapshot() else { continue };
-        let got = recover(&snap, FlushMode::Sync, &ids, &ctx);
+        let Some(snap) = sim.taken_snapshot() else { return false };
+        let got = recover(&snap, FlushMode::Sync, &ids, ctx);
         let acked = acked.lock();
         for &(q, at, id) in acked.iter().take(snap.probe as usize) {
             assert_eq!(got.get(&(q, at)), Some(&id), "{ctx}: acknowledged id {id} (queue {q} at {at}) lost");
         }
         acked_total += snap.probe as usize;
-        checked += 1;
-    }
+        true
+    });
+    let checked = states();
     eprintln!("sync flush: {checked} crash states, {acked_total} acknowledged sends checked (up to {syncs_per_run} syncs per run)");
 }
 

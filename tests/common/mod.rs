@@ -389,3 +389,44 @@ pub fn describe(m: &mqstore::message::MessageExt) -> String {
         m.msg_id()
     )
 }
+
+/// One run of a sync-mode power-loss test (see [`sync_crash_states`]).
+pub struct SyncCrashRun {
+    /// The simulated disk, armed to take its crash image right after a
+    /// randomly drawn sync.
+    pub sim: mqstore::storage::SimStorage,
+    /// Acknowledgements so far: the image records this value (its probe)
+    /// at the moment it is taken, so the test knows which acks it covers.
+    pub acked: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Seed, run number and sub-seed, for failure messages.
+    pub ctx: String,
+}
+
+/// Drives sync-mode power-loss runs until `target` crash states were
+/// really reached (a run may end before its drawn crash point; then
+/// another is drawn, up to 3 × `target` runs). Each run's image is taken
+/// after sync number 1..=N, N being the most syncs any run made so far
+/// (at least `first_guess`). `run` does the work and the checks, and
+/// returns whether its image was taken. Returns N.
+pub fn sync_crash_states(base: u64, target: u64, first_guess: u64, mut run: impl FnMut(&SyncCrashRun) -> bool) -> u64 {
+    use std::sync::atomic::Ordering;
+    let mut rng = Rng(base);
+    let mut syncs_per_run = first_guess;
+    let (mut reached, mut runs) = (0u64, 0u64);
+    while reached < target {
+        assert!(runs < target * 3, "only {reached} crash states reached in {runs} runs");
+        runs += 1;
+        let s = rng.next();
+        let sim = mqstore::storage::SimStorage::new();
+        let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let probe = acked.clone();
+        sim.set_probe(std::sync::Arc::new(move || probe.load(Ordering::SeqCst)));
+        sim.snapshot_after_sync(1 + rng.below(syncs_per_run), s);
+        let r = SyncCrashRun { sim, acked, ctx: format!("seed {base} state {runs} (sub-seed {s})") };
+        if run(&r) {
+            reached += 1;
+        }
+        syncs_per_run = syncs_per_run.max(r.sim.syncs());
+    }
+    syncs_per_run
+}
