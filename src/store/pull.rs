@@ -201,9 +201,21 @@ impl Store {
         };
         let (mut min, end) = (q.min_offset().0, q.max_offset().0);
         let log_start = self.inner.log.min_offset();
-        // Retention removed the records of the queue's first units: its
-        // live start is further on (looked up only when it matters).
-        if offset < end && q.get(QueueOffset(offset.max(min))).is_some_and(|u| u.physical_offset < log_start) {
+        let hashes = filter.hashes();
+        // Without a tag filter every unit is a match: read exactly `max`.
+        // With one, read ahead so a sparse match still fills the batch.
+        let scan = match &hashes {
+            None => max.clamp(1, MAX_SCAN),
+            Some(_) => max.clamp(1, MAX_SCAN).saturating_mul(4).min(MAX_SCAN),
+        };
+        let mut units = Vec::with_capacity(scan);
+        if offset < end {
+            // From the queue's first unit when `offset` lies before it.
+            q.read(QueueOffset(offset.max(min)), scan, &mut units);
+        }
+        // Retention removed the record of the first unit asked for: the
+        // queue's live start is further on (looked up only then).
+        if units.first().is_some_and(|(_, u)| u.physical_offset < log_start) {
             min = q.live_head(log_start.get()).0;
         }
         let empty =
@@ -217,15 +229,7 @@ impl Store {
         if offset == end || max == 0 {
             return Ok(empty(PullStatus::NoNewMessage, offset));
         }
-        let hashes = filter.hashes();
-        // Without a tag filter every unit is a match: read exactly `max`.
-        // With one, read ahead so a sparse match still fills the batch.
-        let scan = match &hashes {
-            None => max.clamp(1, MAX_SCAN),
-            Some(_) => max.clamp(1, MAX_SCAN).saturating_mul(4).min(MAX_SCAN),
-        };
-        let mut units = Vec::with_capacity(scan);
-        q.read(QueueOffset(offset), scan, &mut units);
+        // Here min <= offset < end: `units` start at `offset`.
         let mut cache = crate::commitlog::ReadCache::default();
         let mut next = offset;
         let mut count = 0;
