@@ -343,8 +343,7 @@ pub(crate) fn recover(inner: &Inner) -> Result<()> {
     // numbering: it resumes at its checkpointed end, never back at 0.
     if let Some((_, ends)) = &checkpoint {
         for ((topic, queue_id), (_, qend)) in ends {
-            let began_earlier = inner.topics.since(topic).is_some_and(|since| since < log_min);
-            if *qend > 0 && began_earlier {
+            if *qend > 0 && began_before_log_start(inner, topic) {
                 let q = inner.queues.get_or_create(topic, *queue_id)?;
                 if q.has_no_files() {
                     q.start_at(*qend);
@@ -371,13 +370,18 @@ pub(crate) fn recover(inner: &Inner) -> Result<()> {
 /// the log's start, in log order, which is queue order), and the records
 /// before it are gone with their segments. Returns whether it did.
 fn start_after_retention(inner: &Inner, rec: &Record) -> bool {
-    let log_min = inner.log.min_offset().get();
-    let began_earlier = inner.topics.since(rec.topic()).is_some_and(|since| since < log_min);
-    began_earlier
+    began_before_log_start(inner, rec.topic())
         && inner
             .queues
             .queue(rec.topic(), rec.queue_id())
             .is_some_and(|q| q.has_no_files() && q.start_at(rec.queue_offset()))
+}
+
+/// Whether `topic`'s incarnation began before the log's first stored
+/// record: only then may retention have removed records of its queues, so
+/// only then may a rebuilt queue start past 0.
+fn began_before_log_start(inner: &Inner, topic: &str) -> bool {
+    inner.topics.since(topic).is_some_and(|since| since < inner.log.min_offset().get())
 }
 
 /// Like [`dispatch_available`], but reports the first gap instead of
@@ -432,7 +436,7 @@ pub(crate) fn rebuild_queue(inner: &Inner, topic: &str, queue_id: u32) -> Result
     let q = inner.queues.get_or_create(topic, queue_id)?;
     // After retention the first surviving unit may not be at 0.
     if let Some((first, _)) = units.first() {
-        if *first > 0 && since < inner.log.min_offset().get() {
+        if *first > 0 && began_before_log_start(inner, topic) {
             q.start_at(*first);
         }
     }
