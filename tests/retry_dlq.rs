@@ -8,7 +8,7 @@ use mqstore::commitlog::CommitLogOptions;
 use mqstore::consumer::{ConsumeContext, ConsumeStatus, OrderlyStatus};
 use mqstore::dlq::{DlqSelect, ResendTarget};
 use mqstore::message::{Message, MessageExt};
-use mqstore::retry::DelayLevels;
+use mqstore::retry::{DelayLevels, SCHEDULE_TOPIC};
 use mqstore::store::{Store, StoreOptions};
 use mqstore::topic::TopicConfig;
 use mqstore::{Clock, Error, ManualClock};
@@ -76,6 +76,10 @@ fn failures_escalate_through_level_3_plus_n_then_dead_letter_once() {
     // Delivery k + 1 comes back after level 3 + k (capped at 18), and not a
     // millisecond before.
     for k in 0..16u32 {
+        // The listener logs a delivery before it returns ReconsumeLater and
+        // the send-back reads the clock after that: moving the clock first
+        // would shift the retry's due time.
+        wait_for("send-back", || sent_back(&store) == u64::from(k) + 1);
         let failed_at = log.lock().unwrap()[k as usize].0;
         let level = (3 + k as usize).min(18);
         let due = failed_at + levels.delay(level).unwrap().as_millis() as u64;
@@ -105,6 +109,12 @@ fn failures_escalate_through_level_3_plus_n_then_dead_letter_once() {
     assert_eq!(store.committed_offset("g", "t", 0), Some(1));
     assert_eq!(store.committed_offset("g", "%RETRY%g", 0), Some(16));
     store.close().unwrap();
+}
+
+/// Entries ever written to the schedule topic (every send-back of the
+/// escalation test lands there).
+fn sent_back(store: &Store) -> u64 {
+    (0..18).map(|q| store.max_offset(SCHEDULE_TOPIC, q).unwrap_or(0)).sum()
 }
 
 /// A listener failing every message whose body starts with `bad`.
