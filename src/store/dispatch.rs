@@ -355,7 +355,7 @@ pub(crate) fn recover(inner: &Inner) -> Result<()> {
     let mut next = inner.next_queue_offset.lock();
     for topic in inner.queues.topics() {
         for (queue_id, q) in inner.queues.queues_of(&topic) {
-            next.insert((topic.clone(), queue_id), q.max_offset().0);
+            next.set(&topic, queue_id, q.max_offset().0);
         }
     }
     drop(next);

@@ -20,6 +20,7 @@
 pub(crate) mod dispatch;
 pub(crate) mod layout;
 mod metadata;
+mod numbering;
 mod options;
 mod pull;
 mod query;
@@ -106,7 +107,7 @@ pub(crate) struct Inner {
     pub(crate) offsets: OffsetTable,
     /// Next queue offset per (topic, queue id). Only changed inside the
     /// commit log's append lock (see `send`), so positions follow log order.
-    pub(crate) next_queue_offset: Mutex<HashMap<(String, u32), u64>>,
+    pub(crate) next_queue_offset: Mutex<numbering::QueueNumbering>,
     pub(crate) ids: MessageIdGenerator,
     pub(crate) dispatch: Arc<dispatch::Dispatch>,
     /// Delayed delivery progress (see [`crate::retry::schedule`]).
@@ -155,7 +156,7 @@ impl Store {
             queues,
             index,
             offsets,
-            next_queue_offset: Mutex::new(HashMap::new()),
+            next_queue_offset: Mutex::new(numbering::QueueNumbering::default()),
             ids: MessageIdGenerator::new(),
             dispatch: Arc::default(),
             schedule: crate::retry::schedule::Scheduler::default(),
@@ -236,7 +237,7 @@ impl Store {
         let name = cfg.name.clone();
         self.inner.topics.upsert(cfg, since).inspect_err(|e| self.inner.log.fence_if_sync_failed(e, "topics"))?;
         if created {
-            next.retain(|(t, _), _| *t != name);
+            next.forget_topic(&name);
         }
         drop(next);
         // Consumers of the topic see its new queue counts at once.
@@ -261,7 +262,7 @@ impl Store {
         // Hold the numbering lock so no send to this topic is numbered
         // while its queues go away.
         let mut next = self.inner.next_queue_offset.lock();
-        next.retain(|(t, _), _| t != name);
+        next.forget_topic(name);
         self.inner.queues.remove_topic(name)?;
         drop(next);
         self.inner.offsets.remove_topic(name);

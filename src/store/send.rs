@@ -11,6 +11,7 @@ use crate::retry::{schedule, SCHEDULE_TOPIC};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// Outcome of a send that wrote the message.
@@ -229,7 +230,7 @@ impl Store {
 
     /// The writable queues of `topic` (for store-internal resends, which
     /// may address the store's own topics).
-    pub(crate) fn write_queues_of(&self, topic: &str) -> Result<Vec<MessageQueue>> {
+    pub(crate) fn write_queues_of(&self, topic: &str) -> Result<Arc<[MessageQueue]>> {
         self.ensure_open()?;
         self.writable_queues(topic)
     }
@@ -239,23 +240,24 @@ impl Store {
     /// message sent straight to the schedule topic lacked the due time and
     /// destination the delivery thread needs, was acknowledged, and then
     /// dropped.
-    fn write_queues(&self, topic: &str) -> Result<Vec<MessageQueue>> {
+    fn write_queues(&self, topic: &str) -> Result<Arc<[MessageQueue]>> {
         self.ensure_open()?;
         crate::topic::validate_user_topic(topic)?;
         self.writable_queues(topic)
     }
 
-    fn writable_queues(&self, topic: &str) -> Result<Vec<MessageQueue>> {
-        let cfg = self.inner.topics.get(topic).ok_or_else(|| {
+    /// The topic table's shared list: no allocation per send.
+    fn writable_queues(&self, topic: &str) -> Result<Arc<[MessageQueue]>> {
+        let (permission, queues) = self.inner.topics.write_queues(topic).ok_or_else(|| {
             Error::InvalidArgument(format!("topic {topic} does not exist (create it with Store::create_topic)"))
         })?;
-        if !cfg.permission.writable() {
+        if !permission.writable() {
             return Err(Error::InvalidArgument(format!("topic {topic} is not writable")));
         }
-        if cfg.write_queues == 0 {
+        if queues.is_empty() {
             return Err(Error::InvalidArgument(format!("topic {topic} has no write queues")));
         }
-        Ok((0..cfg.write_queues).map(|queue_id| MessageQueue { topic: topic.to_string(), queue_id }).collect())
+        Ok(queues)
     }
 
     /// Stores `msgs[i]` in queue `queue_ids[i]`, all in one commit-log write.
@@ -347,10 +349,7 @@ pub(crate) fn append_numbered(
     super::retention::check_writable(inner)?;
     let mut positions = Vec::with_capacity(drafts.len());
     let (appended, durable) = inner.log.append_batch_assigned(drafts, wait, |_, d| {
-        let mut next = inner.next_queue_offset.lock();
-        let slot = next.entry((d.topic.to_string(), d.queue_id)).or_insert(0);
-        let at = *slot;
-        *slot += 1;
+        let at = inner.next_queue_offset.lock().take(d.topic, d.queue_id);
         positions.push(at);
         at
     })?;

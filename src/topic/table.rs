@@ -13,6 +13,7 @@ use crate::error::{CorruptionKind, Error, Result};
 use crate::metafile::generations::{self, GenFile, MetadataFallback};
 use crate::metafile::{self, PayloadReader};
 use crate::storage::Storage;
+use crate::store::MessageQueue;
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -41,6 +42,18 @@ struct Entry {
     /// began; records of the topic below it belong to an earlier one (the
     /// topic was deleted and created again) and must not be dispatched.
     since: u64,
+    /// `cfg`'s write queues as producers' selectors see them, built once
+    /// per change so a send does not allocate a list (and a topic name per
+    /// queue) each time.
+    write_queues: Arc<[MessageQueue]>,
+}
+
+impl Entry {
+    fn new(cfg: TopicConfig, since: u64) -> Self {
+        let write_queues =
+            (0..cfg.write_queues).map(|queue_id| MessageQueue { topic: cfg.name.clone(), queue_id }).collect();
+        Self { cfg, since, write_queues }
+    }
 }
 
 type Map = BTreeMap<String, Entry>;
@@ -115,6 +128,12 @@ impl TopicTable {
         self.topics.read().get(name).map(|e| e.cfg.clone())
     }
 
+    /// The permission and write queues of topic `name`, if it exists,
+    /// without copying either (the send path's lookup).
+    pub(crate) fn write_queues(&self, name: &str) -> Option<(Permission, Arc<[MessageQueue]>)> {
+        self.topics.read().get(name).map(|e| (e.cfg.permission, e.write_queues.clone()))
+    }
+
     /// The commit-log offset at which the current incarnation of topic
     /// `name` began (records of the topic below it are from an earlier,
     /// deleted incarnation), if the topic exists.
@@ -147,7 +166,7 @@ impl TopicTable {
         let _writer = self.writer.lock();
         let mut next = self.topics.read().clone();
         let since = next.get(&cfg.name).map_or(since_if_new, |e| e.since);
-        let previous = next.insert(cfg.name.clone(), Entry { cfg: cfg.clone(), since }).map(|e| e.cfg);
+        let previous = next.insert(cfg.name.clone(), Entry::new(cfg.clone(), since)).map(|e| e.cfg);
         if previous.as_ref() == Some(&cfg) {
             return Ok(previous);
         }
@@ -188,7 +207,7 @@ fn encode(topics: &Map) -> Result<Vec<u8>> {
         .map_err(|_| Error::InvalidArgument(format!("{} topics exceed the topic table's limit", topics.len())))?;
     let mut out = Vec::new();
     out.extend_from_slice(&count.to_be_bytes());
-    for Entry { cfg, since } in topics.values() {
+    for Entry { cfg, since, .. } in topics.values() {
         metafile::put_str16(&mut out, &cfg.name)?;
         out.extend_from_slice(&cfg.read_queues.to_be_bytes());
         out.extend_from_slice(&cfg.write_queues.to_be_bytes());
@@ -245,7 +264,7 @@ fn decode(path: &Path, version: u16, payload: &[u8]) -> Result<Map> {
         }
         // Any value is valid: 0 for a topic created on an empty log.
         let since = r.u64()?;
-        topics.insert(cfg.name.clone(), Entry { cfg, since });
+        topics.insert(cfg.name.clone(), Entry::new(cfg, since));
     }
     r.finish()?;
     Ok(topics)
@@ -285,7 +304,7 @@ mod tests {
         let mut m = Map::new();
         let mut cfg = TopicConfig::new("ab", 3);
         cfg.write_queues = 2;
-        m.insert("ab".into(), Entry { cfg, since: 0x0102_0304_0506_0708 });
+        m.insert("ab".into(), Entry::new(cfg, 0x0102_0304_0506_0708));
         assert_eq!(
             encode(&m).unwrap(),
             [0, 0, 0, 1, 0, 2, b'a', b'b', 0, 0, 0, 3, 0, 0, 0, 2, 6, 1, 2, 3, 4, 5, 6, 7, 8]
