@@ -268,9 +268,17 @@ fn to_hex(bytes: &[u8]) -> String {
 }
 
 fn push_hex(s: &mut String, bytes: &[u8]) {
-    for &b in bytes {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 0xf)]));
+    // Encoded a chunk at a time into a byte buffer and appended as one
+    // `&str` (a `push` per character costs a capacity check and a UTF-8
+    // encoding each; ids are built on every send).
+    let mut buf = [0u8; 64];
+    for chunk in bytes.chunks(buf.len() / 2) {
+        for (i, &b) in chunk.iter().enumerate() {
+            buf[2 * i] = HEX[usize::from(b >> 4)];
+            buf[2 * i + 1] = HEX[usize::from(b & 0xf)];
+        }
+        // HEX holds ASCII digits only, so this never fails.
+        s.push_str(std::str::from_utf8(&buf[..2 * chunk.len()]).unwrap_or_default());
     }
 }
 

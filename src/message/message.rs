@@ -225,10 +225,9 @@ impl Message {
                 return bad(format!("property name {name:?} is reserved for the store"));
             }
         }
-        let placeholder = "0".repeat(UNIQUE_ID_HEX_LEN);
         let mut len = 0;
         // Validating here too catches separators in tags and keys.
-        self.for_each_pair(&placeholder, |k, v| {
+        self.for_each_pair(UNIQUE_ID_PLACEHOLDER, |k, v| {
             validate_pair(k, v)?;
             len += pair_len(k, v);
             Ok(())
@@ -285,7 +284,8 @@ impl Message {
     /// encoding needs (separators, reserved names, the format's 65,535-byte
     /// bound).
     pub(crate) fn encode_properties_for_store(&self, uniq_key: &str) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
+        // Room for the unique id and a few short pairs without regrowing.
+        let mut out = Vec::with_capacity(128);
         if let Some(name) = self.properties.keys().find(|n| is_reserved(n)) {
             return Err(Error::InvalidArgument(format!("property name {name:?} is reserved for the store")));
         }
@@ -296,6 +296,11 @@ impl Message {
         Ok(out)
     }
 }
+
+/// Stands in for the unique id when a message is checked before it has
+/// one: the id is always this long.
+const UNIQUE_ID_PLACEHOLDER: &str = "00000000000000000000000000000000";
+const _: () = assert!(UNIQUE_ID_PLACEHOLDER.len() == UNIQUE_ID_HEX_LEN);
 
 fn too_large(size: usize, max: usize) -> Error {
     Error::MessageTooLarge { size: size as u64, max: max as u64 }
