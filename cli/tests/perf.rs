@@ -129,8 +129,11 @@ fn produced_messages_are_read_back_exactly() {
     assert_eq!((c["messages"].as_u64(), c["bytes"].as_u64()), (Some(301), Some(30_100)));
     assert_eq!((c["queues"].as_u64(), c["threads_used"].as_u64()), (Some(6), Some(4)));
     check_latency(&c["latency_us"], "pull", c["pulls"].as_u64().unwrap());
-    // 6 queues of 50 or 51 messages, 16 per pull: 4 pulls each.
-    assert_eq!(c["pulls"], 24);
+    // At most 16 per pull, and one short pull per queue at most (how the
+    // store's rotation spread the messages over the queues depends on
+    // how the threads interleaved).
+    let pulls = c["pulls"].as_u64().unwrap();
+    assert!((301u64.div_ceil(16)..=301u64.div_ceil(16) + 6).contains(&pulls), "{c}");
 }
 
 #[test]
@@ -143,8 +146,9 @@ fn sync_batches_are_timed_per_batch_and_a_group_continues_where_it_stopped() {
     check_latency(&p["latency_us"], "batch", 8);
     assert_eq!(p["params"]["flush"], "sync");
 
-    // Queue 0 holds 25: the budget claimed by the pulls that ran past its
-    // end must go back to queue 1.
+    // The batches alternate between the two queues, so neither holds 30:
+    // the budget claimed by the pulls that ran past the first queue's end
+    // must go back for the second.
     let first = perf_json("consume", &dir, &["--group", "g", "--count", "30", "--batch", "8"]);
     assert_eq!((first["messages"].as_u64(), first["bytes"].as_u64()), (Some(30), Some(30 * 128)));
     let rest = perf_json("consume", &dir, &["--group", "g"]);
