@@ -8,7 +8,10 @@
 //! (dry runs). They take no lock and change nothing, so they can run beside
 //! a live store. Writing verbs: `produce`, `consume`, `offset reset
 //! --execute` and `dlq resend --execute` open the store as an application
-//! would, taking its lock (a second writer fails at once). Exit status: 0 success, 1 error, 2 corruption found.
+//! would, taking its lock (a second writer fails at once). `perf produce`
+//! and `perf consume` are load generators (throughput and latency
+//! percentiles) and take the lock too. Exit status: 0 success, 1 error, 2
+//! corruption found.
 
 mod consume;
 mod dlq;
@@ -16,6 +19,7 @@ mod dump;
 mod group;
 mod message_line;
 mod offset_reset;
+mod perf;
 mod print;
 mod produce;
 mod query;
@@ -39,7 +43,8 @@ use std::process::ExitCode;
         locked by another writer), 2 corruption found. verify, dump, print, stats, group, \
         query, get, dlq list, and offset reset and dlq resend without --execute are read-only and take \
         no lock; produce, consume, offset reset --execute and dlq resend --execute take the \
-        store's lock."
+        store's lock, as do perf produce and perf consume (load generators reporting \
+        throughput and latency percentiles)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -59,6 +64,7 @@ enum Command {
     Dlq(dlq::DlqArgs),
     Query(query::QueryArgs),
     Get(query::GetArgs),
+    Perf(perf::PerfArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +84,7 @@ fn main() -> ExitCode {
         Command::Dlq(args) => dlq::run(args),
         Command::Query(args) => query::run_query(args),
         Command::Get(args) => query::run_get(args),
+        Command::Perf(args) => perf::run(args),
     };
     status.into()
 }
