@@ -278,7 +278,7 @@ impl Core {
         }
     }
 
-    fn fence_with(&self, err: Error) -> Error {
+    pub(super) fn fence_with(&self, err: Error) -> Error {
         self.fence.set(err.to_string());
         err
     }
@@ -397,7 +397,10 @@ fn flush_loop(core: &Core) {
         {
             let mut st = core.flush_state.lock();
             let deadline = Instant::now() + tick;
-            while !(st.stop || opts.flush_mode == FlushMode::Sync && sync_work_pending(core)) {
+            while !(st.stop
+                || opts.flush_mode == FlushMode::Sync && sync_work_pending(core)
+                || opts.flush_mode == FlushMode::Async && core.write_behind_pending())
+            {
                 if core.work_cv.wait_until(&mut st, deadline).timed_out() {
                     break;
                 }
@@ -417,6 +420,8 @@ fn flush_loop(core: &Core) {
             }
             FlushMode::Sync => {}
             FlushMode::Async => {
+                // Errors fence the log inside.
+                let _ = core.write_behind();
                 let written = core.written.load(Ordering::Acquire);
                 let dirty = written.saturating_sub(core.flushed.load(Ordering::Acquire));
                 let due = last_flush.elapsed() >= opts.flush_interval;

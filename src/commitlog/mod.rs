@@ -40,6 +40,7 @@ mod segment;
 mod tools;
 pub(crate) mod wake;
 pub(crate) mod walk;
+mod write_behind;
 mod writer;
 
 pub(crate) use checkpoint::read as read_checkpoint;
@@ -209,6 +210,9 @@ pub(crate) struct Core {
     pub(crate) written: AtomicU64,
     /// Everything below this offset is durable.
     pub(crate) flushed: AtomicU64,
+    /// [`FlushMode::Async`]: write-behind has released and started the
+    /// writeback of everything below this offset (see `write_behind`).
+    pub(crate) write_behind: AtomicU64,
     /// [`FlushMode::Sync`]: end of the staged (not yet committed) records.
     pub(crate) staged_end: AtomicU64,
     pub(crate) fence: Fence,

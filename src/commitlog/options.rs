@@ -72,6 +72,7 @@ pub struct CommitLogOptions {
     pub(crate) flush_thorough_interval: Duration,
     pub(crate) sync_flush_timeout: Duration,
     pub(crate) group_commit_wait: Duration,
+    pub(crate) write_behind_chunk: u64,
     pub(crate) checkpoint_interval: Duration,
     pub(crate) preallocation: Preallocation,
     pub(crate) prefault_window: u64,
@@ -95,6 +96,7 @@ impl Default for CommitLogOptions {
             flush_thorough_interval: Duration::from_secs(10),
             sync_flush_timeout: Duration::from_secs(5),
             group_commit_wait: Duration::from_micros(200),
+            write_behind_chunk: 1 << 20,
             checkpoint_interval: Duration::from_secs(1),
             preallocation: Preallocation::Background,
             prefault_window: 4 << 20,
@@ -184,6 +186,18 @@ impl CommitLogOptions {
         self
     }
 
+    /// [`FlushMode::Async`]: once this many bytes of complete records sit
+    /// behind the writer (past a 256 KiB margin), the flush thread drops
+    /// them from the mapping and starts their writeback, so a later flush
+    /// finds them written. Durability still comes only from the periodic
+    /// flush and [`CommitLog::flush`](super::CommitLog::flush). Default
+    /// 1 MiB; 0 disables it; otherwise 64 KiB to 1 GiB, a multiple of 4 KiB.
+    #[must_use]
+    pub fn write_behind_chunk(mut self, bytes: u64) -> Self {
+        self.write_behind_chunk = bytes;
+        self
+    }
+
     /// How often the checkpoint (recovery start point) is rewritten.
     /// Default 1 s; 1 ms to 10 min. Recovery after a crash scans the log from
     /// the last checkpoint, so this bounds recovery work.
@@ -269,6 +283,10 @@ impl CommitLogOptions {
                 "flush_thorough_interval",
                 format!("{:?} is shorter than flush_interval", self.flush_thorough_interval),
             );
+        }
+        let wb = self.write_behind_chunk;
+        if wb != 0 && (!(64 << 10..=1 << 30).contains(&wb) || !wb.is_multiple_of(4096)) {
+            return bad("write_behind_chunk", format!("{wb} is not 0 or a multiple of 4 KiB from 64 KiB to 1 GiB"));
         }
         if self.group_commit_wait > Duration::from_millis(100) {
             return bad("group_commit_wait", format!("{:?} is over 100ms", self.group_commit_wait));

@@ -361,6 +361,7 @@ fn build(
         writer: Mutex::new(writer),
         written: AtomicU64::new(end),
         flushed: AtomicU64::new(end),
+        write_behind: AtomicU64::new(end),
         staged_end: AtomicU64::new(end),
         fence: Fence::default(),
         flush_state: Mutex::new(FlushState::new(mark)),

@@ -213,6 +213,19 @@ impl Segment {
         self.page_range(from, to).map_or(Ok(()), |(start, len)| self.region.flush_range(start, len))
     }
 
+    /// Drops whole pages `[from, to)` (page-aligned, complete records only)
+    /// from the mapping; they stay in the file. Advisory.
+    pub(crate) fn release(&self, from: u64, to: u64) {
+        if let Some((start, len)) = self.page_range(from, to) {
+            self.region.release(start, len);
+        }
+    }
+
+    /// Starts writeback of file positions `[from, to)` without waiting.
+    pub(crate) fn start_writeback(&self, from: u64, to: u64) -> std::io::Result<()> {
+        self.page_range(from, to).map_or(Ok(()), |(start, len)| self.file.start_writeback(start as u64, len as u64))
+    }
+
     /// Tells the mapping that this segment will only be read from now on.
     pub(crate) fn seal(&self) {
         self.region.sealed();

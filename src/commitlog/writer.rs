@@ -100,7 +100,8 @@ impl Core {
         if self.opts.flush_mode == FlushMode::Sync {
             self.staged_end.store(end, Ordering::Release);
         } else {
-            self.written.store(end, Ordering::Release);
+            let before = self.written.swap(end, Ordering::AcqRel);
+            self.note_write_behind(before, end);
         }
         self.maybe_prefault(w, end);
     }

@@ -119,6 +119,13 @@ pub trait StorageFile: Send + Sync + Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes written data (including data stored through mappings) durable.
     fn sync_data(&self) -> io::Result<()>;
+    /// Starts writing `[offset, offset + len)` back to the device without
+    /// waiting and without any durability promise (only
+    /// [`StorageFile::sync_data`] and msync make data durable). The default
+    /// does nothing.
+    fn start_writeback(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
     /// Maps `[0, len)` of the file shared and writable.
     fn map(&self, len: usize) -> io::Result<Arc<dyn MappedRegion>>;
 }
@@ -144,6 +151,12 @@ pub unsafe trait MappedRegion: Send + Sync + Debug {
     /// not pay first-touch page faults. Never changes the contents. Advisory:
     /// an implementation may do nothing.
     fn prefault(&self, offset: usize, len: usize) -> io::Result<()>;
+    /// Pages of `[offset, offset + len)` (page-aligned) will not be written
+    /// through this mapping again: an implementation may drop them from the
+    /// mapping. Their contents stay in the file, dirty or not, and a later
+    /// read through the mapping sees them. Advisory; the default does
+    /// nothing.
+    fn release(&self, _offset: usize, _len: usize) {}
     /// The mapping will only be read from now on (its segment is sealed):
     /// an implementation may re-enable readahead. Advisory; the default
     /// does nothing.

@@ -1,7 +1,7 @@
 //! [`StdStorage`]: the real file system (std, plus `fallocate` and `memmap2`).
 
 use super::{LockGuard, MappedRegion, OpenMode, Storage, StorageFile};
-use memmap2::{Advice, MmapOptions, MmapRaw};
+use memmap2::{Advice, MmapOptions, MmapRaw, UncheckedAdvice};
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -179,6 +179,19 @@ impl StorageFile for StdFile {
         self.file.sync_data()
     }
 
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        let (Ok(offset), Ok(len)) = (libc::off64_t::try_from(offset), libc::off64_t::try_from(len)) else {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        };
+        // SAFETY: plain syscall on a descriptor this handle owns.
+        let r = unsafe { libc::sync_file_range(self.file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     fn map(&self, len: usize) -> io::Result<Arc<dyn MappedRegion>> {
         // The store holds the directory lock, so no other well-behaved handle
         // changes the file under the mapping.
@@ -224,6 +237,18 @@ unsafe impl MappedRegion for StdRegion {
             return Ok(());
         }
         self.map.flush_range(offset, len)
+    }
+
+    fn release(&self, offset: usize, len: usize) {
+        // MADV_DONTNEED on a shared file mapping drops the page-table
+        // entries only: a dirty page is marked dirty in the page cache
+        // first, so nothing is lost, and a later access faults it back in.
+        // SAFETY: memmap2 marks DONTNEED unsafe because on a private or
+        // anonymous mapping it discards contents; this mapping is shared and
+        // file-backed, so the data stays in the file and later reads see
+        // it. Nothing holds references into released pages across this
+        // call in a way that depends on residency.
+        let _ = unsafe { self.map.unchecked_advise_range(UncheckedAdvice::DontNeed, offset, len) };
     }
 
     fn sealed(&self) {
