@@ -115,6 +115,10 @@ pub struct CqRecovery {
     pub missing_file_at: Option<QueueOffset>,
 }
 
+/// Units just below a queue's end whose pages stay mapped on a release
+/// (80 KiB): consumers following the tail read them next.
+pub(crate) const RELEASE_KEEP_UNITS: u64 = 4096;
+
 /// One mapped consume-queue file.
 #[derive(Debug)]
 pub(crate) struct CqFile {
@@ -183,6 +187,16 @@ impl CqFile {
         // SAFETY: in bounds of a live mapping; no reader or writer can touch
         // it while the caller holds both locks.
         unsafe { std::ptr::write_bytes(self.region.as_ptr().add(start), 0, end - start) };
+    }
+
+    /// Drops this process's mapped pages holding units below `idx` (whole
+    /// pages only) from its resident set; contents are unchanged (see
+    /// [`MappedRegion::release`]).
+    fn release_below(&self, idx: u64) {
+        let end = (idx as usize).saturating_mul(CQ_UNIT_LEN).min(self.region.len()) & !4095;
+        if end > 0 {
+            self.region.release(0, end);
+        }
     }
 
     /// Synchronously writes units `[from, to)` to stable storage.
@@ -275,6 +289,17 @@ impl ConsumeQueue {
     #[must_use]
     pub fn max_offset(&self) -> QueueOffset {
         QueueOffset(self.max.load(Ordering::Acquire))
+    }
+
+    /// Gives back the mapped pages of every unit below `max_offset -`
+    /// [`RELEASE_KEEP_UNITS`], so the resident set does not grow with the
+    /// units stored (readers fault them in again from the page cache).
+    pub(crate) fn release_resident(&self) {
+        let files = self.files.read();
+        let upto = self.max.load(Ordering::Acquire).saturating_sub(RELEASE_KEEP_UNITS);
+        for f in files.iter().take_while(|f| f.first < upto) {
+            f.release_below((upto - f.first).min(self.units_per_file));
+        }
     }
 
     /// The last unit and its offset, `None` when the queue is empty.

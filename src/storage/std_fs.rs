@@ -1,7 +1,7 @@
 //! [`StdStorage`]: the real file system (std, plus `fallocate` and `memmap2`).
 
 use super::{LockGuard, MappedRegion, OpenMode, Storage, StorageFile};
-use memmap2::{Advice, MmapOptions, MmapRaw};
+use memmap2::{Advice, MmapOptions, MmapRaw, UncheckedAdvice};
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -231,6 +231,21 @@ unsafe impl MappedRegion for StdRegion {
         // cheap msync) is gone; readahead makes cold sequential reads of old
         // segments (a consumer catching up) fast again.
         let _ = self.map.advise(Advice::Normal);
+    }
+
+    fn release(&self, offset: usize, len: usize) {
+        let len = len.min(self.map.len().saturating_sub(offset));
+        if len == 0 {
+            return;
+        }
+        // SAFETY: MADV_DONTNEED on a shared file mapping only drops this
+        // process's page-table entries: the pages (dirty ones included)
+        // stay in the page cache and the next access faults the file's
+        // bytes back in, so no reader or writer ever sees other contents
+        // (unlike a private or anonymous mapping, where it would zero them).
+        // The range lies inside the mapping (clipped above). Advisory: a
+        // failure only leaves the pages resident.
+        let _ = unsafe { self.map.unchecked_advise_range(UncheckedAdvice::DontNeed, offset, len) };
     }
 
     fn prefault(&self, offset: usize, len: usize) -> io::Result<()> {

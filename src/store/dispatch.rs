@@ -685,6 +685,11 @@ fn run(inner: &Inner) {
                 .inspect_err(|e| inner.log.fence_if_sync_failed(e, "consume queues and dispatch checkpoint"));
             drop(_round);
             let _ = inner.offsets.persist().inspect_err(|e| inner.log.fence_if_sync_failed(e, "consumer offsets"));
+            // Mapped pages of older units and sealed index files leave the
+            // resident set (the commit log does the same on its flush
+            // thread), so memory does not grow with the data stored.
+            inner.queues.release_resident();
+            inner.index.release_resident();
         }
         if last_retention.elapsed() >= retention_every && !inner.log.is_fenced() {
             last_retention = Instant::now();
