@@ -568,6 +568,19 @@ impl ConsumeQueue {
         Ok(())
     }
 
+    /// Records that the units below `upto` are durable already, so the next
+    /// [`flush`](Self::flush) does not sync them again. Store recovery
+    /// calls it with the queue's end in the dispatch checkpoint, which is
+    /// written only after the queues were flushed. Without it, the first
+    /// flush after an open synced every queue's recovered units: one
+    /// `msync`, and so one device cache flush, per queue even after a clean
+    /// close (10,000 queues: about 1.5 s of a 3 s open).
+    pub(crate) fn note_durable(&self, upto: u64) {
+        let mut w = self.writer.lock();
+        let max = self.max.load(Ordering::Acquire);
+        w.flushed = w.flushed.max(upto.min(max));
+    }
+
     /// Deletes every file of the queue, leaving it empty (`min = max = 0`).
     /// Files are deleted last first, so an interrupted destroy leaves a
     /// valid shorter queue. The directory itself stays: the storage seam

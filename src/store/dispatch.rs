@@ -295,6 +295,12 @@ pub(crate) fn recover(inner: &Inner) -> Result<()> {
             if (have < *qend || start > *qstart) && inner.topics.get(topic).is_some() {
                 inner.queues.remove_queue(topic, *queue_id)?;
                 from = inner.log.min_offset().get();
+            } else if let Some(q) = inner.queues.queue(topic, *queue_id) {
+                // The checkpoint was written after the queues were flushed:
+                // its units are durable and need no sync at the end of
+                // recovery. (A queue removed and rebuilt below is a new
+                // object, which starts unflushed.)
+                q.note_durable(*qend);
             }
         }
     }
