@@ -70,6 +70,8 @@
 //! once with the starting variant rotated, and prints a markdown table per
 //! workload: median seconds, min-max, s/GiB and the ratio to the raw
 //! baseline computed per round and then medianed.
+//! `MQSTORE_BENCH_RECOVERY_KEEP=1` keeps each workload's store directory
+//! (printing its path) for profiling `Store::open` on it.
 //! `MQSTORE_BENCH_ONLY=1GiB` restricts it to the workloads whose names
 //! contain one of the given substrings (`recovery_1GiB`,
 //! `recovery_10k_queues`).
@@ -428,6 +430,9 @@ fn interleaved_workload(w: Workload, rounds: usize) {
         }
         println!("{line}");
         samples.push(row);
+    }
+    if std::env::var_os("MQSTORE_BENCH_RECOVERY_KEEP").is_some() {
+        println!("kept the store (closed cleanly) at {}", filled.dir.keep().display());
     }
     let raw = vs.iter().position(|v| *v == Variant::RawMmapCrc);
     println!();
