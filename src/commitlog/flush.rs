@@ -389,10 +389,12 @@ fn flush_loop(core: &Core) {
     let tick = match opts.flush_mode {
         FlushMode::Async => opts.flush_interval.min(opts.checkpoint_interval),
         FlushMode::Sync => opts.checkpoint_interval,
-    };
+    }
+    .min(super::resident::RELEASE_INTERVAL);
     let mut last_flush = Instant::now();
     let mut last_checkpoint = Instant::now();
     let mut checkpointed = core.flushed.load(Ordering::Acquire);
+    let mut last_release = Instant::now();
     loop {
         {
             let mut st = core.flush_state.lock();
@@ -438,6 +440,10 @@ fn flush_loop(core: &Core) {
                 checkpointed = flushed;
             }
             last_checkpoint = Instant::now();
+        }
+        if last_release.elapsed() >= super::resident::RELEASE_INTERVAL {
+            core.release_resident();
+            last_release = Instant::now();
         }
     }
 }

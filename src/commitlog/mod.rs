@@ -34,6 +34,7 @@ mod read;
 mod record;
 mod recovery;
 mod replica;
+mod resident;
 mod retain;
 mod scan;
 mod segment;

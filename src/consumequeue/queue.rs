@@ -115,6 +115,10 @@ pub struct CqRecovery {
     pub missing_file_at: Option<QueueOffset>,
 }
 
+/// Units just below a queue's end whose pages stay mapped on a release
+/// (80 KiB): consumers following the tail read them next.
+pub(crate) const RELEASE_KEEP_UNITS: u64 = 4096;
+
 /// One mapped consume-queue file.
 #[derive(Debug)]
 pub(crate) struct CqFile {
@@ -183,6 +187,16 @@ impl CqFile {
         // SAFETY: in bounds of a live mapping; no reader or writer can touch
         // it while the caller holds both locks.
         unsafe { std::ptr::write_bytes(self.region.as_ptr().add(start), 0, end - start) };
+    }
+
+    /// Drops this process's mapped pages holding units below `idx` (whole
+    /// pages only) from its resident set; contents are unchanged (see
+    /// [`MappedRegion::release`]).
+    fn release_below(&self, idx: u64) {
+        let end = (idx as usize).saturating_mul(CQ_UNIT_LEN).min(self.region.len()) & !4095;
+        if end > 0 {
+            self.region.release(0, end);
+        }
     }
 
     /// Synchronously writes units `[from, to)` to stable storage.
@@ -275,6 +289,17 @@ impl ConsumeQueue {
     #[must_use]
     pub fn max_offset(&self) -> QueueOffset {
         QueueOffset(self.max.load(Ordering::Acquire))
+    }
+
+    /// Gives back the mapped pages of every unit below `max_offset -`
+    /// [`RELEASE_KEEP_UNITS`], so the resident set does not grow with the
+    /// units stored (readers fault them in again from the page cache).
+    pub(crate) fn release_resident(&self) {
+        let files = self.files.read();
+        let upto = self.max.load(Ordering::Acquire).saturating_sub(RELEASE_KEEP_UNITS);
+        for f in files.iter().take_while(|f| f.first < upto) {
+            f.release_below((upto - f.first).min(self.units_per_file));
+        }
     }
 
     /// The last unit and its offset, `None` when the queue is empty.
@@ -541,6 +566,19 @@ impl ConsumeQueue {
         }
         w.flushed = max;
         Ok(())
+    }
+
+    /// Records that the units below `upto` are durable already, so the next
+    /// [`flush`](Self::flush) does not sync them again. Store recovery
+    /// calls it with the queue's end in the dispatch checkpoint, which is
+    /// written only after the queues were flushed. Without it, the first
+    /// flush after an open synced every queue's recovered units: one
+    /// `msync`, and so one device cache flush, per queue even after a clean
+    /// close (10,000 queues: about 1.5 s of a 3 s open).
+    pub(crate) fn note_durable(&self, upto: u64) {
+        let mut w = self.writer.lock();
+        let max = self.max.load(Ordering::Acquire);
+        w.flushed = w.flushed.max(upto.min(max));
     }
 
     /// Deletes every file of the queue, leaving it empty (`min = max = 0`).

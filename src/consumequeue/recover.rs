@@ -73,21 +73,33 @@ impl Scan {
             let bytes = &mut buf[..n as usize * CQ_UNIT_LEN];
             read_exact_at(file, bytes, idx * UNIT).map_err(|e| Error::io("read consume queue", path, e))?;
             for (j, raw) in (idx..).zip(bytes.chunks_exact(CQ_UNIT_LEN)) {
-                if self.end.is_none() {
-                    match CqUnit::decode(raw).filter(|u| self.follows(u)) {
-                        Some(u) => {
-                            self.prev = Some(u);
-                            self.kept += 1;
-                            continue;
-                        }
-                        None => {
-                            self.end = Some(first + j);
-                            end_in_file = Some(j);
-                        }
+                if self.end.is_some() {
+                    // Past the end the units are (nearly always) zeros:
+                    // checked below a chunk at a time.
+                    break;
+                }
+                match CqUnit::decode(raw).filter(|u| self.follows(u)) {
+                    Some(u) => {
+                        self.prev = Some(u);
+                        self.kept += 1;
+                    }
+                    None => {
+                        self.end = Some(first + j);
+                        end_in_file = Some(j);
                     }
                 }
-                if raw.iter().any(|&b| b != 0) {
-                    self.discarded += 1;
+            }
+            if let Some(end) = self.end {
+                // Units of this chunk at or past the end (all of it once
+                // the end lies in an earlier chunk or file).
+                let from = end.saturating_sub(first).max(idx) - idx;
+                let rest = &bytes[from as usize * CQ_UNIT_LEN..];
+                // An OR over the bytes (vectorised, no early exit) rather
+                // than a test per unit: a queue file is mostly zeros past
+                // its end, and every open reads all of it.
+                if rest.iter().fold(0u8, |a, &b| a | b) != 0 {
+                    let nonzero = rest.chunks_exact(CQ_UNIT_LEN).filter(|u| u.iter().any(|&b| b != 0)).count();
+                    self.discarded += nonzero as u64;
                     dirty = true;
                 }
             }

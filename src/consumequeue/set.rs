@@ -175,6 +175,12 @@ impl ConsumeQueueSet {
         Ok(())
     }
 
+    /// Gives back the mapped pages of every queue's older units (see
+    /// [`ConsumeQueue::release_resident`]).
+    pub(crate) fn release_resident(&self) {
+        self.all().iter().for_each(|q| q.release_resident());
+    }
+
     /// Flushes every queue; stops at the first failure (after which the
     /// store fences, so the rest need not be attempted).
     pub(crate) fn flush_all(&self) -> Result<()> {

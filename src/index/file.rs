@@ -444,6 +444,12 @@ impl IndexFile {
             .map_err(|e| Error::io("msync index seal", &self.path, e))
     }
 
+    /// Drops this process's mapped pages of the file from its resident
+    /// set; contents are unchanged (see [`MappedRegion::release`]).
+    pub(crate) fn release(&self) {
+        self.region.release(0, self.region.len());
+    }
+
     /// Entries in the file.
     pub(crate) fn count(&self) -> u32 {
         self.count.load(Ordering::Acquire)

@@ -245,6 +245,17 @@ impl Index {
         }
     }
 
+    /// Gives back the mapped pages of every sealed (full) file, so the
+    /// resident set does not grow with the files written; lookups fault
+    /// them in again from the page cache. The newest file, written at
+    /// random slots, stays: its size is bounded by [`IndexFileSize`].
+    pub(crate) fn release_resident(&self) {
+        let files = self.files.read().clone();
+        for f in files.iter().rev().skip(1) {
+            f.release();
+        }
+    }
+
     /// Physical offsets of up to `max` records whose index entries match
     /// `key` and whose store time is in `[begin, end]`, newest first,
     /// without repeats. Candidates: another key may share both hashes, so

@@ -268,6 +268,11 @@ unsafe impl MappedRegion for FaultyRegion {
     fn sealed(&self) {
         self.inner.sealed();
     }
+    fn release(&self, offset: usize, len: usize) {
+        // Advisory and timed by a background thread, like prefaulting: not
+        // a counted call.
+        self.inner.release(offset, len);
+    }
     fn prefault(&self, offset: usize, len: usize) -> io::Result<()> {
         // Prefaulting is advisory and runs on a background thread at
         // unpredictable times; counting it would make "fail the k-th call"

@@ -161,6 +161,14 @@ pub unsafe trait MappedRegion: Send + Sync + Debug {
     /// an implementation may re-enable readahead. Advisory; the default
     /// does nothing.
     fn sealed(&self) {}
+    /// The pages of `[offset, offset + len)` (`offset` page-aligned) are
+    /// not needed in this process's memory now: an implementation may drop
+    /// them from the resident set. It must never change what the mapping
+    /// reads as: a later access sees the file's bytes (including writes not
+    /// yet flushed), faulted in again. Advisory; the default does nothing.
+    fn release(&self, offset: usize, len: usize) {
+        let _ = (offset, len);
+    }
 }
 
 /// Reads exactly `buf.len()` bytes at `offset`, looping over short reads.

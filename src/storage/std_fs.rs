@@ -258,6 +258,21 @@ unsafe impl MappedRegion for StdRegion {
         let _ = self.map.advise(Advice::Normal);
     }
 
+    fn release(&self, offset: usize, len: usize) {
+        let len = len.min(self.map.len().saturating_sub(offset));
+        if len == 0 {
+            return;
+        }
+        // SAFETY: MADV_DONTNEED on a shared file mapping only drops this
+        // process's page-table entries: the pages (dirty ones included)
+        // stay in the page cache and the next access faults the file's
+        // bytes back in, so no reader or writer ever sees other contents
+        // (unlike a private or anonymous mapping, where it would zero them).
+        // The range lies inside the mapping (clipped above). Advisory: a
+        // failure only leaves the pages resident.
+        let _ = unsafe { self.map.unchecked_advise_range(UncheckedAdvice::DontNeed, offset, len) };
+    }
+
     fn prefault(&self, offset: usize, len: usize) -> io::Result<()> {
         if len == 0 || !self.populate_supported.load(Ordering::Relaxed) {
             return Ok(());

@@ -295,6 +295,12 @@ pub(crate) fn recover(inner: &Inner) -> Result<()> {
             if (have < *qend || start > *qstart) && inner.topics.get(topic).is_some() {
                 inner.queues.remove_queue(topic, *queue_id)?;
                 from = inner.log.min_offset().get();
+            } else if let Some(q) = inner.queues.queue(topic, *queue_id) {
+                // The checkpoint was written after the queues were flushed:
+                // its units are durable and need no sync at the end of
+                // recovery. (A queue removed and rebuilt below is a new
+                // object, which starts unflushed.)
+                q.note_durable(*qend);
             }
         }
     }
@@ -685,6 +691,11 @@ fn run(inner: &Inner) {
                 .inspect_err(|e| inner.log.fence_if_sync_failed(e, "consume queues and dispatch checkpoint"));
             drop(_round);
             let _ = inner.offsets.persist().inspect_err(|e| inner.log.fence_if_sync_failed(e, "consumer offsets"));
+            // Mapped pages of older units and sealed index files leave the
+            // resident set (the commit log does the same on its flush
+            // thread), so memory does not grow with the data stored.
+            inner.queues.release_resident();
+            inner.index.release_resident();
         }
         if last_retention.elapsed() >= retention_every && !inner.log.is_fenced() {
             last_retention = Instant::now();
