@@ -121,7 +121,7 @@ mod tests {
         let core = &log.handle.core;
         let written = core.written.load(Ordering::Acquire);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !(core.write_behind.load(Ordering::Acquire) + chunk + MARGIN + 4096 > written) {
+        while core.write_behind.load(Ordering::Acquire) + chunk + MARGIN + 4096 <= written {
             assert!(Instant::now() < deadline, "write-behind stalled at {:?}", core.write_behind);
             std::thread::sleep(Duration::from_millis(2));
         }

@@ -151,12 +151,6 @@ pub unsafe trait MappedRegion: Send + Sync + Debug {
     /// not pay first-touch page faults. Never changes the contents. Advisory:
     /// an implementation may do nothing.
     fn prefault(&self, offset: usize, len: usize) -> io::Result<()>;
-    /// Pages of `[offset, offset + len)` (page-aligned) will not be written
-    /// through this mapping again: an implementation may drop them from the
-    /// mapping. Their contents stay in the file, dirty or not, and a later
-    /// read through the mapping sees them. Advisory; the default does
-    /// nothing.
-    fn release(&self, _offset: usize, _len: usize) {}
     /// The mapping will only be read from now on (its segment is sealed):
     /// an implementation may re-enable readahead. Advisory; the default
     /// does nothing.

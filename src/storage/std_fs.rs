@@ -239,18 +239,6 @@ unsafe impl MappedRegion for StdRegion {
         self.map.flush_range(offset, len)
     }
 
-    fn release(&self, offset: usize, len: usize) {
-        // MADV_DONTNEED on a shared file mapping drops the page-table
-        // entries only: a dirty page is marked dirty in the page cache
-        // first, so nothing is lost, and a later access faults it back in.
-        // SAFETY: memmap2 marks DONTNEED unsafe because on a private or
-        // anonymous mapping it discards contents; this mapping is shared and
-        // file-backed, so the data stays in the file and later reads see
-        // it. Nothing holds references into released pages across this
-        // call in a way that depends on residency.
-        let _ = unsafe { self.map.unchecked_advise_range(UncheckedAdvice::DontNeed, offset, len) };
-    }
-
     fn sealed(&self) {
         // Writes are over, so the reason for MADV_RANDOM (small folios for
         // cheap msync) is gone; readahead makes cold sequential reads of old
