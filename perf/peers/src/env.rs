@@ -30,6 +30,10 @@ pub struct Knobs {
     /// (`MQSTORE_PEERS_SWEEP_SEND=1`; default off, it is the slowest
     /// variant at small sizes and the fast tables have it anyway).
     pub sweep_send: bool,
+    /// Comma-separated variant names to run (`MQSTORE_PEERS_VARIANTS`, e.g.
+    /// `mqstore` to profile it alone; all when unset). Ratios to a peer
+    /// left out are shown as `-`.
+    pub variants: Option<Vec<String>>,
 }
 
 fn var<T: std::str::FromStr>(name: &str) -> Option<T> {
@@ -43,6 +47,10 @@ fn var<T: std::str::FromStr>(name: &str) -> Option<T> {
     }
 }
 
+fn list(name: &str) -> Option<Vec<String>> {
+    std::env::var(name).ok().map(|s| s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
+}
+
 impl Knobs {
     /// Reads the knobs from the environment.
     pub fn from_env() -> Self {
@@ -50,11 +58,10 @@ impl Knobs {
             rounds: var::<usize>("MQSTORE_PEERS_ROUNDS").filter(|&n| n > 0).unwrap_or(5),
             scale: var::<f64>("MQSTORE_PEERS_SCALE").filter(|&s| s > 0.0).unwrap_or(1.0),
             sweep_bytes: var::<usize>("MQSTORE_PEERS_SWEEP_MB").filter(|&n| n > 0).unwrap_or(256) * 1_000_000,
-            only: std::env::var("MQSTORE_PEERS_ONLY")
-                .ok()
-                .map(|s| s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()),
+            only: list("MQSTORE_PEERS_ONLY"),
             csv: std::env::var("MQSTORE_PEERS_CSV").unwrap_or_else(|_| "throughput.csv".to_string()),
             sweep_send: var::<u8>("MQSTORE_PEERS_SWEEP_SEND").is_some_and(|v| v != 0),
+            variants: list("MQSTORE_PEERS_VARIANTS"),
         }
     }
 
@@ -64,6 +71,11 @@ impl Knobs {
             Some(list) => list.iter().any(|p| name.contains(p.as_str())),
             None => true,
         }
+    }
+
+    /// Whether the variant named `name` runs.
+    pub fn runs_variant(&self, name: &str) -> bool {
+        self.variants.as_ref().is_none_or(|list| list.iter().any(|v| v == name))
     }
 }
 

@@ -20,7 +20,8 @@
 //! `MQSTORE_PEERS_SWEEP_MB` (256), `MQSTORE_PEERS_ONLY` (substrings of
 //! workload names: `128B x`, `1KiB`, `durable`, `sweep`),
 //! `MQSTORE_PEERS_SWEEP_SEND` (1 adds per-message `send` to the sweep),
-//! `MQSTORE_PEERS_CSV` (throughput.csv).
+//! `MQSTORE_PEERS_CSV` (throughput.csv), `MQSTORE_PEERS_VARIANTS` (variant
+//! names to run, e.g. `mqstore` alone for a profile).
 
 use mqstore_peers::csv::{Point, Sweep};
 use mqstore_peers::env::{self, Knobs};
@@ -103,10 +104,13 @@ fn main() {
         (workload(scaled(500_000, knobs.scale), 1024, None, ""), &fast_vars[..]),
         (workload(scaled(500_000, knobs.scale), 128, Some(1_000), " durable"), &durable_vars[..]),
     ];
+    let pick =
+        |vars: &[Variant]| -> Vec<Variant> { vars.iter().copied().filter(|v| knobs.runs_variant(v.name())).collect() };
     let mut runs = Vec::new();
     for (w, vars) in main_workloads {
-        if knobs.selected(&w.name) {
-            runs.push(interleaved(w, vars, knobs.rounds));
+        let vars = pick(vars);
+        if knobs.selected(&w.name) && !vars.is_empty() {
+            runs.push(interleaved(w, &vars, knobs.rounds));
         }
     }
     if !runs.is_empty() {
@@ -121,10 +125,11 @@ fn main() {
     if knobs.sweep_send {
         sweep_vars.insert(3, Variant::MqstoreSend);
     }
+    let sweep_vars = pick(&sweep_vars);
     let mut sweep_runs = Vec::new();
     for size in SWEEP_SIZES {
         let w = workload(knobs.sweep_bytes / size, size, None, " sweep");
-        if knobs.selected(&w.name) {
+        if knobs.selected(&w.name) && !sweep_vars.is_empty() {
             sweep_runs.push(interleaved(w, &sweep_vars, knobs.rounds));
         }
     }
