@@ -19,6 +19,8 @@ use std::process::ExitCode;
 const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 const FONT: &str = "sans-serif";
 const SIZE: (u32, u32) = (1500, 700);
+/// Horizontal factor between neighbouring variants at one size.
+const DODGE: f64 = 1.04;
 
 /// Line colour and width per variant: mqstore stands out.
 fn style_of(variant: &str) -> (RGBColor, u32) {
@@ -94,19 +96,22 @@ fn panel(
                 .axis_desc_style((FONT, 17))
                 .light_line_style(RGBColor(235, 235, 235))
                 .draw()?;
-            for (variant, pts) in &all {
+            for (k, (variant, pts)) in all.iter().enumerate() {
                 let (color, width) = style_of(variant);
+                // Dodge: each variant's points sit slightly left or right of
+                // the true size so the error bars of different variants do
+                // not hide each other (the axis is logarithmic, so a factor).
+                let shift = DODGE.powf(k as f64 - (all.len() as f64 - 1.0) / 2.0);
+                let at = |p: &Point| p.body_bytes as f64 * shift;
                 let line = ShapeStyle::from(&color).stroke_width(width);
                 chart
-                    .draw_series(LineSeries::new(pts.iter().map(|p| (p.body_bytes as f64, value(p)[0])), line))?
+                    .draw_series(LineSeries::new(pts.iter().map(|p| (at(p), value(p)[0])), line))?
                     .label(variant.as_str())
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], line));
-                chart.draw_series(
-                    pts.iter().map(|p| Circle::new((p.body_bytes as f64, value(p)[0]), 4, color.filled())),
-                )?;
+                chart.draw_series(pts.iter().map(|p| Circle::new((at(p), value(p)[0]), 4, color.filled())))?;
                 chart.draw_series(pts.iter().map(|p| {
                     let [m, lo, hi] = value(p);
-                    ErrorBar::new_vertical(p.body_bytes as f64, lo, m, hi, color.stroke_width(1), 8)
+                    ErrorBar::new_vertical(at(p), lo, m, hi, color.stroke_width(1), 8)
                 }))?;
             }
             chart
@@ -119,9 +124,9 @@ fn panel(
         }};
     }
     if log_y {
-        draw!(chart.build_cartesian_2d(x, (y_min / 1.5..y_max * 1.5).log_scale())?);
+        draw!(chart.build_cartesian_2d(x, (y_min / 1.5..y_max * 3.0).log_scale())?);
     } else {
-        draw!(chart.build_cartesian_2d(x, 0.0..y_max * 1.1)?);
+        draw!(chart.build_cartesian_2d(x, 0.0..y_max * 1.25)?);
     }
     Ok(())
 }
