@@ -108,3 +108,40 @@ fn read_back(store: &Store) -> usize {
     std::hint::black_box(sum);
     n
 }
+
+/// The commit log alone: one `CommitLog::append` per message (topic, queue
+/// 0, the message number as queue offset), `flush()` at sync points and at
+/// the end; read back with the log's iterator, each record CRC-checked.
+pub fn run_log(w: &Workload, bodies: &Bodies) -> Sample {
+    use mqstore::commitlog::{CommitLog, CommitLogOptions, RecordDraft};
+    use mqstore::PhysicalOffset;
+    let dir = scratch_dir(Variant::MqstoreLog.name());
+    let log = CommitLog::open(dir.path(), CommitLogOptions::default()).expect("open commit log");
+    let start = Instant::now();
+    for i in 0..w.messages {
+        let draft = RecordDraft { topic: TOPIC, queue_offset: i as u64, body: bodies.get(i), ..Default::default() };
+        log.append(&draft).expect("append");
+        if w.is_sync_point(i + 1) {
+            log.flush().expect("flush");
+        }
+    }
+    let append_only = start.elapsed();
+    log.flush().expect("flush");
+    let total = start.elapsed();
+    let disk_bytes = allocated_bytes(dir.path());
+    let start = Instant::now();
+    let mut read_count = 0;
+    let mut sum = 0u64;
+    for rec in log.iter(PhysicalOffset(0)) {
+        let rec = rec.expect("read record");
+        sum = sum.wrapping_add(rec.body().len() as u64);
+        read_count += 1;
+        if read_count == w.messages {
+            break;
+        }
+    }
+    std::hint::black_box(sum);
+    let read = start.elapsed();
+    log.close().expect("close");
+    Sample { total, append_only, read, read_count, disk_bytes }
+}

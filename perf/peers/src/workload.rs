@@ -79,6 +79,10 @@ pub enum Variant {
     /// `Store`, Sync flush, one `send_batch` per sync interval: every batch
     /// returns durable (durable workloads only).
     MqstoreSyncBatch,
+    /// The commit log alone (`CommitLog::append` per message, Async flush,
+    /// `flush()` at sync points and at the end), as `benches/append.rs`
+    /// drives it: no consume queue, no index, no message ids.
+    MqstoreLog,
     /// raft-engine 0.4.2, one region, `LogBatch` of 1,000 entries (cut at
     /// sync points), as the peer harness of `performance.md` section 2a.
     RaftEngine,
@@ -93,13 +97,14 @@ impl Variant {
             Variant::Mqstore => "mqstore",
             Variant::MqstoreSend => "mqstore-send",
             Variant::MqstoreSyncBatch => "mqstore-sync-batch",
+            Variant::MqstoreLog => "mqstore-log",
             Variant::RaftEngine => "raft-engine",
         }
     }
 
     /// Whether this is one of the store's own variants.
     pub fn is_mqstore(self) -> bool {
-        matches!(self, Variant::Mqstore | Variant::MqstoreSend | Variant::MqstoreSyncBatch)
+        matches!(self, Variant::Mqstore | Variant::MqstoreSend | Variant::MqstoreSyncBatch | Variant::MqstoreLog)
     }
 }
 

@@ -90,13 +90,21 @@ fn main() {
     );
     println!();
 
-    let fast_vars = [Variant::RawFile, Variant::RawMmap, Variant::Mqstore, Variant::MqstoreSend, Variant::RaftEngine];
+    let fast_vars = [
+        Variant::RawFile,
+        Variant::RawMmap,
+        Variant::Mqstore,
+        Variant::MqstoreSend,
+        Variant::MqstoreLog,
+        Variant::RaftEngine,
+    ];
     let durable_vars = [
         Variant::RawFile,
         Variant::RawMmap,
         Variant::Mqstore,
         Variant::MqstoreSend,
         Variant::MqstoreSyncBatch,
+        Variant::MqstoreLog,
         Variant::RaftEngine,
     ];
     let main_workloads = [
@@ -121,7 +129,8 @@ fn main() {
         println!();
     }
 
-    let mut sweep_vars = vec![Variant::RawFile, Variant::RawMmap, Variant::Mqstore, Variant::RaftEngine];
+    let mut sweep_vars =
+        vec![Variant::RawFile, Variant::RawMmap, Variant::Mqstore, Variant::MqstoreLog, Variant::RaftEngine];
     if knobs.sweep_send {
         sweep_vars.insert(3, Variant::MqstoreSend);
     }
