@@ -252,6 +252,8 @@ impl RawMmapLog {
     }
 
     /// Reads every record in order, verifying each CRC; returns the count.
+    /// Not inlined, so a profiler can select it by name (see the module doc).
+    #[inline(never)]
     fn read_all(&self) -> usize {
         let mut n = 0;
         for (map, used) in self.full.iter().map(|(m, u)| (m, *u)).chain(std::iter::once((&self.map, self.pos))) {
@@ -372,7 +374,8 @@ impl Filled {
 
 /// Pulls every queue of the bench topic from its first offset to its end,
 /// one after another; returns the count and the sum of [`touch`] over the
-/// bodies.
+/// bodies. Not inlined, so a profiler can select it by name.
+#[inline(never)]
 fn read_store(store: &Store, queues: u32, mode: Touch) -> (usize, u64) {
     let filter = TagFilter::All;
     let mut n = 0;
@@ -397,7 +400,9 @@ fn read_store(store: &Store, queues: u32, mode: Touch) -> (usize, u64) {
 }
 
 /// Like [`read_store`], through `Store::pull_with`: each body is touched in
-/// place, borrowed from the mapping.
+/// place, borrowed from the mapping. Not inlined, so a profiler can select
+/// it by name.
+#[inline(never)]
 fn read_store_visit(store: &Store, queues: u32, mode: Touch) -> (usize, u64) {
     let filter = TagFilter::All;
     let mut n = 0;
