@@ -268,6 +268,7 @@ pub(crate) enum Prefix {
 }
 
 /// Classifies the 8 bytes at a position `room` bytes before the segment end.
+#[inline]
 pub(crate) fn parse_prefix(head: &[u8], room: u64, max_len: u32) -> Result<Prefix, CorruptionKind> {
     if head.len() < BLANK_LEN as usize {
         return Err(CorruptionKind::Truncated);

@@ -268,6 +268,7 @@ impl Core {
     /// prefix (refreshing the cache if needed): its position, length and
     /// parts; `None` when the uncached path must decide (blank, damage,
     /// past the prefix).
+    #[inline]
     fn locate_cached(&self, cache: &mut ReadCache, offset: u64) -> Result<Option<(usize, usize, Parts)>> {
         self.ensure_not_closed()?;
         let hit = cache.seg.as_ref().is_some_and(|s| s.base <= offset && offset < s.base + cache.prefix.len() as u64);
