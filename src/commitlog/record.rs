@@ -365,27 +365,35 @@ impl<'a> RecordView<'a> {
         Ok((Self { bytes }, Parts { topic, properties, body }))
     }
 
+    #[inline]
     pub(crate) fn crc(&self) -> u32 {
         get_u32(self.bytes, CRC_OFFSET)
     }
+    #[inline]
     pub(crate) fn queue_id(&self) -> u32 {
         get_u32(self.bytes, QUEUE_ID_OFFSET)
     }
+    #[inline]
     pub(crate) fn flag(&self) -> u32 {
         get_u32(self.bytes, FLAG_OFFSET)
     }
+    #[inline]
     pub(crate) fn queue_offset(&self) -> u64 {
         get_u64(self.bytes, QUEUE_OFFSET_OFFSET)
     }
+    #[inline]
     pub(crate) fn sysflag(&self) -> u32 {
         get_u32(self.bytes, SYSFLAG_OFFSET)
     }
+    #[inline]
     pub(crate) fn born_timestamp(&self) -> u64 {
         get_u64(self.bytes, BORN_TS_OFFSET)
     }
+    #[inline]
     pub(crate) fn store_timestamp(&self) -> u64 {
         get_u64(self.bytes, STORE_TS_OFFSET)
     }
+    #[inline]
     pub(crate) fn reconsume_times(&self) -> u32 {
         get_u32(self.bytes, RECONSUME_OFFSET)
     }

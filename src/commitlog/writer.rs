@@ -249,6 +249,7 @@ impl Core {
     /// of reads from one segment shares one `Bytes` over the segment's
     /// published prefix instead of allocating an owner per record, and looks
     /// the segment up once.
+    #[inline]
     pub(crate) fn visit_cached<R>(
         &self,
         cache: &mut ReadCache,
@@ -305,6 +306,7 @@ impl Core {
         Error::corruption(&seg.path, pos, kind)
     }
 
+    #[inline]
     fn ensure_not_closed(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             Err(Error::Closed)
