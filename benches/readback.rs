@@ -81,6 +81,22 @@
 //! `MQSTORE_BENCH_ONLY=128B,e2e` restricts it to the workloads whose names
 //! contain one of the given substrings (`readback_128B`, `readback_1KiB`,
 //! `e2e_latency`).
+//!
+//! ## Profiling
+//!
+//! The read functions are not inlined, so callgrind can count the
+//! instructions of the reads alone (the fill is not counted):
+//!
+//! ```sh
+//! MQSTORE_BENCH_INTERLEAVED=1 MQSTORE_BENCH_ONLY=readback_128B valgrind --tool=callgrind \
+//!   --toggle-collect='readback::read_store_visit' --toggle-collect='readback::read_store' \
+//!   --toggle-collect='readback::RawMmapLog::read_all' target/release/deps/readback-<hash>
+//! callgrind_annotate --inclusive=yes callgrind.out.<pid> | grep 'readback::'
+//! ```
+//!
+//! Each function runs twice per variant (warm-up and one round):
+//! `read_store` covers `mqstore` and `mqstore-4q` (4 x N messages),
+//! `read_store_visit` and `read_all` 2 x N each.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -252,6 +268,9 @@ impl RawMmapLog {
     }
 
     /// Reads every record in order, verifying each CRC; returns the count.
+    /// Not inlined, so a profiler can select it by name (module doc,
+    /// "Profiling").
+    #[inline(never)]
     fn read_all(&self) -> usize {
         let mut n = 0;
         for (map, used) in self.full.iter().map(|(m, u)| (m, *u)).chain(std::iter::once((&self.map, self.pos))) {
@@ -372,7 +391,8 @@ impl Filled {
 
 /// Pulls every queue of the bench topic from its first offset to its end,
 /// one after another; returns the count and the sum of [`touch`] over the
-/// bodies.
+/// bodies. Not inlined, so a profiler can select it by name.
+#[inline(never)]
 fn read_store(store: &Store, queues: u32, mode: Touch) -> (usize, u64) {
     let filter = TagFilter::All;
     let mut n = 0;
@@ -397,7 +417,9 @@ fn read_store(store: &Store, queues: u32, mode: Touch) -> (usize, u64) {
 }
 
 /// Like [`read_store`], through `Store::pull_with`: each body is touched in
-/// place, borrowed from the mapping.
+/// place, borrowed from the mapping. Not inlined, so a profiler can select
+/// it by name.
+#[inline(never)]
 fn read_store_visit(store: &Store, queues: u32, mode: Touch) -> (usize, u64) {
     let filter = TagFilter::All;
     let mut n = 0;

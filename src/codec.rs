@@ -2,30 +2,36 @@
 //! record, checkpoint, consume-queue unit), and RocketMQ's string hash.
 //! Callers pass offsets their own layout constants keep in bounds.
 
+#[inline]
 pub(crate) fn put_u16(dst: &mut [u8], at: usize, v: u16) {
     dst[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
 
+#[inline]
 pub(crate) fn put_u32(dst: &mut [u8], at: usize, v: u32) {
     dst[at..at + 4].copy_from_slice(&v.to_be_bytes());
 }
 
+#[inline]
 pub(crate) fn put_u64(dst: &mut [u8], at: usize, v: u64) {
     dst[at..at + 8].copy_from_slice(&v.to_be_bytes());
 }
 
+#[inline]
 pub(crate) fn get_u16(src: &[u8], at: usize) -> u16 {
     let mut b = [0u8; 2];
     b.copy_from_slice(&src[at..at + 2]);
     u16::from_be_bytes(b)
 }
 
+#[inline]
 pub(crate) fn get_u32(src: &[u8], at: usize) -> u32 {
     let mut b = [0u8; 4];
     b.copy_from_slice(&src[at..at + 4]);
     u32::from_be_bytes(b)
 }
 
+#[inline]
 pub(crate) fn get_u64(src: &[u8], at: usize) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&src[at..at + 8]);

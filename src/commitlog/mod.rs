@@ -308,6 +308,7 @@ impl CommitLog {
     /// holding it, its start in that buffer, its validated view and parts.
     /// Shares `cache` with the other reads of a batch; no allocation when
     /// the cache already covers the record.
+    #[inline]
     pub(crate) fn visit_cached<R>(
         &self,
         cache: &mut ReadCache,

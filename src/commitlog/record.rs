@@ -113,7 +113,6 @@ pub(crate) enum DraftError {
     TooLarge(u64),
 }
 
-/// CRC over a whole encoded record except the CRC field itself.
 /// A fresh CRC-32 hasher. `Hasher::new` checks CPU features every time;
 /// cloning a prototype skips that on the append path.
 fn hasher() -> crc32fast::Hasher {
@@ -121,14 +120,70 @@ fn hasher() -> crc32fast::Hasher {
     PROTOTYPE.get_or_init(crc32fast::Hasher::new).clone()
 }
 
+/// CRC over a whole encoded record (at least [`QUEUE_ID_OFFSET`] bytes)
+/// with its CRC field read as zero.
 pub(crate) fn record_crc(rec: &[u8]) -> u32 {
     // Defined as the CRC of the record with its CRC field zeroed, so the
-    // writer, whose field is still zero, needs a single pass.
+    // writer, whose field is still zero, needs a single pass. A reader
+    // takes the CRC of the first 12 bytes (size, magic, zeroed field) from
+    // tables, then hashes the rest in one update (crc32fast's
+    // carry-less-multiply path).
+    if get_u32(rec, MAGIC_OFFSET) == RECORD_MAGIC {
+        let head = HeadCrc::get().of(get_u32(rec, TOTAL_SIZE_OFFSET));
+        let mut h = crc32fast::Hasher::new_with_initial(head);
+        h.update(&rec[QUEUE_ID_OFFSET..]);
+        return h.finalize();
+    }
+    let mut head = [0u8; QUEUE_ID_OFFSET];
+    head[..CRC_OFFSET].copy_from_slice(&rec[..CRC_OFFSET]);
     let mut h = hasher();
-    h.update(&rec[..CRC_OFFSET]);
-    h.update(&[0u8; 4]);
+    h.update(&head);
     h.update(&rec[QUEUE_ID_OFFSET..]);
     h.finalize()
+}
+
+/// The CRC-32 of a record's first 12 bytes, `[size][RECORD_MAGIC][0; 4]`,
+/// for any size, by table: CRC-32 is affine in the message bits, so it is
+/// the CRC of `[0; 4][RECORD_MAGIC][0; 4]` XOR one table entry per size
+/// byte (that byte's contribution with every other byte zero). Four
+/// independent loads instead of twelve dependent table steps and a second
+/// `update` call: about a quarter of the read path's CRC time at 128-byte
+/// bodies.
+struct HeadCrc {
+    base: u32,
+    by_byte: [[u32; 256]; 4],
+}
+
+impl HeadCrc {
+    fn get() -> &'static Self {
+        static TABLES: std::sync::OnceLock<HeadCrc> = std::sync::OnceLock::new();
+        TABLES.get_or_init(|| {
+            let mut m = [0u8; QUEUE_ID_OFFSET];
+            put_u32(&mut m, MAGIC_OFFSET, RECORD_MAGIC);
+            let base = crc32fast::hash(&m);
+            let zero = crc32fast::hash(&[0u8; QUEUE_ID_OFFSET]);
+            let mut by_byte = [[0u32; 256]; 4];
+            for (i, table) in by_byte.iter_mut().enumerate() {
+                for (b, entry) in table.iter_mut().enumerate() {
+                    let mut z = [0u8; QUEUE_ID_OFFSET];
+                    z[TOTAL_SIZE_OFFSET + i] = b as u8;
+                    *entry = crc32fast::hash(&z) ^ zero;
+                }
+            }
+            HeadCrc { base, by_byte }
+        })
+    }
+
+    /// CRC-32 of `[size (big-endian)][RECORD_MAGIC][0; 4]`.
+    fn of(&self, size: u32) -> u32 {
+        let b = size.to_be_bytes();
+        let t = &self.by_byte;
+        self.base
+            ^ t[0][usize::from(b[0])]
+            ^ t[1][usize::from(b[1])]
+            ^ t[2][usize::from(b[2])]
+            ^ t[3][usize::from(b[3])]
+    }
 }
 
 /// [`record_crc`] of a record whose CRC field is still zero: one pass.
@@ -213,6 +268,7 @@ pub(crate) enum Prefix {
 }
 
 /// Classifies the 8 bytes at a position `room` bytes before the segment end.
+#[inline]
 pub(crate) fn parse_prefix(head: &[u8], room: u64, max_len: u32) -> Result<Prefix, CorruptionKind> {
     if head.len() < BLANK_LEN as usize {
         return Err(CorruptionKind::Truncated);
@@ -256,6 +312,13 @@ pub(crate) fn peek_topic_and_queue(image: &[u8]) -> Option<(&str, u32)> {
     Some((std::str::from_utf8(topic).ok()?, get_u32(image, QUEUE_ID_OFFSET)))
 }
 
+/// Whether `b` is UTF-8. Topics are short and ASCII in practice: the
+/// ASCII test costs a few instructions where `from_utf8`'s set-up costs
+/// tens, on a check made for every record read.
+fn is_utf8(b: &[u8]) -> bool {
+    b.is_ascii() || std::str::from_utf8(b).is_ok()
+}
+
 /// A validated record borrowed from a buffer.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RecordView<'a> {
@@ -294,7 +357,7 @@ impl<'a> RecordView<'a> {
             return Err(CorruptionKind::BadLength { length: sum });
         }
         let topic = (RECORD_HEADER_LEN, RECORD_HEADER_LEN + t);
-        if t == 0 || std::str::from_utf8(&bytes[topic.0..topic.1]).is_err() {
+        if t == 0 || !is_utf8(&bytes[topic.0..topic.1]) {
             return Err(CorruptionKind::InvalidField { field: "topic" });
         }
         let properties = (topic.1, topic.1 + p);
@@ -302,27 +365,35 @@ impl<'a> RecordView<'a> {
         Ok((Self { bytes }, Parts { topic, properties, body }))
     }
 
+    #[inline]
     pub(crate) fn crc(&self) -> u32 {
         get_u32(self.bytes, CRC_OFFSET)
     }
+    #[inline]
     pub(crate) fn queue_id(&self) -> u32 {
         get_u32(self.bytes, QUEUE_ID_OFFSET)
     }
+    #[inline]
     pub(crate) fn flag(&self) -> u32 {
         get_u32(self.bytes, FLAG_OFFSET)
     }
+    #[inline]
     pub(crate) fn queue_offset(&self) -> u64 {
         get_u64(self.bytes, QUEUE_OFFSET_OFFSET)
     }
+    #[inline]
     pub(crate) fn sysflag(&self) -> u32 {
         get_u32(self.bytes, SYSFLAG_OFFSET)
     }
+    #[inline]
     pub(crate) fn born_timestamp(&self) -> u64 {
         get_u64(self.bytes, BORN_TS_OFFSET)
     }
+    #[inline]
     pub(crate) fn store_timestamp(&self) -> u64 {
         get_u64(self.bytes, STORE_TS_OFFSET)
     }
+    #[inline]
     pub(crate) fn reconsume_times(&self) -> u32 {
         get_u32(self.bytes, RECONSUME_OFFSET)
     }
@@ -373,6 +444,33 @@ mod tests {
         assert_eq!(BLANK_LEN, 8);
         assert_eq!(RECORD_MAGIC.to_be_bytes(), [b'M', b'Q', b'R', 1]);
         assert_eq!(BLANK_MAGIC.to_be_bytes(), *b"MQRB");
+    }
+
+    #[test]
+    fn record_crc_is_the_crc_of_the_record_with_its_field_zeroed() {
+        // The reader's table path (any size byte in each of the four size
+        // positions) and its fallback for another magic, against the
+        // definition: one plain CRC over a copy with the field zeroed.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut sizes = vec![68u32, 255, 256, 0x0102_0304, 0xff00_00ff, u32::MAX, 0x00ff_ff00];
+        sizes.extend((0..200).map(|_| next() as u32));
+        for (i, size) in sizes.into_iter().enumerate() {
+            let mut rec: Vec<u8> = (0..68 + i % 300).map(|_| next() as u8).collect();
+            put_u32(&mut rec, TOTAL_SIZE_OFFSET, size);
+            let other = next() as u32;
+            for magic in [RECORD_MAGIC, BLANK_MAGIC, other] {
+                put_u32(&mut rec, MAGIC_OFFSET, magic);
+                let mut zeroed = rec.clone();
+                put_u32(&mut zeroed, CRC_OFFSET, 0);
+                assert_eq!(record_crc(&rec), crc32fast::hash(&zeroed), "size {size:#x}, magic {magic:#x}");
+            }
+        }
     }
 
     #[test]

@@ -250,6 +250,7 @@ impl Core {
     /// of reads from one segment shares one `Bytes` over the segment's
     /// published prefix instead of allocating an owner per record, and looks
     /// the segment up once.
+    #[inline]
     pub(crate) fn visit_cached<R>(
         &self,
         cache: &mut ReadCache,
@@ -269,6 +270,7 @@ impl Core {
     /// prefix (refreshing the cache if needed): its position, length and
     /// parts; `None` when the uncached path must decide (blank, damage,
     /// past the prefix).
+    #[inline]
     fn locate_cached(&self, cache: &mut ReadCache, offset: u64) -> Result<Option<(usize, usize, Parts)>> {
         self.ensure_not_closed()?;
         let hit = cache.seg.as_ref().is_some_and(|s| s.base <= offset && offset < s.base + cache.prefix.len() as u64);
@@ -305,6 +307,7 @@ impl Core {
         Error::corruption(&seg.path, pos, kind)
     }
 
+    #[inline]
     fn ensure_not_closed(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             Err(Error::Closed)

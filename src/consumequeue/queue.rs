@@ -163,6 +163,26 @@ impl CqFile {
         b
     }
 
+    /// Borrows units `[idx, idx + n)` of the mapping, `n * CQ_UNIT_LEN`
+    /// bytes: a batch read decodes them in place, with one file lookup for
+    /// the whole run instead of one per unit.
+    ///
+    /// # Safety
+    /// As for [`CqFile::read_unit`], for every unit of the range: `idx + n`
+    /// is at most `units_per_file`, every unit is below the published `max`,
+    /// and the caller holds the file-list lock for as long as it uses the
+    /// slice (its lifetime is tied to `&self`, which the lock guard lends).
+    unsafe fn units(&self, idx: u64, n: u64) -> &[u8] {
+        if n == 0 {
+            return &[];
+        }
+        let (pos, end) = (self.pos(idx), self.pos(idx + n - 1) + CQ_UNIT_LEN);
+        // SAFETY: the region is valid for its length (MappedRegion contract),
+        // `[pos, end)` is inside it, and no writer touches units below `max`
+        // while the caller's file-list lock excludes truncation.
+        unsafe { std::slice::from_raw_parts(self.region.as_ptr().add(pos), end - pos) }
+    }
+
     /// Writes unit `idx` into the mapping.
     ///
     /// # Safety
@@ -328,10 +348,25 @@ impl ConsumeQueue {
         let count = end.saturating_sub(start).min(u64::try_from(max).unwrap_or(u64::MAX));
         // `count` is bounded by the caller's `max`, not by anything on disk.
         out.reserve(usize::try_from(count).unwrap_or(0));
-        for at in start..start + count {
-            match self.unit_locked(&files, at, end) {
-                Some(u) => out.push((QueueOffset(at), u)),
-                None => break,
+        let stop = start + count;
+        let mut at = start;
+        // One file lookup (a division) per run of units in one file, not
+        // one per unit; the units are decoded straight from the mapping.
+        while at < stop {
+            let Some((f, idx)) = locate(&files, self.units_per_file, at) else {
+                return;
+            };
+            let n = (self.units_per_file - idx).min(stop - at);
+            // SAFETY: `idx + n <= units_per_file`; every unit of the run is
+            // below `end`, the published max loaded after taking the
+            // file-list lock, which `files` holds while the slice is used.
+            let run = unsafe { f.units(idx, n) };
+            for bytes in run.chunks_exact(CQ_UNIT_LEN) {
+                match CqUnit::decode(bytes) {
+                    Some(u) => out.push((QueueOffset(at), u)),
+                    None => return,
+                }
+                at += 1;
             }
         }
     }

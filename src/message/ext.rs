@@ -217,26 +217,31 @@ impl MessageExt {
     }
     /// Queue id within the topic.
     #[must_use]
+    #[inline]
     pub fn queue_id(&self) -> u32 {
         self.queue_id
     }
     /// Position in its consume queue.
     #[must_use]
+    #[inline]
     pub fn queue_offset(&self) -> QueueOffset {
         self.queue_offset
     }
     /// Physical offset of the record in the commit log.
     #[must_use]
+    #[inline]
     pub fn physical_offset(&self) -> PhysicalOffset {
         self.physical_offset
     }
     /// Encoded record size in bytes.
     #[must_use]
+    #[inline]
     pub fn store_size(&self) -> u32 {
         u32::try_from(self.record.len()).unwrap_or(u32::MAX)
     }
     /// Message body (a slice of the log's mapping).
     #[must_use]
+    #[inline]
     pub fn body(&self) -> &Bytes {
         &self.body
     }
@@ -282,31 +287,37 @@ impl MessageExt {
     }
     /// When the producer created the message (ms since the epoch).
     #[must_use]
+    #[inline]
     pub fn born_timestamp(&self) -> u64 {
         self.born_timestamp
     }
     /// When the store wrote the message (ms since the epoch).
     #[must_use]
+    #[inline]
     pub fn store_timestamp(&self) -> u64 {
         self.store_timestamp
     }
     /// How many times the message was consumed and sent back.
     #[must_use]
+    #[inline]
     pub fn reconsume_times(&self) -> u32 {
         self.reconsume_times
     }
     /// Opaque user flag.
     #[must_use]
+    #[inline]
     pub fn flag(&self) -> u32 {
         self.flag
     }
     /// System flags.
     #[must_use]
+    #[inline]
     pub fn sysflag(&self) -> u32 {
         self.sysflag
     }
     /// The record's stored (and verified) CRC.
     #[must_use]
+    #[inline]
     pub fn crc(&self) -> u32 {
         self.crc
     }

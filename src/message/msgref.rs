@@ -28,6 +28,7 @@ pub struct MessageRef<'a> {
 impl<'a> MessageRef<'a> {
     /// `src[at..at + view.len()]` is the record `view` describes, validated
     /// at `offset`.
+    #[inline]
     pub(crate) fn new(
         src: &'a Bytes,
         at: usize,
@@ -38,12 +39,14 @@ impl<'a> MessageRef<'a> {
         Self { src, at, view, parts, offset }
     }
 
+    #[inline]
     fn part(&self, r: (usize, usize)) -> &'a [u8] {
         self.view.bytes.get(r.0..r.1).unwrap_or_default()
     }
 
     /// Topic the message is stored under.
     #[must_use]
+    #[inline]
     pub fn topic(&self) -> &'a str {
         // Validated as UTF-8 with the record.
         std::str::from_utf8(self.part(self.parts.topic)).unwrap_or_default()
@@ -51,21 +54,25 @@ impl<'a> MessageRef<'a> {
 
     /// The topic's bytes: for comparisons on the read path, which need no
     /// second UTF-8 check.
+    #[inline]
     pub(crate) fn topic_bytes(&self) -> &'a [u8] {
         self.part(self.parts.topic)
     }
     /// Message body, borrowed from the mapping.
     #[must_use]
+    #[inline]
     pub fn body(&self) -> &'a [u8] {
         self.part(self.parts.body)
     }
     /// The body as `Bytes` sharing the mapping (a reference count, no copy).
     #[must_use]
+    #[inline]
     pub fn body_bytes(&self) -> Bytes {
         self.src.slice(self.at + self.parts.body.0..self.at + self.parts.body.1)
     }
     /// The encoded properties.
     #[must_use]
+    #[inline]
     pub fn raw_properties(&self) -> &'a [u8] {
         self.part(self.parts.properties)
     }
@@ -90,51 +97,61 @@ impl<'a> MessageRef<'a> {
     }
     /// Queue id within the topic.
     #[must_use]
+    #[inline]
     pub fn queue_id(&self) -> u32 {
         self.view.queue_id()
     }
     /// Position in its consume queue.
     #[must_use]
+    #[inline]
     pub fn queue_offset(&self) -> QueueOffset {
         QueueOffset(self.view.queue_offset())
     }
     /// Physical offset of the record in the commit log.
     #[must_use]
+    #[inline]
     pub fn physical_offset(&self) -> PhysicalOffset {
         self.offset
     }
     /// Encoded record size in bytes.
     #[must_use]
+    #[inline]
     pub fn store_size(&self) -> u32 {
         u32::try_from(self.view.bytes.len()).unwrap_or(u32::MAX)
     }
     /// When the producer created the message (ms since the epoch).
     #[must_use]
+    #[inline]
     pub fn born_timestamp(&self) -> u64 {
         self.view.born_timestamp()
     }
     /// When the store wrote the message (ms since the epoch).
     #[must_use]
+    #[inline]
     pub fn store_timestamp(&self) -> u64 {
         self.view.store_timestamp()
     }
     /// How many times the message was consumed and sent back.
     #[must_use]
+    #[inline]
     pub fn reconsume_times(&self) -> u32 {
         self.view.reconsume_times()
     }
     /// Opaque user flag.
     #[must_use]
+    #[inline]
     pub fn flag(&self) -> u32 {
         self.view.flag()
     }
     /// System flags.
     #[must_use]
+    #[inline]
     pub fn sysflag(&self) -> u32 {
         self.view.sysflag()
     }
     /// The record's stored (and verified) CRC.
     #[must_use]
+    #[inline]
     pub fn crc(&self) -> u32 {
         self.view.crc()
     }

@@ -162,32 +162,38 @@ impl Store {
         filter: &TagFilter,
         mut each: impl FnMut(MessageRef<'_>) -> Result<()>,
     ) -> Result<PullSummary> {
-        let mut delivered = 0;
-        let first = self.pull_once(topic, queue_id, offset, max, filter, &mut |m| {
-            delivered += 1;
+        // Counted before the call, so a message whose callback fails counts
+        // as delivered (its error is the callback's, not a bad unit's).
+        let delivered = std::cell::Cell::new(0usize);
+        let mut counted = |m: MessageRef<'_>| {
+            delivered.set(delivered.get() + 1);
             each(m)
-        });
+        };
+        let first = self.pull_once(topic, queue_id, offset, max, filter, &mut counted);
         match first {
             // A unit that does not lead to its record: rebuild the queue
             // from the commit log and try once more from where the failed
             // attempt stopped. If the record itself is damaged (primary
             // data), the second attempt fails the same way and reports it.
-            Err(Error::Corruption { .. }) if delivered == 0 => {
+            Err(Error::Corruption { .. }) if delivered.get() == 0 => {
                 super::dispatch::rebuild_queue(&self.inner, topic, queue_id)?;
-                self.pull_once(topic, queue_id, offset, max, filter, &mut each)
+                self.pull_once(topic, queue_id, offset, max, filter, &mut counted)
             }
             other => other,
         }
     }
 
-    fn pull_once(
+    /// One attempt of [`Store::pull_with`]. Generic over the callback (one
+    /// instance per caller, both attempts share it), so the per-message call
+    /// is direct and can be inlined into the loop.
+    fn pull_once<F: FnMut(MessageRef<'_>) -> Result<()>>(
         &self,
         topic: &str,
         queue_id: u32,
         offset: u64,
         max: usize,
         filter: &TagFilter,
-        each: &mut dyn FnMut(MessageRef<'_>) -> Result<()>,
+        each: &mut F,
     ) -> Result<PullSummary> {
         self.ensure_open()?;
         self.inner.dispatch.check()?;
