@@ -305,12 +305,15 @@ pub(crate) fn recover(inner: &Inner) -> Result<()> {
         }
     }
     // The last unit of every queue must point at its record (or below the
-    // log's start: retention removed it).
-    let log_min = inner.log.min_offset().get();
+    // first stored segment: retention removed it). Not below the first
+    // record: a unit a crash left garbled can point into the first
+    // segment's header, and was then kept as if retention had removed its
+    // record, leaving an empty queue numbered past its lost message.
+    let removed_below = removed_below(inner);
     for topic in inner.queues.topics() {
         for (queue_id, q) in inner.queues.queues_of(&topic) {
             if let Some((at, unit)) = q.last() {
-                let ok = unit.physical_offset.get() < log_min
+                let ok = unit.physical_offset.get() < removed_below
                     || inner.log.read(unit.physical_offset).is_ok_and(|r| {
                         r.topic() == topic
                             && r.queue_id() == queue_id
@@ -387,7 +390,16 @@ fn start_after_retention(inner: &Inner, rec: &Record) -> bool {
 /// record: only then may retention have removed records of its queues, so
 /// only then may a rebuilt queue start past 0.
 fn began_before_log_start(inner: &Inner, topic: &str) -> bool {
-    inner.topics.since(topic).is_some_and(|since| since < inner.log.min_offset().get())
+    // A topic created on a new log has `since` inside the first segment's
+    // header, below its first record, though nothing of it was removed.
+    let removed_below = removed_below(inner);
+    inner.topics.since(topic).is_some_and(|since| since < removed_below)
+}
+
+/// Retention removes whole segments: records can have been removed only
+/// below the first stored segment's base (0 on a log that never lost one).
+fn removed_below(inner: &Inner) -> u64 {
+    inner.log.min_offset().get().saturating_sub(crate::commitlog::SEGMENT_HEADER_LEN as u64)
 }
 
 /// Like [`dispatch_available`], but reports the first gap instead of
