@@ -109,19 +109,34 @@ fn read_back(store: &Store) -> usize {
     n
 }
 
-/// The commit log alone: one `CommitLog::append` per message (topic, queue
-/// 0, the message number as queue offset), `flush()` at sync points and at
-/// the end; read back with the log's iterator, each record CRC-checked.
-pub fn run_log(w: &Workload, bodies: &Bodies) -> Sample {
+/// The commit log alone. Async (`sync_batch` false): one
+/// `CommitLog::append` per message (topic, queue 0, the message number as
+/// queue offset), `flush()` at sync points and at the end. Sync
+/// (`sync_batch` true): `FlushMode::Sync`, one `append_batch` per sync
+/// interval, each returning durable. Read back with the log's iterator,
+/// each record CRC-checked.
+pub fn run_log(w: &Workload, bodies: &Bodies, sync_batch: bool) -> Sample {
     use mqstore::commitlog::{CommitLog, CommitLogOptions, RecordDraft};
     use mqstore::PhysicalOffset;
-    let dir = scratch_dir(Variant::MqstoreLog.name());
-    let log = CommitLog::open(dir.path(), CommitLogOptions::default()).expect("open commit log");
+    let v = if sync_batch { Variant::MqstoreLogSyncBatch } else { Variant::MqstoreLog };
+    let dir = scratch_dir(v.name());
+    let mode = if sync_batch { FlushMode::Sync } else { FlushMode::Async };
+    let log = CommitLog::open(dir.path(), CommitLogOptions::default().flush_mode(mode)).expect("open commit log");
+    let draft =
+        |i: usize| RecordDraft { topic: TOPIC, queue_offset: i as u64, body: bodies.get(i), ..Default::default() };
     let start = Instant::now();
-    for i in 0..w.messages {
-        let draft = RecordDraft { topic: TOPIC, queue_offset: i as u64, body: bodies.get(i), ..Default::default() };
-        log.append(&draft).expect("append");
-        if w.is_sync_point(i + 1) {
+    let mut done = 0;
+    while done < w.messages {
+        if sync_batch {
+            let n = w.until_sync_point(done);
+            let drafts: Vec<RecordDraft<'_>> = (done..done + n).map(draft).collect();
+            log.append_batch(&drafts).expect("append_batch");
+            done += n;
+            continue;
+        }
+        log.append(&draft(done)).expect("append");
+        done += 1;
+        if w.is_sync_point(done) {
             log.flush().expect("flush");
         }
     }

@@ -12,7 +12,8 @@ pub fn run_variant(v: Variant, w: &Workload, bodies: &Bodies) -> Sample {
         Variant::RawFile => raw::run_raw_file(w, bodies),
         Variant::RawMmap => raw::run_raw_mmap(w, bodies),
         Variant::RaftEngine => raft::run(w, bodies),
-        Variant::MqstoreLog => mq::run_log(w, bodies),
+        Variant::MqstoreLog => mq::run_log(w, bodies, false),
+        Variant::MqstoreLogSyncBatch => mq::run_log(w, bodies, true),
         Variant::Mqstore | Variant::MqstoreSend | Variant::MqstoreSyncBatch => mq::run(v, w, bodies),
     }
 }

@@ -83,6 +83,10 @@ pub enum Variant {
     /// `flush()` at sync points and at the end), as `benches/append.rs`
     /// drives it: no consume queue, no index, no message ids.
     MqstoreLog,
+    /// The commit log alone in `FlushMode::Sync`: one `append_batch` per
+    /// sync interval, which returns durable (staged, then one `pwrite` +
+    /// `fdatasync`); durable workloads only.
+    MqstoreLogSyncBatch,
     /// raft-engine 0.4.2, one region, `LogBatch` of 1,000 entries (cut at
     /// sync points), as the peer harness of `performance.md` section 2a.
     RaftEngine,
@@ -98,13 +102,21 @@ impl Variant {
             Variant::MqstoreSend => "mqstore-send",
             Variant::MqstoreSyncBatch => "mqstore-sync-batch",
             Variant::MqstoreLog => "mqstore-log",
+            Variant::MqstoreLogSyncBatch => "mqstore-log-sync-batch",
             Variant::RaftEngine => "raft-engine",
         }
     }
 
     /// Whether this is one of the store's own variants.
     pub fn is_mqstore(self) -> bool {
-        matches!(self, Variant::Mqstore | Variant::MqstoreSend | Variant::MqstoreSyncBatch | Variant::MqstoreLog)
+        matches!(
+            self,
+            Variant::Mqstore
+                | Variant::MqstoreSend
+                | Variant::MqstoreSyncBatch
+                | Variant::MqstoreLog
+                | Variant::MqstoreLogSyncBatch
+        )
     }
 }
 

@@ -105,6 +105,7 @@ fn main() {
         Variant::MqstoreSend,
         Variant::MqstoreSyncBatch,
         Variant::MqstoreLog,
+        Variant::MqstoreLogSyncBatch,
         Variant::RaftEngine,
     ];
     let main_workloads = [
