@@ -6,6 +6,9 @@
 // Each bench uses a different subset.
 #![allow(dead_code)]
 
+mod plain;
+pub use plain::*;
+
 use criterion::SamplingMode;
 use std::time::{Duration, Instant};
 
@@ -43,31 +46,8 @@ pub fn settle() {
     unsafe { libc::sync() };
 }
 
-pub fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-pub fn min_max(xs: &[f64]) -> (f64, f64) {
-    xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)))
-}
-
 pub fn rate(messages: usize, d: Duration) -> f64 {
     messages as f64 / d.as_secs_f64()
-}
-
-pub fn rotated<T: Copy>(items: &[T], round: usize) -> Vec<T> {
-    let k = round % items.len();
-    items[k..].iter().chain(&items[..k]).copied().collect()
 }
 
 /// Whether the interleaved mode runs the workload `name`:
@@ -99,46 +79,8 @@ pub fn percentile_us(samples: &[u64], q: f64) -> f64 {
     v[rank - 1] as f64 / 1000.0
 }
 
-pub fn raw_header(body: &[u8]) -> [u8; 8] {
-    let mut h = [0u8; 8];
-    h[..4].copy_from_slice(&(body.len() as u32).to_be_bytes());
-    h[4..].copy_from_slice(&crc32fast::hash(body).to_be_bytes());
-    h
-}
-
 pub fn now_ns(base: Instant) -> u64 {
     base.elapsed().as_nanos() as u64
-}
-
-/// `count` random bodies of `size` bytes, stored back to back.
-pub struct Bodies {
-    data: Vec<u8>,
-    size: usize,
-}
-
-impl Bodies {
-    pub fn new(count: usize, size: usize, seed: u64) -> Self {
-        let mut data = vec![0u8; count * size];
-        let mut x = seed | 1;
-        for chunk in data.chunks_mut(8) {
-            // xorshift64*
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            let v = x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_be_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-        Self { data, size }
-    }
-
-    pub fn get(&self, i: usize) -> &[u8] {
-        &self.data[i * self.size..(i + 1) * self.size]
-    }
-
-    /// How many bodies there are.
-    pub fn count(&self) -> usize {
-        self.data.len() / self.size
-    }
 }
 
 /// A rate with thousands separators, for the tables.

@@ -7,6 +7,8 @@ pub mod csv;
 pub mod env;
 pub mod inputs;
 pub mod mq;
+#[path = "../../../benches/common/plain.rs"]
+pub mod plain;
 pub mod raft;
 pub mod raw;
 pub mod report;
