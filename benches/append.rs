@@ -63,12 +63,9 @@ use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
-use std::path::{Path, PathBuf};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-/// Segment size of the raw mmap baseline (matches mqstore's default).
-const RAW_MMAP_SEGMENT: usize = 1 << 30;
 const PAGE: usize = 4096;
 const TOPIC: &str = "bench";
 
@@ -178,60 +175,6 @@ fn run_raw_file(w: &Workload, bodies: &Bodies) -> Sample {
     drop(out);
     drop(dir);
     Sample { total, append_only, record_bytes: 8 + w.body_size as u64 }
-}
-
-/// The plain mmap + memcpy log.
-struct RawMmapLog {
-    dir: PathBuf,
-    map: memmap2::MmapMut,
-    index: usize,
-    pos: usize,
-    /// Everything below this position in the current file is synced.
-    synced: usize,
-}
-
-impl RawMmapLog {
-    fn map_file(dir: &Path, index: usize) -> memmap2::MmapMut {
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .write(true)
-            .truncate(true)
-            .open(dir.join(format!("{index:020}")))
-            .expect("create raw-mmap segment");
-        file.set_len(RAW_MMAP_SEGMENT as u64).expect("set_len");
-        // SAFETY: the file is private to this benchmark and never truncated
-        // while mapped.
-        unsafe { memmap2::MmapMut::map_mut(&file) }.expect("mmap")
-    }
-
-    fn create(dir: &Path) -> Self {
-        Self { dir: dir.to_path_buf(), map: Self::map_file(dir, 0), index: 0, pos: 0, synced: 0 }
-    }
-
-    fn append(&mut self, body: &[u8]) {
-        let len = 8 + body.len();
-        if self.pos + len > RAW_MMAP_SEGMENT {
-            // Make the full file durable before moving on, then roll.
-            self.sync();
-            self.index += 1;
-            self.map = Self::map_file(&self.dir, self.index);
-            self.pos = 0;
-            self.synced = 0;
-        }
-        let at = self.pos;
-        self.map[at..at + 8].copy_from_slice(&raw_header(body));
-        self.map[at + 8..at + len].copy_from_slice(body);
-        self.pos += len;
-    }
-
-    fn sync(&mut self) {
-        let start = self.synced & !(PAGE - 1);
-        if self.pos > start {
-            self.map.flush_range(start, self.pos - start).expect("msync");
-        }
-        self.synced = self.pos;
-    }
 }
 
 fn run_raw_mmap(w: &Workload, bodies: &Bodies) -> Sample {

@@ -1,5 +1,5 @@
-//! The benches' inputs and table statistics that need nothing but std and
-//! crc32fast, so `perf/peers` (a separate package without criterion)
+//! The benches' inputs, table statistics and the raw mmap baseline's
+//! writer, which need nothing but std, crc32fast and memmap2, so `perf/peers` (a separate package without criterion)
 //! includes this same file with `#[path]`: both measure the same bodies
 //! with the same raw record header and summarise rounds the same way.
 
@@ -74,5 +74,72 @@ impl Bodies {
     /// Bytes per body.
     pub fn size(&self) -> usize {
         self.size
+    }
+}
+
+/// Segment size of the raw mmap baseline (mqstore's default).
+pub const RAW_MMAP_SEGMENT: usize = 1 << 30;
+const PAGE: usize = 4096;
+
+/// The plain mmap + memcpy log: records `[len][crc][body]` memcpy'd into a
+/// sparse 1 GiB file (`set_len`) mapped with memmap2; a sync point msyncs
+/// the dirty range from a page-aligned start; rolls to a new file when
+/// full.
+pub struct RawMmapLog {
+    dir: std::path::PathBuf,
+    /// The current file's mapping.
+    pub map: memmap2::MmapMut,
+    /// The current file's number (files are named by it, 20 digits).
+    pub index: usize,
+    /// Bytes written into the current file.
+    pub pos: usize,
+    /// Everything below this position in the current file is synced.
+    synced: usize,
+}
+
+impl RawMmapLog {
+    fn map_file(dir: &std::path::Path, index: usize) -> memmap2::MmapMut {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(true)
+            .open(dir.join(format!("{index:020}")))
+            .expect("create raw-mmap segment");
+        file.set_len(RAW_MMAP_SEGMENT as u64).expect("set_len");
+        // SAFETY: the file is private to this benchmark and never truncated
+        // while mapped.
+        unsafe { memmap2::MmapMut::map_mut(&file) }.expect("mmap")
+    }
+
+    /// A new log in `dir`, its first file created and mapped.
+    pub fn create(dir: &std::path::Path) -> Self {
+        Self { dir: dir.to_path_buf(), map: Self::map_file(dir, 0), index: 0, pos: 0, synced: 0 }
+    }
+
+    /// Appends one record.
+    pub fn append(&mut self, body: &[u8]) {
+        let len = 8 + body.len();
+        if self.pos + len > RAW_MMAP_SEGMENT {
+            // Make the full file durable before moving on, then roll.
+            self.sync();
+            self.index += 1;
+            self.map = Self::map_file(&self.dir, self.index);
+            self.pos = 0;
+            self.synced = 0;
+        }
+        let at = self.pos;
+        self.map[at..at + 8].copy_from_slice(&raw_header(body));
+        self.map[at + 8..at + len].copy_from_slice(body);
+        self.pos += len;
+    }
+
+    /// A sync point: msyncs what was written since the last one.
+    pub fn sync(&mut self) {
+        let start = self.synced & !(PAGE - 1);
+        if self.pos > start {
+            self.map.flush_range(start, self.pos - start).expect("msync");
+        }
+        self.synced = self.pos;
     }
 }

@@ -1,8 +1,10 @@
 //! The raw baselines: `raw-file` and `raw-mmap`.
 //!
-//! The write paths are copied from `benches/append.rs` (`run_raw_file`,
-//! `RawMmapLog`, `run_raw_mmap`) without change except the scratch
-//! directory helper and the read-back added after the timed region:
+//! The mmap writer is the benches' own (`RawMmapLog` of
+//! `benches/common/plain.rs`); the drivers are copied from
+//! `benches/append.rs` (`run_raw_file`, `run_raw_mmap`) without change
+//! except the scratch directory helper and the read-back added after the
+//! timed region:
 //!
 //! * `raw-file`: a `BufWriter` (1 MiB) over a `File`; records are
 //!   `[u32 len][u32 crc32][body]`; a sync point is `BufWriter::flush` +
@@ -17,15 +19,13 @@
 
 use crate::env::{allocated_bytes, scratch_dir};
 use crate::inputs::{raw_header, Bodies};
+use crate::plain::RawMmapLog;
 use crate::workload::{Sample, Workload};
 use std::fs::OpenOptions;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Segment size of the raw mmap baseline (matches mqstore's default).
-const RAW_MMAP_SEGMENT: usize = 1 << 30;
-const PAGE: usize = 4096;
 
 /// `raw-file`: append, sync points, final flush; then read back.
 pub fn run_raw_file(w: &Workload, bodies: &Bodies) -> Sample {
@@ -81,60 +81,6 @@ fn read_raw_file(path: &Path) -> usize {
         n += 1;
     }
     n
-}
-
-/// The plain mmap + memcpy log.
-struct RawMmapLog {
-    dir: PathBuf,
-    map: memmap2::MmapMut,
-    index: usize,
-    pos: usize,
-    /// Everything below this position in the current file is synced.
-    synced: usize,
-}
-
-impl RawMmapLog {
-    fn map_file(dir: &Path, index: usize) -> memmap2::MmapMut {
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .write(true)
-            .truncate(true)
-            .open(dir.join(format!("{index:020}")))
-            .expect("create raw-mmap segment");
-        file.set_len(RAW_MMAP_SEGMENT as u64).expect("set_len");
-        // SAFETY: the file is private to this benchmark and never truncated
-        // while mapped.
-        unsafe { memmap2::MmapMut::map_mut(&file) }.expect("mmap")
-    }
-
-    fn create(dir: &Path) -> Self {
-        Self { dir: dir.to_path_buf(), map: Self::map_file(dir, 0), index: 0, pos: 0, synced: 0 }
-    }
-
-    fn append(&mut self, body: &[u8]) {
-        let len = 8 + body.len();
-        if self.pos + len > RAW_MMAP_SEGMENT {
-            // Make the full file durable before moving on, then roll.
-            self.sync();
-            self.index += 1;
-            self.map = Self::map_file(&self.dir, self.index);
-            self.pos = 0;
-            self.synced = 0;
-        }
-        let at = self.pos;
-        self.map[at..at + 8].copy_from_slice(&raw_header(body));
-        self.map[at + 8..at + len].copy_from_slice(body);
-        self.pos += len;
-    }
-
-    fn sync(&mut self) {
-        let start = self.synced & !(PAGE - 1);
-        if self.pos > start {
-            self.map.flush_range(start, self.pos - start).expect("msync");
-        }
-        self.synced = self.pos;
-    }
 }
 
 /// `raw-mmap`: append, sync points, final msync; then read back.
