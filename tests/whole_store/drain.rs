@@ -124,9 +124,16 @@ fn run(store: &Store, ep: &Epoch) -> Result<Drained, String> {
         let vanished: Vec<u64> = ep.sent_back.iter().copied().filter(|s| !done(s)).collect();
         let stats = store.schedule_stats();
         let pending: u64 = stats.pending.iter().sum();
+        // A queue that never held a message has no committed offset until
+        // the consumer shuts down (a pull that finds nothing commits
+        // nothing): it is caught up when it is empty.
         let behind: Vec<&(String, u32)> = queues
             .iter()
-            .filter(|(t, q)| store.committed_offset(GROUP, t, *q) != store.max_offset(t, *q).ok())
+            .filter(|(t, q)| {
+                let end = store.max_offset(t, *q).ok();
+                let at = store.committed_offset(GROUP, t, *q).or_else(|| store.min_offset(t, *q).ok());
+                at != end
+            })
             .collect();
         if missing.is_empty() && vanished.is_empty() && pending == 0 && behind.is_empty() {
             break dead;
