@@ -19,6 +19,15 @@ pub enum Flush {
     Async,
 }
 
+impl From<Flush> for FlushMode {
+    fn from(f: Flush) -> Self {
+        match f {
+            Flush::Sync => FlushMode::Sync,
+            Flush::Async => FlushMode::Async,
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 #[command(
     about = "Send generated messages to a topic (creating store and topic if absent)",
@@ -128,11 +137,7 @@ pub fn run(args: &ProduceArgs) -> Status {
     if let Err(msg) = validate(args) {
         return fail(msg);
     }
-    let mode = match args.flush {
-        Flush::Sync => FlushMode::Sync,
-        Flush::Async => FlushMode::Async,
-    };
-    let store = match Store::open(&args.dir, StoreOptions::default().flush_mode(mode)) {
+    let store = match Store::open(&args.dir, StoreOptions::default().flush_mode(args.flush.into())) {
         Ok(s) => s,
         Err(e) => return store_error(&e),
     };

@@ -7,7 +7,6 @@ use super::{duration, emit, join_workers, mb_per_s, spawn_workers, topic_names, 
 use crate::produce::Flush;
 use crate::report::{fail, store_error, Status};
 use bytes::Bytes;
-use mqstore::commitlog::FlushMode;
 use mqstore::message::{Message, MessageLimits, DEFAULT_MAX_BODY};
 use mqstore::store::{SendResult, SendStatus, Store, StoreOptions};
 use mqstore::topic::{TopicConfig, MAX_QUEUES};
@@ -142,11 +141,7 @@ pub fn run(args: &PerfProduceArgs) -> Status {
     if let Err(msg) = validate(args) {
         return fail(msg);
     }
-    let mode = match args.flush {
-        Flush::Sync => FlushMode::Sync,
-        Flush::Async => FlushMode::Async,
-    };
-    let store = match Store::open(&args.dir, StoreOptions::default().flush_mode(mode)) {
+    let store = match Store::open(&args.dir, StoreOptions::default().flush_mode(args.flush.into())) {
         Ok(s) => s,
         Err(e) => return store_error(&e),
     };
