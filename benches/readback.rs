@@ -108,14 +108,11 @@ use mqstore::message::Message;
 use mqstore::store::{PullStatus, Store, StoreOptions, TagFilter};
 use mqstore::topic::TopicConfig;
 use std::cell::RefCell;
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// Segment size of the raw mmap baseline (matches mqstore's default).
-const RAW_MMAP_SEGMENT: usize = 1 << 30;
 const PAGE: usize = 4096;
 const TOPIC: &str = "bench";
 /// Messages per `pull` (RocketMQ's default `pullBatchSize`).
@@ -217,8 +214,9 @@ fn touch(mode: Touch, body: &[u8]) -> u64 {
 // Raw mmap baseline
 // ---------------------------------------------------------------------------
 
-/// The plain mmap + memcpy log of `benches/append.rs`, keeping every
-/// segment mapped for reading.
+/// The plain mmap + memcpy log of `benches/append.rs` (its files made by
+/// the shared `RawMmapLog::map_file`), keeping every segment mapped for
+/// reading.
 struct RawMmapLog {
     dir: PathBuf,
     /// Full segments and how many bytes of each hold records.
@@ -228,29 +226,15 @@ struct RawMmapLog {
 }
 
 impl RawMmapLog {
-    fn map_file(dir: &Path, index: usize) -> memmap2::MmapMut {
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .write(true)
-            .truncate(true)
-            .open(dir.join(format!("{index:020}")))
-            .expect("create raw-mmap segment");
-        file.set_len(RAW_MMAP_SEGMENT as u64).expect("set_len");
-        // SAFETY: the file is private to this benchmark and never truncated
-        // while mapped.
-        unsafe { memmap2::MmapMut::map_mut(&file) }.expect("mmap")
-    }
-
     fn create(dir: &Path) -> Self {
-        Self { dir: dir.to_path_buf(), full: Vec::new(), map: Self::map_file(dir, 0), pos: 0 }
+        Self { dir: dir.to_path_buf(), full: Vec::new(), map: common::RawMmapLog::map_file(dir, 0), pos: 0 }
     }
 
     fn append(&mut self, body: &[u8]) {
         let len = 8 + body.len();
         if self.pos + len > RAW_MMAP_SEGMENT {
             self.sync();
-            let next = Self::map_file(&self.dir, self.full.len() + 1);
+            let next = common::RawMmapLog::map_file(&self.dir, self.full.len() + 1);
             let done = std::mem::replace(&mut self.map, next);
             self.full.push((done, self.pos));
             self.pos = 0;

@@ -98,7 +98,9 @@ pub struct RawMmapLog {
 }
 
 impl RawMmapLog {
-    fn map_file(dir: &std::path::Path, index: usize) -> memmap2::MmapMut {
+    /// Creates segment file number `index` in `dir` (sparse,
+    /// [`RAW_MMAP_SEGMENT`] bytes) and maps it writable.
+    pub fn map_file(dir: &std::path::Path, index: usize) -> memmap2::MmapMut {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .read(true)
