@@ -36,7 +36,9 @@ impl Core {
         // Clone the list (a few `Arc`s) so no lock is held across syscalls.
         let segments = self.segments.read().clone();
         for seg in segments.iter().take_while(|s| s.base < upto) {
-            seg.release_below(upto - seg.base);
+            // Whole pages only; contents are unchanged (see
+            // `MappedRegion::release`).
+            seg.release(0, (upto - seg.base) & !4095);
         }
     }
 }

@@ -231,16 +231,6 @@ impl Segment {
         self.region.sealed();
     }
 
-    /// Drops this process's mapped pages below file position `to` (whole
-    /// pages only) from its resident set; contents are unchanged (see
-    /// [`MappedRegion::release`]).
-    pub(crate) fn release_below(&self, to: u64) {
-        let end = (to.min(self.size) & !4095) as usize;
-        if end > 0 {
-            self.region.release(0, end);
-        }
-    }
-
     /// Hints the kernel to fault in `[from, to)` writable.
     pub(crate) fn prefault(&self, from: u64, to: u64) -> std::io::Result<()> {
         self.page_range(from, to).map_or(Ok(()), |(start, len)| self.region.prefault(start, len))

@@ -386,9 +386,9 @@ fn start_after_retention(inner: &Inner, rec: &Record) -> bool {
             .is_some_and(|q| q.has_no_files() && q.start_at(rec.queue_offset()))
 }
 
-/// Whether `topic`'s incarnation began before the log's first stored
-/// record: only then may retention have removed records of its queues, so
-/// only then may a rebuilt queue start past 0.
+/// Whether `topic`'s incarnation began below the log's first stored
+/// segment: only then may retention have removed records of its queues,
+/// so only then may a rebuilt queue start past 0.
 fn began_before_log_start(inner: &Inner, topic: &str) -> bool {
     // A topic created on a new log has `since` inside the first segment's
     // header, below its first record, though nothing of it was removed.
