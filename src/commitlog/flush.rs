@@ -292,7 +292,9 @@ impl Core {
         let generation = self.checkpoint_generation.fetch_add(1, Ordering::AcqRel) + 1;
         let cp = Checkpoint { state, generation, flushed, last_record: mark };
         checkpoint::write(self.opts.storage.as_ref(), &self.root, &cp)
-            .inspect_err(|e| self.fence_if_sync_failed(e, "checkpoint"))
+            .inspect_err(|e| self.fence_if_sync_failed(e, "checkpoint"))?;
+        self.checkpointed.store(flushed, Ordering::Release);
+        Ok(())
     }
 
     /// Final flush and clean-shutdown checkpoint, after the flush thread
@@ -393,7 +395,6 @@ fn flush_loop(core: &Core) {
     .min(super::resident::RELEASE_INTERVAL);
     let mut last_flush = Instant::now();
     let mut last_checkpoint = Instant::now();
-    let mut checkpointed = core.flushed.load(Ordering::Acquire);
     let mut last_release = Instant::now();
     loop {
         {
@@ -435,10 +436,11 @@ fn flush_loop(core: &Core) {
             }
         }
         let flushed = core.flushed.load(Ordering::Acquire);
-        if flushed != checkpointed && last_checkpoint.elapsed() >= opts.checkpoint_interval {
-            if core.write_checkpoint(ShutdownState::Running).is_ok() {
-                checkpointed = flushed;
-            }
+        if flushed != core.checkpointed.load(Ordering::Acquire) && last_checkpoint.elapsed() >= opts.checkpoint_interval
+        {
+            // A failure is retried at the next interval (a sync failure
+            // fences inside).
+            let _ = core.write_checkpoint(ShutdownState::Running);
             last_checkpoint = Instant::now();
         }
         if last_release.elapsed() >= super::resident::RELEASE_INTERVAL {

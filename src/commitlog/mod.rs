@@ -239,6 +239,12 @@ pub(crate) struct Core {
     pub(crate) closed: AtomicBool,
     pub(crate) prealloc: prealloc::Prealloc,
     pub(crate) checkpoint_generation: AtomicU64,
+    /// Flushed offset recorded by the last checkpoint written successfully
+    /// (`u64::MAX` until the first one). The flush thread compares against
+    /// this, not against a value it read when it started: a thread started
+    /// late (a loaded machine) would otherwise take a flush that happened
+    /// before it ran as already checkpointed and never write it.
+    pub(crate) checkpointed: AtomicU64,
     pub(crate) lock: Mutex<Option<Box<dyn LockGuard>>>,
     /// Told after the flush thread publishes committed records (Sync mode),
     /// so a follower such as the store's dispatcher need not poll.

@@ -376,6 +376,7 @@ fn build(
         closed: AtomicBool::new(false),
         prealloc: Prealloc::new(),
         checkpoint_generation: AtomicU64::new(generation),
+        checkpointed: AtomicU64::new(u64::MAX),
         lock: Mutex::new(Some(lock)),
         on_publish: RwLock::new(None),
     }
