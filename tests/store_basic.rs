@@ -78,6 +78,33 @@ fn send_then_pull_in_queue_order_across_reopen() {
     store.close().unwrap();
 }
 
+/// `send`, `send_batch` and `send_oneway` rotate over each topic's queues
+/// on their own (RocketMQ keeps one `sendWhichQueue` per topic): a producer
+/// cycling over topics still spreads every topic over all of its queues.
+#[test]
+fn default_rotation_is_per_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    for t in ["A", "B", "C"] {
+        store.create_topic(TopicConfig::new(t, 4)).unwrap();
+    }
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for i in 0..8 {
+        a.push(store.send(Message::new("A", body(i))).unwrap().queue_id);
+        let batch = store.send_batch(vec![Message::new("B", body(i)), Message::new("B", body(i))]).unwrap();
+        b.push(batch[0].queue_id);
+        store.send_oneway(Message::new("C", body(i))).unwrap();
+    }
+    // One counter shared by the topics moved with every send to B and C
+    // (A went 0, 3, 2, 1; with two topics, each used half its queues).
+    assert_eq!(a, [0, 1, 2, 3, 0, 1, 2, 3]);
+    assert_eq!(b, [0, 1, 2, 3, 0, 1, 2, 3]);
+    for q in 0..4 {
+        wait_dispatched(&store, "C", q, 2);
+    }
+    store.close().unwrap();
+}
+
 #[test]
 fn selector_routes_by_key_and_tags_filter() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,7 +8,7 @@ use crate::message::properties::{
     RECONSUME_TIME, RETRY_TOPIC,
 };
 use crate::message::MessageExt;
-use crate::store::{MessageQueueSelector, PullStatus, Store, TagFilter};
+use crate::store::{PullStatus, Store, TagFilter};
 use crate::topic::TopicConfig;
 use std::collections::HashSet;
 
@@ -177,9 +177,7 @@ impl Store {
             let resends = resends.saturating_add(1).to_string();
             let (topic, queue_id, props) = match target {
                 ResendTarget::OriginalTopic => {
-                    let queues = self.write_queues_of(&d.original_topic)?;
-                    let i = self.inner.round_robin.select(&queues, &crate::message::Message::new("", ""));
-                    let q = queues.get(i).map_or(0, |q| q.queue_id);
+                    let q = self.write_queues_of(&d.original_topic)?.rotate_id();
                     let mut remove = bookkeeping();
                     remove.extend([RETRY_TOPIC, ORIGIN_MESSAGE_ID]);
                     let add = [(DLQ_RESENDS, resends.as_str())];

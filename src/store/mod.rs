@@ -112,7 +112,6 @@ pub(crate) struct Inner {
     pub(crate) dispatch: Arc<dispatch::Dispatch>,
     /// Delayed delivery progress (see [`crate::retry::schedule`]).
     pub(crate) schedule: crate::retry::schedule::Scheduler,
-    pub(crate) round_robin: RoundRobinSelector,
     pub(crate) async_sends: send::AsyncSends,
     /// Per consumer group: the sources (`DLQ_SOURCE`) of its dead letters,
     /// loaded on first use, so a message is dead-lettered once.
@@ -160,7 +159,6 @@ impl Store {
             ids: MessageIdGenerator::new(),
             dispatch: Arc::default(),
             schedule: crate::retry::schedule::Scheduler::default(),
-            round_robin: RoundRobinSelector::default(),
             async_sends: send::AsyncSends::default(),
             dead_letters: Mutex::new(HashMap::new()),
             consumers: crate::consumer::Registry::default(),

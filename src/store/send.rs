@@ -8,6 +8,7 @@ use crate::message::properties::{push_pair, DELAY, DELAY_DUE_MS, REAL_QID, REAL_
 use crate::message::Message;
 use crate::offset::PhysicalOffset;
 use crate::retry::{schedule, SCHEDULE_TOPIC};
+use crate::topic::WriteQueues;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,7 +79,10 @@ pub trait MessageQueueSelector: Send + Sync {
     fn select(&self, queues: &[MessageQueue], msg: &Message) -> usize;
 }
 
-/// Rotates over the write queues (the default for [`Store::send`]).
+/// Rotates over the write queues it is given, with one counter per
+/// selector: keep one per topic (as RocketMQ keeps one `sendWhichQueue` per
+/// topic), or one shared selector cycling over topics spreads unevenly.
+/// [`Store::send`] keeps its own rotation per topic.
 #[derive(Debug, Default)]
 pub struct RoundRobinSelector {
     next: AtomicU64,
@@ -138,14 +142,21 @@ impl Store {
     /// Sends `msg` to one of its topic's write queues, rotating over them,
     /// and returns once it is stored (and, under
     /// [`FlushMode::Sync`](crate::commitlog::FlushMode::Sync), durable).
+    ///
+    /// The rotation is the topic's own (RocketMQ's per-topic
+    /// `sendWhichQueue`), so sends to other topics in between do not skew
+    /// it.
     pub fn send(&self, msg: Message) -> Result<SendResult> {
-        self.send_with_selector(msg, &self.inner.round_robin)
+        let queue_id = self.write_queues(msg.topic())?.rotate_id();
+        let mut out = self.send_to_queues(std::slice::from_ref(&msg), &[queue_id], Durability::Wait)?;
+        out.pop().ok_or(Error::Closed)
     }
 
     /// Sends `msg` to the queue `selector` picks (ordered sending).
     pub fn send_with_selector(&self, msg: Message, selector: &dyn MessageQueueSelector) -> Result<SendResult> {
         let queues = self.write_queues(msg.topic())?;
-        let i = selector.select(&queues, &msg);
+        let queues = queues.queues();
+        let i = selector.select(queues, &msg);
         let queue = queues.get(i).ok_or_else(|| {
             Error::InvalidArgument(format!("selector chose queue index {i} of {} write queues", queues.len()))
         })?;
@@ -157,11 +168,11 @@ impl Store {
     /// Sends `msg` to queue `queue_id` of its topic.
     pub fn send_to_queue(&self, msg: Message, queue_id: u32) -> Result<SendResult> {
         let queues = self.write_queues(msg.topic())?;
-        if !queues.iter().any(|q| q.queue_id == queue_id) {
+        if !queues.queues().iter().any(|q| q.queue_id == queue_id) {
             return Err(Error::InvalidArgument(format!(
                 "topic {} has no write queue {queue_id} ({} write queues)",
                 msg.topic(),
-                queues.len()
+                queues.queues().len()
             )));
         }
         let mut out = self.send_to_queues(std::slice::from_ref(&msg), &[queue_id], Durability::Wait)?;
@@ -186,9 +197,7 @@ impl Store {
         if msgs.iter().any(|m| m.delay_level().is_some() || m.deliver_at().is_some()) {
             return Err(Error::InvalidArgument("batch messages cannot carry a delay level or delivery time".into()));
         }
-        let queues = self.write_queues(&topic)?;
-        let i = self.inner.round_robin.select(&queues, first);
-        let queue_id = queues.get(i).map_or(0, |q| q.queue_id);
+        let queue_id = self.write_queues(&topic)?.rotate_id();
         self.send_to_queues(&msgs, &vec![queue_id; msgs.len()], Durability::Wait)
     }
 
@@ -218,9 +227,7 @@ impl Store {
     /// store is not. Under Sync flush the message is committed by the flush
     /// thread shortly after and is visible to consumers only then.
     pub fn send_oneway(&self, msg: Message) -> Result<()> {
-        let queues = self.write_queues(msg.topic())?;
-        let i = self.inner.round_robin.select(&queues, &msg);
-        let queue_id = queues.get(i).map_or(0, |q| q.queue_id);
+        let queue_id = self.write_queues(msg.topic())?.rotate_id();
         match self.send_to_queues(std::slice::from_ref(&msg), &[queue_id], Durability::NoWait) {
             Ok(_) => Ok(()),
             Err(e @ (Error::InvalidArgument(_) | Error::MessageTooLarge { .. } | Error::Closed)) => Err(e),
@@ -230,7 +237,7 @@ impl Store {
 
     /// The writable queues of `topic` (for store-internal resends, which
     /// may address the store's own topics).
-    pub(crate) fn write_queues_of(&self, topic: &str) -> Result<Arc<[MessageQueue]>> {
+    pub(crate) fn write_queues_of(&self, topic: &str) -> Result<Arc<WriteQueues>> {
         self.ensure_open()?;
         self.writable_queues(topic)
     }
@@ -240,21 +247,21 @@ impl Store {
     /// message sent straight to the schedule topic lacked the due time and
     /// destination the delivery thread needs, was acknowledged, and then
     /// dropped.
-    fn write_queues(&self, topic: &str) -> Result<Arc<[MessageQueue]>> {
+    fn write_queues(&self, topic: &str) -> Result<Arc<WriteQueues>> {
         self.ensure_open()?;
         crate::topic::validate_user_topic(topic)?;
         self.writable_queues(topic)
     }
 
     /// The topic table's shared list: no allocation per send.
-    fn writable_queues(&self, topic: &str) -> Result<Arc<[MessageQueue]>> {
+    fn writable_queues(&self, topic: &str) -> Result<Arc<WriteQueues>> {
         let (permission, queues) = self.inner.topics.write_queues(topic).ok_or_else(|| {
             Error::InvalidArgument(format!("topic {topic} does not exist (create it with Store::create_topic)"))
         })?;
         if !permission.writable() {
             return Err(Error::InvalidArgument(format!("topic {topic} is not writable")));
         }
-        if queues.is_empty() {
+        if queues.queues().is_empty() {
             return Err(Error::InvalidArgument(format!("topic {topic} has no write queues")));
         }
         Ok(queues)

@@ -6,8 +6,10 @@
 //! and dead-letter topics ([`crate::dlq`]); users cannot create them.
 
 mod table;
+mod write_queues;
 
 pub use table::TopicTable;
+pub(crate) use write_queues::WriteQueues;
 
 use crate::error::{Error, Result};
 

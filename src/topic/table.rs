@@ -8,12 +8,12 @@
 //! records of the topic below it belong to an earlier, deleted topic of the
 //! same name and are not dispatched).
 
+use super::write_queues::WriteQueues;
 use super::{validate_topic_name, Permission, TopicConfig};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::metafile::generations::{self, GenFile, MetadataFallback};
 use crate::metafile::{self, PayloadReader};
 use crate::storage::Storage;
-use crate::store::MessageQueue;
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -42,16 +42,14 @@ struct Entry {
     /// began; records of the topic below it belong to an earlier one (the
     /// topic was deleted and created again) and must not be dispatched.
     since: u64,
-    /// `cfg`'s write queues as producers' selectors see them, built once
-    /// per change so a send does not allocate a list (and a topic name per
-    /// queue) each time.
-    write_queues: Arc<[MessageQueue]>,
+    /// `cfg`'s write queues as producers see them, with the topic's
+    /// rotation; built once per change (see [`WriteQueues`]).
+    write_queues: Arc<WriteQueues>,
 }
 
 impl Entry {
     fn new(cfg: TopicConfig, since: u64) -> Self {
-        let write_queues =
-            (0..cfg.write_queues).map(|queue_id| MessageQueue { topic: cfg.name.clone(), queue_id }).collect();
+        let write_queues = Arc::new(WriteQueues::new(&cfg.name, cfg.write_queues));
         Self { cfg, since, write_queues }
     }
 }
@@ -130,7 +128,7 @@ impl TopicTable {
 
     /// The permission and write queues of topic `name`, if it exists,
     /// without copying either (the send path's lookup).
-    pub(crate) fn write_queues(&self, name: &str) -> Option<(Permission, Arc<[MessageQueue]>)> {
+    pub(crate) fn write_queues(&self, name: &str) -> Option<(Permission, Arc<WriteQueues>)> {
         self.topics.read().get(name).map(|e| (e.cfg.permission, e.write_queues.clone()))
     }
 
