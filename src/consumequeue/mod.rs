@@ -21,6 +21,7 @@ mod retain;
 mod set;
 mod unit;
 
+pub(crate) use queue::CreationSync;
 pub use queue::{ConsumeQueue, CqRecovery, DEFAULT_UNITS_PER_FILE, MAX_TOPIC_LEN, MAX_UNITS_PER_FILE};
 pub use set::ConsumeQueueSet;
 pub use unit::{tag_hash, CqUnit, CQ_UNIT_LEN};

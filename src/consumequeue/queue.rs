@@ -29,7 +29,7 @@ use crate::offset::{PhysicalOffset, QueueOffset};
 use crate::storage::{MappedRegion, OpenMode, Storage, StorageFile};
 use parking_lot::{Mutex, RwLock};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Units per consume-queue file by default: 300,000 units of 20 bytes, i.e.
@@ -236,8 +236,56 @@ impl CqFile {
 pub(crate) struct WriterState {
     /// Units below this queue offset are durable (flushed).
     pub(crate) flushed: u64,
-    /// The queue directory exists and its creation is durable.
+    /// The queue directory exists (its creation is durable, or listed in
+    /// `pending`).
     pub(crate) dir_ready: bool,
+    /// Creations made under [`CreationSync::AtFlush`] whose syncs the next
+    /// [`ConsumeQueue::flush`] owes.
+    pub(crate) pending: PendingSyncs,
+}
+
+impl WriterState {
+    pub(crate) fn new(flushed: u64, dir_ready: bool) -> Self {
+        Self { flushed, dir_ready, pending: PendingSyncs::default() }
+    }
+}
+
+/// When a new queue file, and a new queue directory, are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CreationSync {
+    /// At creation (normal operation): a file with a final name always has
+    /// its full length on disk, and its entry is durable.
+    Immediate,
+    /// At the queue's next [`ConsumeQueue::flush`] (store recovery, which
+    /// may create thousands of queues and flushes them all before its
+    /// dispatch checkpoint). Until then a power loss may leave a file
+    /// missing or short: a short file opens as damage and the queue is
+    /// rebuilt from the commit log, a missing one is found shorter than the
+    /// dispatch checkpoint says (rebuilt) or past it (dispatched again).
+    AtFlush,
+}
+
+/// File and directory syncs a [`CreationSync::AtFlush`] creation put off.
+#[derive(Debug, Default)]
+pub(crate) struct PendingSyncs {
+    /// New files: their allocation (length) and contents.
+    files: Vec<(PathBuf, Arc<dyn StorageFile>)>,
+    /// Directories that gained an entry, each once.
+    dirs: Vec<PathBuf>,
+}
+
+impl PendingSyncs {
+    /// Owes a sync of `dir` (once, however many entries it gained).
+    fn add_dir(&mut self, dir: &Path) {
+        if !self.dirs.iter().any(|d| d == dir) {
+            self.dirs.push(dir.to_path_buf());
+        }
+    }
+
+    /// Whether the file at `path` is owed its `fdatasync`.
+    fn has_file(&self, path: &Path) -> bool {
+        self.files.iter().any(|(p, _)| p == path)
+    }
 }
 
 /// The consume queue of one (topic, queue id). See the module docs for the
@@ -263,6 +311,9 @@ pub struct ConsumeQueue {
     pub(crate) max: AtomicU64,
     pub(crate) writer: Mutex<WriterState>,
     pub(crate) recovered: CqRecovery,
+    /// Set by the owning [`ConsumeQueueSet`](super::ConsumeQueueSet) for all
+    /// its queues: `true` while creations are [`CreationSync::AtFlush`].
+    pub(crate) defer_creation_syncs: Arc<AtomicBool>,
 }
 
 /// The file holding queue offset `offset` and the unit's index in it.
@@ -458,9 +509,13 @@ impl ConsumeQueue {
     /// Creates, allocates and syncs the file starting at `first`, then
     /// renames it into place and syncs the directory, so a file with a final
     /// name always has its full length.
+    ///
+    /// Under [`CreationSync::AtFlush`] the file's and the directory's syncs
+    /// are left to the next [`flush`](Self::flush).
     fn create_file(&self, w: &mut WriterState, first: u64) -> Result<CqFile> {
+        let sync = self.creation_sync();
         if !w.dir_ready {
-            self.create_dir()?;
+            self.create_dir(w, sync)?;
             w.dir_ready = true;
         }
         let path = self.dir.join(file_name(first));
@@ -473,11 +528,21 @@ impl ConsumeQueue {
                 .open(&tmp, OpenMode::CreateTruncate)
                 .map_err(|e| Error::io("create consume queue", &tmp, e))?;
             file.allocate(self.file_len).map_err(|e| Error::io("allocate consume queue", &tmp, e))?;
-            file.sync_data().map_err(|e| Error::io("fdatasync consume queue", &tmp, e))?;
+            if sync == CreationSync::Immediate {
+                file.sync_data().map_err(|e| Error::io("fdatasync consume queue", &tmp, e))?;
+            }
             // Mapped before the rename so a failure leaves no final name.
             let region = file.map(len).map_err(|e| Error::io("mmap consume queue", &tmp, e))?;
             self.storage.rename_no_replace(&tmp, &path).map_err(|e| Error::io("rename consume queue", &tmp, e))?;
-            self.storage.sync_dir(&self.dir).map_err(|e| Error::io("fsync directory", &self.dir, e))?;
+            match sync {
+                CreationSync::Immediate => {
+                    self.storage.sync_dir(&self.dir).map_err(|e| Error::io("fsync directory", &self.dir, e))?;
+                }
+                CreationSync::AtFlush => {
+                    w.pending.files.push((path.clone(), file.clone()));
+                    w.pending.add_dir(&self.dir);
+                }
+            }
             Ok(CqFile::new(first, path.clone(), file, region))
         })();
         if made.is_err() {
@@ -501,7 +566,7 @@ impl ConsumeQueue {
     /// If a crash still loses one, its queues are derived data: recovery
     /// sees them shorter than the dispatch checkpoint says and rebuilds
     /// them from the commit log.
-    fn create_dir(&self) -> Result<()> {
+    fn create_dir(&self, w: &mut WriterState, sync: CreationSync) -> Result<()> {
         let cq_dir = self.root.join(CONSUME_QUEUE_DIR);
         let topic_dir = cq_dir.join(&self.topic);
         let exists = |d: &Path| self.storage.exists(d).map_err(|e| Error::io("stat directory", d, e));
@@ -512,9 +577,41 @@ impl ConsumeQueue {
         let new_queue = new_topic || !exists(&self.dir)?;
         self.storage.create_dir_all(&self.dir).map_err(|e| Error::io("create directory", &self.dir, e))?;
         for (created, parent) in [(new_queue, &topic_dir), (new_topic, &cq_dir), (new_cq, &self.root)] {
-            if created {
-                self.storage.sync_dir(parent).map_err(|e| Error::io("fsync directory", parent, e))?;
+            match (created, sync) {
+                (false, _) => {}
+                (true, CreationSync::Immediate) => {
+                    self.storage.sync_dir(parent).map_err(|e| Error::io("fsync directory", parent, e))?;
+                }
+                (true, CreationSync::AtFlush) => w.pending.add_dir(parent),
             }
+        }
+        Ok(())
+    }
+
+    /// Makes this queue follow `flag` (its set's [`CreationSync`] mode).
+    pub(crate) fn sharing_creation_sync(mut self, flag: &Arc<AtomicBool>) -> Self {
+        self.defer_creation_syncs = flag.clone();
+        self
+    }
+
+    fn creation_sync(&self) -> CreationSync {
+        if self.defer_creation_syncs.load(Ordering::Acquire) {
+            CreationSync::AtFlush
+        } else {
+            CreationSync::Immediate
+        }
+    }
+
+    /// Runs the syncs creations put off: every new file, then every
+    /// directory that gained an entry. On a failure the rest stay owed.
+    fn sync_pending(&self, w: &mut WriterState) -> Result<()> {
+        while let Some((path, file)) = w.pending.files.last() {
+            file.sync_data().map_err(|e| Error::io("fdatasync consume queue", path, e))?;
+            w.pending.files.pop();
+        }
+        while let Some(dir) = w.pending.dirs.first() {
+            self.storage.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))?;
+            w.pending.dirs.remove(0);
         }
         Ok(())
     }
@@ -603,21 +700,27 @@ impl ConsumeQueue {
 
     /// Makes every unit written so far durable (`msync` of the dirty range,
     /// which may span the previous file after a roll).
+    ///
+    /// Also runs the file and directory syncs that creations under
+    /// [`CreationSync::AtFlush`] put off, so whatever a flush covered is
+    /// reachable after a power loss.
     pub(crate) fn flush(&self) -> Result<()> {
         let mut w = self.writer.lock();
         let max = self.max.load(Ordering::Acquire);
-        if w.flushed >= max {
-            return Ok(());
-        }
-        let files = self.files.read();
-        for f in files.iter() {
-            let end = f.first + self.units_per_file;
-            let (lo, hi) = (w.flushed.max(f.first), max.min(end));
-            if lo < hi {
-                f.flush_units(lo - f.first, hi - f.first)?;
+        if w.flushed < max {
+            let files = self.files.read();
+            for f in files.iter() {
+                let end = f.first + self.units_per_file;
+                let (lo, hi) = (w.flushed.max(f.first), max.min(end));
+                // A new file's pending `fdatasync` below covers its units
+                // too (stores through the mapping included).
+                if lo < hi && !w.pending.has_file(&f.path) {
+                    f.flush_units(lo - f.first, hi - f.first)?;
+                }
             }
         }
-        w.flushed = max;
+        self.sync_pending(&mut w)?;
+        w.flushed = w.flushed.max(max);
         Ok(())
     }
 
@@ -647,7 +750,11 @@ impl ConsumeQueue {
             files.drain(..).collect()
         };
         w.flushed = 0;
-        self.remove_files(doomed.iter().rev().map(|f| f.path.as_path()))
+        self.remove_files(doomed.iter().rev().map(|f| f.path.as_path()))?;
+        // The files are gone, but directories they needed stay owed: a
+        // queue opened here later finds them and takes them as durable.
+        w.pending.files.clear();
+        self.sync_pending(&mut w)
     }
 
     /// Whether the queue has no files at all (never written, or destroyed).

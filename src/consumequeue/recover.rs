@@ -225,8 +225,9 @@ impl ConsumeQueue {
             max: AtomicU64::new(max),
             // What was found may sit only in the page cache (the previous process
             // crashed before flushing), so the first flush covers all of it.
-            writer: Mutex::new(WriterState { flushed: min, dir_ready }),
+            writer: Mutex::new(WriterState::new(min, dir_ready)),
             recovered: report,
+            defer_creation_syncs: Arc::default(),
         };
         // Last first, so an interrupted removal still leaves a contiguous run.
         q.remove_files(doomed.iter().rev().chain(tmps.iter()).map(PathBuf::as_path))?;

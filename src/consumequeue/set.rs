@@ -2,13 +2,14 @@
 //! queue id, discovered from `<root>/consumequeue/<topic>/<queue id>/` on
 //! open.
 
-use super::queue::{file_len_for, validate_topic, ConsumeQueue, CONSUME_QUEUE_DIR};
+use super::queue::{file_len_for, validate_topic, ConsumeQueue, CreationSync, CONSUME_QUEUE_DIR};
 use crate::error::{Error, Result};
 use crate::offset::PhysicalOffset;
 use crate::storage::Storage;
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 type Queues = BTreeMap<String, BTreeMap<u32, Arc<ConsumeQueue>>>;
@@ -23,6 +24,9 @@ pub struct ConsumeQueueSet {
     root: PathBuf,
     units_per_file: u64,
     queues: RwLock<Queues>,
+    /// Shared with every queue: whether creations are
+    /// [`CreationSync::AtFlush`] (see [`ConsumeQueueSet::set_creation_sync`]).
+    defer_creation_syncs: Arc<AtomicBool>,
 }
 
 /// Lists `dir`; if it is a plain file (damage where one of our
@@ -61,6 +65,7 @@ impl ConsumeQueueSet {
         file_len_for(units_per_file)?;
         let cq_dir = root.join(CONSUME_QUEUE_DIR);
         let mut queues = Queues::new();
+        let defer = Arc::new(AtomicBool::new(false));
         if storage.exists(&cq_dir).map_err(|e| Error::io("stat directory", &cq_dir, e))? {
             let list = |dir: &Path| storage.list_dir(dir).map_err(|e| Error::io("list directory", dir, e));
             for topic in list(&cq_dir)? {
@@ -82,7 +87,9 @@ impl ConsumeQueueSet {
                     if list_dir_or_remove_file(storage.as_ref(), &topic_dir.join(&name))?.is_none() {
                         continue;
                     }
-                    let q = match ConsumeQueue::open(storage.clone(), root, &topic, id, units_per_file) {
+                    let q = match ConsumeQueue::open(storage.clone(), root, &topic, id, units_per_file)
+                        .map(|q| q.sharing_creation_sync(&defer))
+                    {
                         Ok(q) => q,
                         // Derived data: a queue whose files are damaged
                         // beyond the tail repair `open` does (a wrong length,
@@ -107,7 +114,22 @@ impl ConsumeQueueSet {
                 }
             }
         }
-        Ok(Self { storage, root: root.to_path_buf(), units_per_file, queues: RwLock::new(queues) })
+        Ok(Self {
+            storage,
+            root: root.to_path_buf(),
+            units_per_file,
+            queues: RwLock::new(queues),
+            defer_creation_syncs: defer,
+        })
+    }
+
+    /// When queues make new files and directories durable from now on.
+    /// Store recovery switches to [`CreationSync::AtFlush`] while it
+    /// re-dispatches (a rebuild of 10,000 queues otherwise paid several
+    /// fsyncs per queue) and back to [`CreationSync::Immediate`] once
+    /// [`ConsumeQueueSet::flush_all`] made everything durable.
+    pub(crate) fn set_creation_sync(&self, sync: CreationSync) {
+        self.defer_creation_syncs.store(sync == CreationSync::AtFlush, Ordering::Release);
     }
 
     /// The queue `(topic, queue_id)`, if it exists.
@@ -130,7 +152,10 @@ impl ConsumeQueueSet {
         // Opening a queue with no directory does no writes; a directory left
         // empty by `remove_topic` opens as an empty queue. The topic is
         // listed only once a queue opened.
-        let q = Arc::new(ConsumeQueue::open(self.storage.clone(), &self.root, topic, queue_id, self.units_per_file)?);
+        let q = Arc::new(
+            ConsumeQueue::open(self.storage.clone(), &self.root, topic, queue_id, self.units_per_file)?
+                .sharing_creation_sync(&self.defer_creation_syncs),
+        );
         queues.entry(topic.to_string()).or_default().insert(queue_id, q.clone());
         Ok(q)
     }

@@ -10,7 +10,7 @@
 use super::Inner;
 use crate::commitlog::wake::Broadcast;
 use crate::commitlog::Record;
-use crate::consumequeue::{tag_hash, CqUnit};
+use crate::consumequeue::{tag_hash, CqUnit, CreationSync};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::message::properties::{pairs, DELAY_DUE_MS, DELAY_SOURCE, KEYS, KEY_SEPARATOR, TAGS, UNIQ_KEY};
 use crate::offset::{PhysicalOffset, QueueOffset};
@@ -272,6 +272,16 @@ fn corrupt_record(inner: &Inner, rec: &Record, field: &'static str) -> Error {
 /// Brings the consume queues in line with the recovered commit log and
 /// dispatches everything readable. Runs at open, before any write.
 pub(crate) fn recover(inner: &Inner) -> Result<()> {
+    // Queue files and directories re-dispatching creates are made durable
+    // by the `flush_all` that precedes the dispatch checkpoint, not one by
+    // one (rebuilding 10,000 queues paid several fsyncs per queue).
+    inner.queues.set_creation_sync(CreationSync::AtFlush);
+    let result = recover_queues(inner);
+    inner.queues.set_creation_sync(CreationSync::Immediate);
+    result
+}
+
+fn recover_queues(inner: &Inner) -> Result<()> {
     let end = inner.log.max_offset();
     inner.queues.truncate_physical_all(end)?;
     let checkpoint = read_checkpoint(inner)?;
