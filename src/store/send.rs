@@ -360,7 +360,10 @@ pub(crate) fn append_numbered(
     };
     match inner.opts.commit_log.flush_mode {
         // Readable now: dispatch on this thread if nobody else is.
-        crate::commitlog::FlushMode::Async => super::dispatch::dispatch_inline(inner),
+        crate::commitlog::FlushMode::Async => {
+            let own = super::dispatch::OwnRecords { drafts, appended: &appended, queue_offsets: &positions };
+            super::dispatch::dispatch_inline(inner, Some(&own));
+        }
         // Readable once committed: the flush thread's publish hook nudges
         // the dispatcher after every commit, this one's included (the hook
         // is installed before the store takes sends). A nudge per send too
