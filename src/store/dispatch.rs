@@ -16,7 +16,7 @@ use crate::commitlog::wake::Broadcast;
 use crate::commitlog::Record;
 use crate::consumequeue::{tag_hash, CqUnit};
 use crate::error::{CorruptionKind, Error, Result};
-use crate::message::properties::{pairs, DELAY_DUE_MS, DELAY_SOURCE, KEYS, KEY_SEPARATOR, TAGS, UNIQ_KEY};
+use crate::message::properties::{for_each_text_pair, DELAY_DUE_MS, DELAY_SOURCE, KEYS, KEY_SEPARATOR, TAGS, UNIQ_KEY};
 use crate::offset::{PhysicalOffset, QueueOffset};
 use crate::retry::SCHEDULE_TOPIC;
 use crate::storage::Storage;
@@ -263,19 +263,18 @@ pub(crate) struct Found<'a> {
 }
 
 /// Checks every pair of `props` and picks out what dispatch needs; `None`
-/// if a pair does not decode.
+/// if a pair does not decode (as `properties::pairs` decodes it). One UTF-8 check
+/// for the whole blob, not one per name and value.
 pub(crate) fn scan_properties(props: &[u8]) -> Option<Found<'_>> {
     let mut f = Found::default();
-    for pair in pairs(props) {
-        match pair.ok()? {
-            (TAGS, v) => f.tags = Some(v),
-            (KEYS, v) => f.keys = Some(v),
-            (UNIQ_KEY, v) => f.uniq = Some(v),
-            (DELAY_DUE_MS, v) => f.due = Some(v),
-            (DELAY_SOURCE, v) => f.delay_source = Some(v),
-            _ => {}
-        }
-    }
+    for_each_text_pair(std::str::from_utf8(props).ok()?, |name, v| match name {
+        TAGS => f.tags = Some(v),
+        KEYS => f.keys = Some(v),
+        UNIQ_KEY => f.uniq = Some(v),
+        DELAY_DUE_MS => f.due = Some(v),
+        DELAY_SOURCE => f.delay_source = Some(v),
+        _ => {}
+    })?;
     Some(f)
 }
 
