@@ -283,17 +283,28 @@ impl Message {
     /// empty). Call [`Message::check`] first; this only re-checks what
     /// encoding needs (separators, reserved names, the format's 65,535-byte
     /// bound).
+    #[cfg(test)]
     pub(crate) fn encode_properties_for_store(&self, uniq_key: &str) -> Result<Vec<u8>> {
         // Room for the unique id and a few short pairs without regrowing.
         let mut out = Vec::with_capacity(128);
+        self.encode_properties_for_store_onto(uniq_key, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Message::encode_properties_for_store`], appended to `out` (a batch
+    /// send encodes every message's blob into one buffer). On an error
+    /// `out` may hold part of the blob.
+    pub(crate) fn encode_properties_for_store_onto(&self, uniq_key: &str, out: &mut Vec<u8>) -> Result<()> {
         if let Some(name) = self.properties.keys().find(|n| is_reserved(n)) {
             return Err(Error::InvalidArgument(format!("property name {name:?} is reserved for the store")));
         }
-        self.for_each_pair(uniq_key, |k, v| push_pair(&mut out, k, v))?;
-        if out.len() > MAX_PROPERTIES_LEN {
-            return Err(too_large(out.len(), MAX_PROPERTIES_LEN));
+        let start = out.len();
+        self.for_each_pair(uniq_key, |k, v| push_pair(out, k, v))?;
+        let len = out.len() - start;
+        if len > MAX_PROPERTIES_LEN {
+            return Err(too_large(len, MAX_PROPERTIES_LEN));
         }
-        Ok(out)
+        Ok(())
     }
 }
 

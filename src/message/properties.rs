@@ -294,7 +294,7 @@ pub(crate) fn pair_len(name: &str, value: &str) -> usize {
 
 /// Checks that a pair can be encoded (see [`encode_properties`]).
 pub(crate) fn validate_pair(name: &str, value: &str) -> Result<()> {
-    let has_sep = |s: &str| s.bytes().any(|b| b == NAME_VALUE_SEPARATOR || b == PROPERTY_SEPARATOR);
+    let has_sep = |s: &str| has_separator(s.as_bytes());
     if name.is_empty() {
         return Err(Error::InvalidArgument("property name is empty".to_string()));
     }
@@ -305,6 +305,19 @@ pub(crate) fn validate_pair(name: &str, value: &str) -> Result<()> {
         return Err(Error::InvalidArgument(format!("value of property {name:?} contains a separator byte 0x01/0x02")));
     }
     Ok(())
+}
+
+/// Whether `b` holds either separator byte; eight bytes at a time (every
+/// send checks its unique id and properties).
+fn has_separator(b: &[u8]) -> bool {
+    let mut words = b.chunks_exact(8);
+    let hit = words.any(|w| {
+        let x = u64::from_be_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        has_zero_byte(x ^ (SPLAT * u64::from(NAME_VALUE_SEPARATOR)))
+            | has_zero_byte(x ^ (SPLAT * u64::from(PROPERTY_SEPARATOR)))
+            != 0
+    });
+    hit || words.remainder().iter().any(|&b| b == NAME_VALUE_SEPARATOR || b == PROPERTY_SEPARATOR)
 }
 
 /// Validates and appends one pair to `out`.
@@ -473,6 +486,26 @@ mod tests {
                 let slow = pairs(&blob).try_for_each(|p| p.map(|_| ()));
                 assert_eq!(check(&blob), slow, "{blob:?}");
                 assert_text_pairs_agree(&blob);
+            }
+        }
+    }
+
+    /// `has_separator` finds either separator at every position of blobs
+    /// up to 24 bytes long (the word loop and the remainder), and nothing
+    /// in blobs without one, including bytes next to the separators'.
+    #[test]
+    fn has_separator_finds_each_position() {
+        for len in 0..=24 {
+            for fill in [b'a', 0x00, 0x03, 0x81, 0xff] {
+                let mut b = vec![fill; len];
+                assert!(!has_separator(&b), "{b:?}");
+                for at in 0..len {
+                    for sep in [NAME_VALUE_SEPARATOR, PROPERTY_SEPARATOR] {
+                        b[at] = sep;
+                        assert!(has_separator(&b), "{b:?}");
+                        b[at] = fill;
+                    }
+                }
             }
         }
     }
