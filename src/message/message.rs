@@ -225,9 +225,11 @@ impl Message {
                 return bad(format!("property name {name:?} is reserved for the store"));
             }
         }
-        let mut len = 0;
+        // The unique id the store adds counts towards the limit; its name
+        // and hex digits hold no separator, so only its length is added.
+        let mut len = pair_len(UNIQ_KEY, "") + UNIQUE_ID_HEX_LEN;
         // Validating here too catches separators in tags and keys.
-        self.for_each_pair(UNIQUE_ID_PLACEHOLDER, |k, v| {
+        self.for_each_pair("", |k, v| {
             validate_pair(k, v)?;
             len += pair_len(k, v);
             Ok(())
@@ -307,11 +309,6 @@ impl Message {
         Ok(())
     }
 }
-
-/// Stands in for the unique id when a message is checked before it has
-/// one: the id is always this long.
-const UNIQUE_ID_PLACEHOLDER: &str = "00000000000000000000000000000000";
-const _: () = assert!(UNIQUE_ID_PLACEHOLDER.len() == UNIQUE_ID_HEX_LEN);
 
 fn too_large(size: usize, max: usize) -> Error {
     Error::MessageTooLarge { size: size as u64, max: max as u64 }
