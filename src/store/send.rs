@@ -265,12 +265,14 @@ impl Store {
         let inner = &self.inner;
         inner.dispatch.check()?;
         let now = inner.opts.commit_log.clock.now_ms();
-        let mut ids = Vec::with_capacity(msgs.len());
         // Every message's properties in one buffer, one allocation per call
         // (a blob without user properties is the unique id's 43 bytes).
         let mut blobs = Vec::with_capacity(msgs.len() * 48);
-        let mut props = Vec::with_capacity(msgs.len());
-        let mut targets = Vec::with_capacity(msgs.len());
+        // Per message: its blob in `blobs`, and the topic and queue its
+        // record goes to.
+        let mut parts = Vec::with_capacity(msgs.len());
+        // Built here to hold the ids; the rest is filled in once appended.
+        let mut results = Vec::with_capacity(msgs.len());
         for (m, &queue_id) in msgs.iter().zip(queue_ids) {
             m.check(&inner.opts.limits)?;
             let id = inner.ids.next(now);
@@ -278,7 +280,7 @@ impl Store {
             m.encode_properties_for_store_onto(&id, &mut blobs)?;
             // A delayed message waits in the schedule topic, carrying where
             // it goes and when (see `crate::retry::schedule`).
-            match schedule::route(&inner.opts.delay_levels, now, m.delay_level(), m.deliver_at()) {
+            let target = match schedule::route(&inner.opts.delay_levels, now, m.delay_level(), m.deliver_at()) {
                 Some((level, due)) => {
                     // Appended as they are: the store's own names are never
                     // among the message's properties (`check` refuses them),
@@ -296,20 +298,26 @@ impl Store {
                             max: crate::commitlog::MAX_PROPERTIES_LEN as u64,
                         });
                     }
-                    targets.push((SCHEDULE_TOPIC, (level - 1) as u32));
+                    (SCHEDULE_TOPIC, (level - 1) as u32)
                 }
-                None => targets.push((m.topic(), queue_id)),
-            }
-            props.push(start..blobs.len());
-            ids.push(id);
+                None => (m.topic(), queue_id),
+            };
+            parts.push((start..blobs.len(), target));
+            results.push(SendResult {
+                status: SendStatus::SendOk,
+                msg_id: id,
+                offset_msg_id: String::new(),
+                queue_id,
+                queue_offset: 0,
+                physical_offset: PhysicalOffset(0),
+            });
         }
         let drafts: Vec<RecordDraft<'_>> = msgs
             .iter()
-            .zip(&props)
-            .zip(&targets)
-            .map(|((m, p), &(topic, queue_id))| RecordDraft {
+            .zip(&parts)
+            .map(|(m, (p, (topic, queue_id)))| RecordDraft {
                 topic,
-                queue_id,
+                queue_id: *queue_id,
                 flag: m.flag(),
                 born_timestamp: now,
                 properties: &blobs[p.clone()],
@@ -318,23 +326,17 @@ impl Store {
             })
             .collect();
         let (appended, positions, status) = append_numbered(inner, &drafts, wait)?;
-        Ok(appended
-            .into_iter()
-            .zip(ids)
-            .zip(queue_ids.iter().zip(positions))
-            .map(|((a, msg_id), (&queue_id, queue_offset))| SendResult {
-                status,
-                msg_id,
-                offset_msg_id: crate::message::encode_offset_msg_id(
-                    crate::message::DEFAULT_STORE_HOST,
-                    crate::message::DEFAULT_STORE_PORT,
-                    a.offset,
-                ),
-                queue_id,
-                queue_offset,
-                physical_offset: a.offset,
-            })
-            .collect())
+        for ((r, a), queue_offset) in results.iter_mut().zip(&appended).zip(positions) {
+            r.status = status;
+            r.offset_msg_id = crate::message::encode_offset_msg_id(
+                crate::message::DEFAULT_STORE_HOST,
+                crate::message::DEFAULT_STORE_PORT,
+                a.offset,
+            );
+            r.queue_offset = queue_offset;
+            r.physical_offset = a.offset;
+        }
+        Ok(results)
     }
 }
 
