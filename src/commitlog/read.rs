@@ -130,6 +130,10 @@ impl Record {
     pub fn properties(&self) -> Bytes {
         self.bytes.slice(self.parts.properties.0..self.parts.properties.1)
     }
+    /// Encoded properties, borrowed (no reference count taken).
+    pub(crate) fn properties_slice(&self) -> &[u8] {
+        &self.bytes[self.parts.properties.0..self.parts.properties.1]
+    }
     /// Message body.
     #[must_use]
     pub fn body(&self) -> Bytes {

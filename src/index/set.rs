@@ -62,8 +62,10 @@ pub struct Index {
     size: IndexFileSize,
     /// Ascending by first offset.
     files: RwLock<Vec<Arc<IndexFile>>>,
-    /// Serialises writers (dispatch, recovery, flush).
-    writer: Mutex<()>,
+    /// Serialises writers (dispatch, recovery, flush). Holds the buffer
+    /// [`Index::put_in_topic`] builds keys in, so dispatch allocates none
+    /// per message.
+    writer: Mutex<String>,
 }
 
 fn file_name(first_phy: u64) -> String {
@@ -147,7 +149,7 @@ impl Index {
             }
         }
         report.files = files.len();
-        let index = Self { storage, dir, size, files: RwLock::new(files), writer: Mutex::new(()) };
+        let index = Self { storage, dir, size, files: RwLock::new(files), writer: Mutex::new(String::new()) };
         Ok((index, report))
     }
 
@@ -186,12 +188,11 @@ impl Index {
         ts: u64,
         created_ms: u64,
     ) -> Result<()> {
-        let _w = self.writer.lock();
+        let mut buf = self.writer.lock();
         let mut active = self.files.read().last().cloned();
         if indexed_below(active.as_deref()).is_some_and(|last| phy < last) {
             return Ok(());
         }
-        let mut buf = String::with_capacity(topic.len() + 48);
         for key in keys {
             buf.clear();
             buf.push_str(topic);

@@ -48,6 +48,17 @@ const MS_PER_DAY: u64 = 86_400_000;
 /// Largest timestamp that still fits the generator state's 48 time bits.
 const MAX_STATE_MS: u64 = u64::MAX >> 16;
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
+/// The two hex characters of every byte value: one table load per byte
+/// instead of two nibble lookups with their bounds checks.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
+    }
+    t
+};
 
 /// Makes unique message ids (RocketMQ `MessageClientIDSetter.createUniqID`).
 ///
@@ -271,11 +282,10 @@ fn push_hex(s: &mut String, bytes: &[u8]) {
     // Encoded a chunk at a time into a byte buffer and appended as one
     // `&str` (a `push` per character costs a capacity check and a UTF-8
     // encoding each; ids are built on every send).
-    let mut buf = [0u8; 64];
-    for chunk in bytes.chunks(buf.len() / 2) {
-        for (i, &b) in chunk.iter().enumerate() {
-            buf[2 * i] = HEX[usize::from(b >> 4)];
-            buf[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    let mut buf = [0u8; 2 * ID_LEN];
+    for chunk in bytes.chunks(ID_LEN) {
+        for (out, &b) in buf.chunks_exact_mut(2).zip(chunk) {
+            out.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
         }
         // HEX holds ASCII digits only, so this never fails.
         s.push_str(std::str::from_utf8(&buf[..2 * chunk.len()]).unwrap_or_default());
@@ -306,6 +316,18 @@ mod tests {
     const MARCH_2024: u64 = 1_709_251_200_000;
     /// 2024-02-01T00:00:00Z.
     const FEB_2024: u64 = 1_706_745_600_000;
+
+    /// Hex of every byte value, and of inputs longer than one chunk, as
+    /// `format!` spells it.
+    #[test]
+    fn hex_matches_format() {
+        let all: Vec<u8> = (0..=255).collect();
+        let expected: String = all.iter().map(|b| format!("{b:02X}")).collect();
+        assert_eq!(to_hex(&all), expected);
+        for len in 0..=40 {
+            assert_eq!(to_hex(&all[100..100 + len]), expected[200..200 + 2 * len]);
+        }
+    }
 
     #[test]
     fn layout_constants_are_pinned() {

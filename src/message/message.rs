@@ -225,9 +225,11 @@ impl Message {
                 return bad(format!("property name {name:?} is reserved for the store"));
             }
         }
-        let mut len = 0;
+        // The unique id the store adds counts towards the limit; its name
+        // and hex digits hold no separator, so only its length is added.
+        let mut len = pair_len(UNIQ_KEY, "") + UNIQUE_ID_HEX_LEN;
         // Validating here too catches separators in tags and keys.
-        self.for_each_pair(UNIQUE_ID_PLACEHOLDER, |k, v| {
+        self.for_each_pair("", |k, v| {
             validate_pair(k, v)?;
             len += pair_len(k, v);
             Ok(())
@@ -283,24 +285,30 @@ impl Message {
     /// empty). Call [`Message::check`] first; this only re-checks what
     /// encoding needs (separators, reserved names, the format's 65,535-byte
     /// bound).
+    #[cfg(test)]
     pub(crate) fn encode_properties_for_store(&self, uniq_key: &str) -> Result<Vec<u8>> {
         // Room for the unique id and a few short pairs without regrowing.
         let mut out = Vec::with_capacity(128);
+        self.encode_properties_for_store_onto(uniq_key, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Message::encode_properties_for_store`], appended to `out` (a batch
+    /// send encodes every message's blob into one buffer). On an error
+    /// `out` may hold part of the blob.
+    pub(crate) fn encode_properties_for_store_onto(&self, uniq_key: &str, out: &mut Vec<u8>) -> Result<()> {
         if let Some(name) = self.properties.keys().find(|n| is_reserved(n)) {
             return Err(Error::InvalidArgument(format!("property name {name:?} is reserved for the store")));
         }
-        self.for_each_pair(uniq_key, |k, v| push_pair(&mut out, k, v))?;
-        if out.len() > MAX_PROPERTIES_LEN {
-            return Err(too_large(out.len(), MAX_PROPERTIES_LEN));
+        let start = out.len();
+        self.for_each_pair(uniq_key, |k, v| push_pair(out, k, v))?;
+        let len = out.len() - start;
+        if len > MAX_PROPERTIES_LEN {
+            return Err(too_large(len, MAX_PROPERTIES_LEN));
         }
-        Ok(out)
+        Ok(())
     }
 }
-
-/// Stands in for the unique id when a message is checked before it has
-/// one: the id is always this long.
-const UNIQUE_ID_PLACEHOLDER: &str = "00000000000000000000000000000000";
-const _: () = assert!(UNIQUE_ID_PLACEHOLDER.len() == UNIQUE_ID_HEX_LEN);
 
 fn too_large(size: usize, max: usize) -> Error {
     Error::MessageTooLarge { size: size as u64, max: max as u64 }

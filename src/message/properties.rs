@@ -164,6 +164,53 @@ pub(crate) fn pairs(bytes: &[u8]) -> impl Iterator<Item = Result<(&str, &str), C
     })
 }
 
+/// Calls `f` with each pair of `text`, a whole blob already known to be
+/// UTF-8, in stored order, and returns `Some` exactly when [`pairs`] would
+/// accept every pair (it stops at the first one [`pairs`] rejects). The
+/// separators are ASCII, so a blob is UTF-8 exactly when every name and
+/// value in it is: one `from_utf8` of the whole blob replaces one per name
+/// and per value, and the separators are found eight bytes at a time, as
+/// [`check`] does (dispatch scans every message's blob).
+pub(crate) fn for_each_text_pair<'a>(text: &'a str, mut f: impl FnMut(&'a str, &'a str)) -> Option<()> {
+    let b = text.as_bytes();
+    // An empty blob has no pairs; otherwise the last piece ends with the
+    // blob, with or without its separator.
+    if b.is_empty() {
+        return Some(());
+    }
+    let end = b.len() - usize::from(b.last() == Some(&PROPERTY_SEPARATOR));
+    let mut emit = |start: usize, sep: Option<usize>, stop: usize| {
+        let sep = sep.filter(|&s| s > start)?;
+        f(text.get(start..sep)?, text.get(sep + 1..stop)?);
+        Some(())
+    };
+    let (mut start, mut sep, mut i) = (0, None, 0);
+    while i < end {
+        if let Some(w) = b.get(i..i + 8).filter(|_| i + 8 <= end) {
+            let x = u64::from_be_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+            if has_zero_byte(x ^ (SPLAT * u64::from(NAME_VALUE_SEPARATOR)))
+                | has_zero_byte(x ^ (SPLAT * u64::from(PROPERTY_SEPARATOR)))
+                == 0
+            {
+                i += 8;
+                continue;
+            }
+        }
+        match b[i] {
+            // A second one in a piece: the value would hold it.
+            NAME_VALUE_SEPARATOR if sep.is_some() => return None,
+            NAME_VALUE_SEPARATOR => sep = Some(i),
+            PROPERTY_SEPARATOR => {
+                emit(start, sep, i)?;
+                (start, sep) = (i + 1, None);
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    emit(start, sep, end)
+}
+
 /// `Ok` exactly when every item of [`pairs`] is, else the first item's
 /// error; cheaper, for the read path, which checks every message it hands
 /// out. The separators are ASCII, so a blob that is UTF-8 as a whole splits
@@ -247,7 +294,7 @@ pub(crate) fn pair_len(name: &str, value: &str) -> usize {
 
 /// Checks that a pair can be encoded (see [`encode_properties`]).
 pub(crate) fn validate_pair(name: &str, value: &str) -> Result<()> {
-    let has_sep = |s: &str| s.bytes().any(|b| b == NAME_VALUE_SEPARATOR || b == PROPERTY_SEPARATOR);
+    let has_sep = |s: &str| has_separator(s.as_bytes());
     if name.is_empty() {
         return Err(Error::InvalidArgument("property name is empty".to_string()));
     }
@@ -258,6 +305,19 @@ pub(crate) fn validate_pair(name: &str, value: &str) -> Result<()> {
         return Err(Error::InvalidArgument(format!("value of property {name:?} contains a separator byte 0x01/0x02")));
     }
     Ok(())
+}
+
+/// Whether `b` holds either separator byte; eight bytes at a time (every
+/// send checks its unique id and properties).
+fn has_separator(b: &[u8]) -> bool {
+    let mut words = b.chunks_exact(8);
+    let hit = words.any(|w| {
+        let x = u64::from_be_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        has_zero_byte(x ^ (SPLAT * u64::from(NAME_VALUE_SEPARATOR)))
+            | has_zero_byte(x ^ (SPLAT * u64::from(PROPERTY_SEPARATOR)))
+            != 0
+    });
+    hit || words.remainder().iter().any(|&b| b == NAME_VALUE_SEPARATOR || b == PROPERTY_SEPARATOR)
 }
 
 /// Validates and appends one pair to `out`.
@@ -425,7 +485,43 @@ mod tests {
                 }
                 let slow = pairs(&blob).try_for_each(|p| p.map(|_| ()));
                 assert_eq!(check(&blob), slow, "{blob:?}");
+                assert_text_pairs_agree(&blob);
             }
+        }
+    }
+
+    /// `has_separator` finds either separator at every position of blobs
+    /// up to 24 bytes long (the word loop and the remainder), and nothing
+    /// in blobs without one, including bytes next to the separators'.
+    #[test]
+    fn has_separator_finds_each_position() {
+        for len in 0..=24 {
+            for fill in [b'a', 0x00, 0x03, 0x81, 0xff] {
+                let mut b = vec![fill; len];
+                assert!(!has_separator(&b), "{b:?}");
+                for at in 0..len {
+                    for sep in [NAME_VALUE_SEPARATOR, PROPERTY_SEPARATOR] {
+                        b[at] = sep;
+                        assert!(has_separator(&b), "{b:?}");
+                        b[at] = fill;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `for_each_text_pair` on a blob that is UTF-8 accepts it exactly
+    /// when `pairs` accepts every pair, and then sees the same pairs; a blob
+    /// that is not UTF-8 has an error in `pairs`.
+    fn assert_text_pairs_agree(blob: &[u8]) {
+        let slow: Result<Vec<(&str, &str)>, _> = pairs(blob).collect();
+        match std::str::from_utf8(blob) {
+            Ok(text) => {
+                let mut fast = Vec::new();
+                let ok = for_each_text_pair(text, |k, v| fast.push((k, v)));
+                assert_eq!(ok.map(|()| fast), slow.ok(), "{blob:?}");
+            }
+            Err(_) => assert!(slow.is_err(), "{blob:?}"),
         }
     }
 
@@ -458,6 +554,7 @@ mod tests {
             let slow = pairs(&blob).try_for_each(|p| p.map(|_| ()));
             seen_ok += usize::from(slow.is_ok());
             assert_eq!(check(&blob), slow, "{blob:?}");
+            assert_text_pairs_agree(&blob);
         }
         assert!(seen_ok > 5_000, "too few valid blobs: {seen_ok}");
     }

@@ -42,7 +42,7 @@ impl Store {
         self.learn_topics(batch)?;
         inner.log.append_replicated(batch.prev_end.get(), batch.offset.get(), batch.records)?;
         match inner.opts.commit_log.flush_mode {
-            FlushMode::Async => crate::store::dispatch::dispatch_inline(inner),
+            FlushMode::Async => crate::store::dispatch::dispatch_inline(inner, None),
             FlushMode::Sync => inner.dispatch.nudge(),
         }
         if inner.opts.replication.ack == ReplicaAck::Durable {

@@ -7,12 +7,16 @@
 //! were flushed, so on reopen everything below it is known to be on disk
 //! and a queue shorter than its checkpointed end has lost units.
 
+mod own;
+
+pub(crate) use own::OwnRecords;
+
 use super::Inner;
 use crate::commitlog::wake::Broadcast;
 use crate::commitlog::Record;
 use crate::consumequeue::{tag_hash, CqUnit, CreationSync};
 use crate::error::{CorruptionKind, Error, Result};
-use crate::message::properties::{pairs, DELAY_DUE_MS, DELAY_SOURCE, KEYS, KEY_SEPARATOR, TAGS, UNIQ_KEY};
+use crate::message::properties::{for_each_text_pair, DELAY_DUE_MS, DELAY_SOURCE, KEYS, KEY_SEPARATOR, TAGS, UNIQ_KEY};
 use crate::offset::{PhysicalOffset, QueueOffset};
 use crate::retry::SCHEDULE_TOPIC;
 use crate::storage::Storage;
@@ -78,13 +82,15 @@ impl Dispatch {
 /// thread hop sooner); otherwise, or on failure, the dispatch thread is
 /// nudged and does it. A round that is running may have looked at the log
 /// before this record was published, hence the nudge rather than nothing.
-pub(crate) fn dispatch_inline(inner: &Inner) {
+/// `own` are the records the caller just appended, if any: the round takes
+/// them from their drafts instead of reading them back (see [`own`]).
+pub(crate) fn dispatch_inline(inner: &Inner, own: Option<&OwnRecords<'_>>) {
     if inner.dispatch.failed.lock().is_some() {
         return;
     }
     match inner.dispatch.round.try_lock() {
         Some(round) => {
-            if let Err(e) = dispatch_round(inner, round) {
+            if let Err(e) = dispatch_round(inner, round, own) {
                 dispatch_failed(inner, &e);
             }
         }
@@ -108,25 +114,28 @@ fn dispatch_failed(inner: &Inner, e: &Error) {
 
 /// Dispatches every readable record not dispatched yet; returns how many.
 pub(crate) fn dispatch_available(inner: &Inner) -> Result<u64> {
-    dispatch_round(inner, inner.dispatch.round.lock())
+    dispatch_round(inner, inner.dispatch.round.lock(), None)
 }
 
-fn dispatch_round(inner: &Inner, _round: parking_lot::MutexGuard<'_, ()>) -> Result<u64> {
+fn dispatch_round(inner: &Inner, _round: parking_lot::MutexGuard<'_, ()>, own: Option<&OwnRecords<'_>>) -> Result<u64> {
+    let mut n = match own {
+        Some(own) => own::dispatch_own(inner, own)?,
+        None => 0,
+    };
     let from = inner.dispatch.dispatched.load(Ordering::Acquire);
-    let mut n = 0;
+    // A sender that dispatched up to the log's end has nothing to read
+    // (under Async flush, which `own` implies, the end is readable). Saves
+    // setting up a read per single send.
+    if own.is_some() && from >= inner.log.max_offset().get() {
+        if n > 0 {
+            inner.dispatch.arrivals.wake_all();
+        }
+        return Ok(n);
+    }
     let mut it = inner.log.iter(PhysicalOffset(from));
     for rec in &mut it {
         let rec = rec?;
-        match apply(inner, &rec)? {
-            Applied::Ok | Applied::Skipped => {}
-            Applied::Gap { topic, queue_id } => {
-                return Err(Error::InvalidArgument(format!(
-                    "dispatch found a gap in consume queue {topic}/{queue_id} at record {}",
-                    rec.offset().get()
-                )));
-            }
-        }
-        inner.dispatch.dispatched.store(rec.end().get(), Ordering::Release);
+        apply_next(inner, &Entry::of(&rec))?;
         n += 1;
     }
     // Blank ends of segments are skipped by the iterator: move past them.
@@ -140,6 +149,59 @@ fn dispatch_round(inner: &Inner, _round: parking_lot::MutexGuard<'_, ()>) -> Res
     Ok(n)
 }
 
+/// Applies `e`, the record at the dispatched offset, and moves the
+/// dispatched offset past it. A gap in its queue fails the round.
+fn apply_next(inner: &Inner, e: &Entry<'_>) -> Result<()> {
+    match apply(inner, e)? {
+        Applied::Ok | Applied::Skipped => {}
+        Applied::Gap { topic, queue_id } => {
+            return Err(Error::InvalidArgument(format!(
+                "dispatch found a gap in consume queue {topic}/{queue_id} at record {}",
+                e.offset
+            )));
+        }
+    }
+    inner.dispatch.dispatched.store(e.end(), Ordering::Release);
+    Ok(())
+}
+
+/// What dispatch needs of one record: read back from the log
+/// ([`Entry::of`]), or, for records the dispatching thread just appended,
+/// taken from what it wrote ([`OwnRecords`]). Both give the same values for
+/// the same record.
+pub(crate) struct Entry<'a> {
+    /// Physical offset of the record.
+    pub(crate) offset: u64,
+    /// Its encoded size.
+    pub(crate) size: u32,
+    pub(crate) topic: &'a str,
+    pub(crate) queue_id: u32,
+    pub(crate) queue_offset: u64,
+    pub(crate) store_timestamp: u64,
+    /// The encoded properties blob, as stored.
+    pub(crate) properties: &'a [u8],
+}
+
+impl<'a> Entry<'a> {
+    /// The fields of a record read back from the log.
+    pub(crate) fn of(rec: &'a Record) -> Self {
+        Self {
+            offset: rec.offset().get(),
+            size: rec.size(),
+            topic: rec.topic(),
+            queue_id: rec.queue_id(),
+            queue_offset: rec.queue_offset(),
+            store_timestamp: rec.store_timestamp(),
+            properties: rec.properties_slice(),
+        }
+    }
+
+    /// Offset one past the record.
+    pub(crate) fn end(&self) -> u64 {
+        self.offset + u64::from(self.size)
+    }
+}
+
 enum Applied {
     Ok,
     /// The record's topic no longer exists.
@@ -151,18 +213,17 @@ enum Applied {
     },
 }
 
-fn apply(inner: &Inner, rec: &Record) -> Result<Applied> {
-    let topic = rec.topic();
+fn apply(inner: &Inner, rec: &Entry<'_>) -> Result<Applied> {
+    let topic = rec.topic;
     // Records of deleted topics, and of earlier incarnations of a topic that
     // was deleted and created again, belong to no live queue.
     match inner.topics.since(topic) {
-        Some(since) if rec.offset().get() >= since => {}
+        Some(since) if rec.offset >= since => {}
         _ => return Ok(Applied::Skipped),
     }
     // One pass, without allocating: dispatch runs once per message.
-    let props = rec.properties();
-    let Some(found) = scan_properties(&props) else {
-        return Err(corrupt_record(inner, rec, "properties"));
+    let Some(found) = scan_properties(rec.properties) else {
+        return Err(corrupt_record(inner, rec.offset, "properties"));
     };
     let tag = found.unit_tag(topic);
     // A record the delivery thread wrote: its source entry is delivered.
@@ -170,17 +231,17 @@ fn apply(inner: &Inner, rec: &Record) -> Result<Applied> {
         inner.schedule.note_dispatched(source);
     }
     index_record(inner, rec, topic, &found)?;
-    let unit = CqUnit { physical_offset: rec.offset(), size: rec.size(), tag_hash: tag };
-    let q = inner.queues.get_or_create(topic, rec.queue_id())?;
-    let at = QueueOffset(rec.queue_offset());
+    let unit = CqUnit { physical_offset: PhysicalOffset(rec.offset), size: rec.size, tag_hash: tag };
+    let q = inner.queues.get_or_create(topic, rec.queue_id)?;
+    let at = QueueOffset(rec.queue_offset);
     if at.0 > q.max_offset().0 {
-        return Ok(Applied::Gap { topic: topic.to_string(), queue_id: rec.queue_id() });
+        return Ok(Applied::Gap { topic: topic.to_string(), queue_id: rec.queue_id });
     }
     if at.0 < q.min_offset().0 {
         // Nothing removes a queue's head yet (there is no log retention),
         // and older incarnations of the topic were skipped above: a record
         // below the queue's start means its first file was lost. Rebuild.
-        return Ok(Applied::Gap { topic: topic.to_string(), queue_id: rec.queue_id() });
+        return Ok(Applied::Gap { topic: topic.to_string(), queue_id: rec.queue_id });
     }
     match q.put(at, unit) {
         Ok(()) => {
@@ -188,13 +249,13 @@ fn apply(inner: &Inner, rec: &Record) -> Result<Applied> {
             // thread's next planned wake-up; entries behind a head never
             // are (each level is one delay), so they need no wake-up.
             if topic == SCHEDULE_TOPIC {
-                inner.schedule.dispatched_entry(rec.queue_id(), at.0);
+                inner.schedule.dispatched_entry(rec.queue_id, at.0);
             }
             Ok(Applied::Ok)
         }
         // A different unit at this position: the queue does not match the
         // log, so it must be rebuilt.
-        Err(Error::InvalidArgument(_)) => Ok(Applied::Gap { topic: topic.to_string(), queue_id: rec.queue_id() }),
+        Err(Error::InvalidArgument(_)) => Ok(Applied::Gap { topic: topic.to_string(), queue_id: rec.queue_id }),
         Err(e) => Err(e),
     }
 }
@@ -211,19 +272,18 @@ pub(crate) struct Found<'a> {
 }
 
 /// Checks every pair of `props` and picks out what dispatch needs; `None`
-/// if a pair does not decode.
+/// if a pair does not decode (as `properties::pairs` decodes it). One UTF-8 check
+/// for the whole blob, not one per name and value.
 pub(crate) fn scan_properties(props: &[u8]) -> Option<Found<'_>> {
     let mut f = Found::default();
-    for pair in pairs(props) {
-        match pair.ok()? {
-            (TAGS, v) => f.tags = Some(v),
-            (KEYS, v) => f.keys = Some(v),
-            (UNIQ_KEY, v) => f.uniq = Some(v),
-            (DELAY_DUE_MS, v) => f.due = Some(v),
-            (DELAY_SOURCE, v) => f.delay_source = Some(v),
-            _ => {}
-        }
-    }
+    for_each_text_pair(std::str::from_utf8(props).ok()?, |name, v| match name {
+        TAGS => f.tags = Some(v),
+        KEYS => f.keys = Some(v),
+        UNIQ_KEY => f.uniq = Some(v),
+        DELAY_DUE_MS => f.due = Some(v),
+        DELAY_SOURCE => f.delay_source = Some(v),
+        _ => {}
+    })?;
     Some(f)
 }
 
@@ -251,20 +311,20 @@ impl<'a> Found<'a> {
 
 /// Indexes a record's keys and unique id as `<topic>#<key>` (records
 /// waiting in the schedule topic are indexed once delivered).
-fn index_record(inner: &Inner, rec: &Record, topic: &str, found: &Found<'_>) -> Result<()> {
+fn index_record(inner: &Inner, rec: &Entry<'_>, topic: &str, found: &Found<'_>) -> Result<()> {
     if topic == SCHEDULE_TOPIC || (found.uniq.is_none() && found.keys.is_none()) {
         return Ok(());
     }
     // A new file records the record's store time as its creation time
     // (only informational), which saves a clock read per message.
-    let ts = rec.store_timestamp();
-    inner.index.put_in_topic(topic, found.index_keys(topic), rec.offset().get(), ts, ts)
+    let ts = rec.store_timestamp;
+    inner.index.put_in_topic(topic, found.index_keys(topic), rec.offset, ts, ts)
 }
 
-fn corrupt_record(inner: &Inner, rec: &Record, field: &'static str) -> Error {
+fn corrupt_record(inner: &Inner, offset: u64, field: &'static str) -> Error {
     Error::Corruption {
         path: inner.root.join(crate::commitlog::COMMITLOG_DIR),
-        offset: rec.offset().get(),
+        offset,
         kind: CorruptionKind::InvalidField { field },
     }
 }
@@ -388,12 +448,9 @@ fn recover_queues(inner: &Inner) -> Result<()> {
 /// the first record of it that retention left (recovery re-dispatches from
 /// the log's start, in log order, which is queue order), and the records
 /// before it are gone with their segments. Returns whether it did.
-fn start_after_retention(inner: &Inner, rec: &Record) -> bool {
-    began_before_log_start(inner, rec.topic())
-        && inner
-            .queues
-            .queue(rec.topic(), rec.queue_id())
-            .is_some_and(|q| q.has_no_files() && q.start_at(rec.queue_offset()))
+fn start_after_retention(inner: &Inner, rec: &Entry<'_>) -> bool {
+    began_before_log_start(inner, rec.topic)
+        && inner.queues.queue(rec.topic, rec.queue_id).is_some_and(|q| q.has_no_files() && q.start_at(rec.queue_offset))
 }
 
 /// Whether `topic`'s incarnation began below the log's first stored
@@ -419,8 +476,9 @@ fn dispatch_recovering(inner: &Inner) -> Result<Option<(String, u32)>> {
     let mut it = inner.log.iter(PhysicalOffset(from));
     for rec in &mut it {
         let rec = rec?;
-        if let Applied::Gap { topic, queue_id } = apply(inner, &rec)? {
-            if !start_after_retention(inner, &rec) || !matches!(apply(inner, &rec)?, Applied::Ok) {
+        let e = Entry::of(&rec);
+        if let Applied::Gap { topic, queue_id } = apply(inner, &e)? {
+            if !start_after_retention(inner, &e) || !matches!(apply(inner, &e)?, Applied::Ok) {
                 return Ok(Some((topic, queue_id)));
             }
         }
@@ -453,9 +511,8 @@ pub(crate) fn rebuild_queue(inner: &Inner, topic: &str, queue_id: u32) -> Result
         if rec.topic() != topic || rec.queue_id() != queue_id {
             continue;
         }
-        let props = rec.properties();
-        let Some(found) = scan_properties(&props) else {
-            return Err(corrupt_record(inner, &rec, "properties"));
+        let Some(found) = scan_properties(rec.properties_slice()) else {
+            return Err(corrupt_record(inner, rec.offset().get(), "properties"));
         };
         let tag = found.unit_tag(topic);
         units.push((rec.queue_offset(), CqUnit { physical_offset: rec.offset(), size: rec.size(), tag_hash: tag }));

@@ -148,8 +148,7 @@ impl Store {
     /// it.
     pub fn send(&self, msg: Message) -> Result<SendResult> {
         let queue_id = self.write_queues(msg.topic())?.rotate_id();
-        let mut out = self.send_to_queues(std::slice::from_ref(&msg), &[queue_id], Durability::Wait)?;
-        out.pop().ok_or(Error::Closed)
+        self.send_one(&msg, queue_id, Durability::Wait)
     }
 
     /// Sends `msg` to the queue `selector` picks (ordered sending).
@@ -161,8 +160,7 @@ impl Store {
             Error::InvalidArgument(format!("selector chose queue index {i} of {} write queues", queues.len()))
         })?;
         let queue_id = queue.queue_id;
-        let mut out = self.send_to_queues(std::slice::from_ref(&msg), &[queue_id], Durability::Wait)?;
-        out.pop().ok_or(Error::Closed)
+        self.send_one(&msg, queue_id, Durability::Wait)
     }
 
     /// Sends `msg` to queue `queue_id` of its topic.
@@ -175,8 +173,7 @@ impl Store {
                 queues.queues().len()
             )));
         }
-        let mut out = self.send_to_queues(std::slice::from_ref(&msg), &[queue_id], Durability::Wait)?;
-        out.pop().ok_or(Error::Closed)
+        self.send_one(&msg, queue_id, Durability::Wait)
     }
 
     /// Sends several messages of one topic to one queue (chosen by
@@ -228,7 +225,7 @@ impl Store {
     /// thread shortly after and is visible to consumers only then.
     pub fn send_oneway(&self, msg: Message) -> Result<()> {
         let queue_id = self.write_queues(msg.topic())?.rotate_id();
-        match self.send_to_queues(std::slice::from_ref(&msg), &[queue_id], Durability::NoWait) {
+        match self.send_one(&msg, queue_id, Durability::NoWait) {
             Ok(_) => Ok(()),
             Err(e @ (Error::InvalidArgument(_) | Error::MessageTooLarge { .. } | Error::Closed)) => Err(e),
             Err(_) => Ok(()),
@@ -272,72 +269,137 @@ impl Store {
         let inner = &self.inner;
         inner.dispatch.check()?;
         let now = inner.opts.commit_log.clock.now_ms();
-        let mut ids = Vec::with_capacity(msgs.len());
-        let mut props = Vec::with_capacity(msgs.len());
-        let mut targets = Vec::with_capacity(msgs.len());
+        // Every message's properties in one buffer, one allocation per call
+        // (a blob without user properties is the unique id's 43 bytes).
+        let mut blobs = Vec::with_capacity(msgs.len() * 48);
+        let mut prepared = Vec::with_capacity(msgs.len());
+        // Built here to hold the ids; completed once the records are
+        // appended.
+        let mut results = Vec::with_capacity(msgs.len());
         for (m, &queue_id) in msgs.iter().zip(queue_ids) {
-            m.check(&inner.opts.limits)?;
-            let id = inner.ids.next(now);
-            let mut p = m.encode_properties_for_store(&id)?;
-            // A delayed message waits in the schedule topic, carrying where
-            // it goes and when (see `crate::retry::schedule`).
-            match schedule::route(&inner.opts.delay_levels, now, m.delay_level(), m.deliver_at()) {
-                Some((level, due)) => {
-                    // Appended as they are: the store's own names are never
-                    // among the message's properties (`check` refuses them),
-                    // and a delay level is already there as DELAY.
-                    if m.delay_level().is_none() {
-                        push_pair(&mut p, DELAY, &level.to_string())?;
-                    }
-                    push_pair(&mut p, REAL_TOPIC, m.topic())?;
-                    push_pair(&mut p, REAL_QID, &queue_id.to_string())?;
-                    push_pair(&mut p, DELAY_DUE_MS, &due.to_string())?;
-                    if p.len() > crate::commitlog::MAX_PROPERTIES_LEN {
-                        return Err(Error::MessageTooLarge {
-                            size: p.len() as u64,
-                            max: crate::commitlog::MAX_PROPERTIES_LEN as u64,
-                        });
-                    }
-                    targets.push((SCHEDULE_TOPIC, (level - 1) as u32));
-                }
-                None => targets.push((m.topic(), queue_id)),
-            }
-            props.push(p);
-            ids.push(id);
-        }
-        let drafts: Vec<RecordDraft<'_>> = msgs
-            .iter()
-            .zip(&props)
-            .zip(&targets)
-            .map(|((m, p), &(topic, queue_id))| RecordDraft {
-                topic,
+            let (id, p) = self.prepare(m, queue_id, now, &mut blobs)?;
+            prepared.push(p);
+            results.push(SendResult {
+                status: SendStatus::SendOk,
+                msg_id: id,
+                offset_msg_id: String::new(),
                 queue_id,
-                flag: m.flag(),
-                born_timestamp: now,
-                properties: p,
-                body: m.body(),
-                ..RecordDraft::default()
-            })
-            .collect();
+                queue_offset: 0,
+                physical_offset: PhysicalOffset(0),
+            });
+        }
+        let drafts: Vec<RecordDraft<'_>> = msgs.iter().zip(&prepared).map(|(m, p)| p.draft(m, &blobs, now)).collect();
         let (appended, positions, status) = append_numbered(inner, &drafts, wait)?;
-        Ok(appended
-            .into_iter()
-            .zip(ids)
-            .zip(queue_ids.iter().zip(positions))
-            .map(|((a, msg_id), (&queue_id, queue_offset))| SendResult {
+        for ((r, a), queue_offset) in results.iter_mut().zip(&appended).zip(positions) {
+            r.status = status;
+            r.offset_msg_id = offset_msg_id(a);
+            r.queue_offset = queue_offset;
+            r.physical_offset = a.offset;
+        }
+        Ok(results)
+    }
+
+    /// [`Store::send_to_queues`] of one message, without the vectors.
+    fn send_one(&self, msg: &Message, queue_id: u32, wait: Durability) -> Result<SendResult> {
+        let inner = &self.inner;
+        inner.dispatch.check()?;
+        let now = inner.opts.commit_log.clock.now_ms();
+        let mut blob = Vec::with_capacity(128);
+        let (msg_id, p) = self.prepare(msg, queue_id, now, &mut blob)?;
+        let draft = p.draft(msg, &blob, now);
+        let (appended, positions, status) = append_numbered(inner, std::slice::from_ref(&draft), wait)?;
+        match (appended.first(), positions.first()) {
+            (Some(a), Some(&queue_offset)) => Ok(SendResult {
                 status,
                 msg_id,
-                offset_msg_id: crate::message::encode_offset_msg_id(
-                    crate::message::DEFAULT_STORE_HOST,
-                    crate::message::DEFAULT_STORE_PORT,
-                    a.offset,
-                ),
+                offset_msg_id: offset_msg_id(a),
                 queue_id,
                 queue_offset,
                 physical_offset: a.offset,
-            })
-            .collect())
+            }),
+            _ => Err(Error::Closed),
+        }
     }
+
+    /// Checks `m`, gives it a unique id (returned) and appends its
+    /// properties blob to `blobs`; a delayed message is addressed to the
+    /// schedule topic.
+    #[inline(always)]
+    fn prepare<'m>(
+        &self,
+        m: &'m Message,
+        queue_id: u32,
+        now: u64,
+        blobs: &mut Vec<u8>,
+    ) -> Result<(String, Prepared<'m>)> {
+        let inner = &self.inner;
+        m.check(&inner.opts.limits)?;
+        let id = inner.ids.next(now);
+        let start = blobs.len();
+        m.encode_properties_for_store_onto(&id, blobs)?;
+        // A delayed message waits in the schedule topic, carrying where it
+        // goes and when (see `crate::retry::schedule`).
+        let (topic, target_queue) =
+            match schedule::route(&inner.opts.delay_levels, now, m.delay_level(), m.deliver_at()) {
+                Some((level, due)) => {
+                    // Appended as they are: the store's own names are never among
+                    // the message's properties (`check` refuses them), and a
+                    // delay level is already there as DELAY.
+                    if m.delay_level().is_none() {
+                        push_pair(blobs, DELAY, &level.to_string())?;
+                    }
+                    push_pair(blobs, REAL_TOPIC, m.topic())?;
+                    push_pair(blobs, REAL_QID, &queue_id.to_string())?;
+                    push_pair(blobs, DELAY_DUE_MS, &due.to_string())?;
+                    let len = blobs.len() - start;
+                    if len > crate::commitlog::MAX_PROPERTIES_LEN {
+                        return Err(Error::MessageTooLarge {
+                            size: len as u64,
+                            max: crate::commitlog::MAX_PROPERTIES_LEN as u64,
+                        });
+                    }
+                    (SCHEDULE_TOPIC, (level - 1) as u32)
+                }
+                None => (m.topic(), queue_id),
+            };
+        Ok((id, Prepared { props: start..blobs.len(), topic, queue_id: target_queue }))
+    }
+}
+
+/// A message ready to append: where its properties blob lies in the
+/// send's buffer, and the topic and queue its record goes to (the schedule
+/// topic for a delayed message).
+struct Prepared<'m> {
+    props: std::ops::Range<usize>,
+    topic: &'m str,
+    queue_id: u32,
+}
+
+impl<'m> Prepared<'m> {
+    /// The record of `m`, whose blob is in `blobs`.
+    fn draft<'a>(&self, m: &'a Message, blobs: &'a [u8], now: u64) -> RecordDraft<'a>
+    where
+        'm: 'a,
+    {
+        RecordDraft {
+            topic: self.topic,
+            queue_id: self.queue_id,
+            flag: m.flag(),
+            born_timestamp: now,
+            properties: &blobs[self.props.clone()],
+            body: m.body(),
+            ..RecordDraft::default()
+        }
+    }
+}
+
+/// The offset id (`offsetMsgId`) of the record appended as `a`.
+fn offset_msg_id(a: &crate::commitlog::Appended) -> String {
+    crate::message::encode_offset_msg_id(
+        crate::message::DEFAULT_STORE_HOST,
+        crate::message::DEFAULT_STORE_PORT,
+        a.offset,
+    )
 }
 
 /// Appends `drafts`, numbering each one's queue position under the commit
@@ -367,7 +429,10 @@ pub(crate) fn append_numbered(
     };
     match inner.opts.commit_log.flush_mode {
         // Readable now: dispatch on this thread if nobody else is.
-        crate::commitlog::FlushMode::Async => super::dispatch::dispatch_inline(inner),
+        crate::commitlog::FlushMode::Async => {
+            let own = super::dispatch::OwnRecords { drafts, appended: &appended, queue_offsets: &positions };
+            super::dispatch::dispatch_inline(inner, Some(&own));
+        }
         // Readable once committed: the flush thread's publish hook nudges
         // the dispatcher after every commit, this one's included (the hook
         // is installed before the store takes sends). A nudge per send too
