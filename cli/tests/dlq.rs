@@ -43,12 +43,16 @@ fn store_with_dead_letters(dir: &Path) -> Vec<String> {
         .listener(|_: &[MessageExt], _: &ConsumeContext| ConsumeStatus::ReconsumeLater)
         .start()
         .unwrap();
-    let ids: Vec<String> =
-        ["a", "b"].iter().map(|b| store.send(Message::new("t", *b).with_tags("T")).unwrap().msg_id).collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while store.dlq_count("g").unwrap() < 2 {
-        assert!(Instant::now() < deadline, "dead letters");
-        std::thread::sleep(Duration::from_millis(2));
+    // One at a time, so the dead letters are in send order: sent together,
+    // the two can be consumed by two workers and dead-lettered either way.
+    let mut ids = Vec::new();
+    for (n, body) in (1..).zip(["a", "b"]) {
+        ids.push(store.send(Message::new("t", body).with_tags("T")).unwrap().msg_id);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.dlq_count("g").unwrap() < n {
+            assert!(Instant::now() < deadline, "dead letters");
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
     c.shutdown().unwrap();
     store.close().unwrap();
