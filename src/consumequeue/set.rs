@@ -268,6 +268,38 @@ mod tests {
         assert_eq!(open(tmp.path()).topics(), vec!["%RETRY%g"]);
     }
 
+    /// Under `CreationSync::AtFlush` a new queue's files and the
+    /// directories it created (queue, topic, `consumequeue`) become durable
+    /// only at its flush. `SimStorage` keeps a creation only once its
+    /// directory is synced: before the flush a crash may lose the queue
+    /// (whatever survives opens as a gap-free prefix), after it every unit
+    /// survives.
+    #[test]
+    fn deferred_creations_are_durable_after_the_flush() {
+        use crate::storage::SimStorage;
+        let sim = SimStorage::new();
+        let root = Path::new("/store");
+        sim.create_dir_all(root).unwrap();
+        sim.sync_dir(Path::new("/")).unwrap();
+        let set = ConsumeQueueSet::open(Arc::new(sim.clone()), root, 4).unwrap();
+        set.set_creation_sync(CreationSync::AtFlush);
+        let q = set.get_or_create("T", 3).unwrap();
+        // Two files of 4 units.
+        for i in 0..6 {
+            q.put(QueueOffset(i), unit(i)).unwrap();
+        }
+        let before = ConsumeQueueSet::open(Arc::new(sim.crash_now(7).restore()), root, 4).unwrap();
+        if let Some(q) = before.queue("T", 3) {
+            let n = q.max_offset().0;
+            assert!(n <= 6 && q.last().is_none_or(|(at, u)| at.0 + 1 == n && u == unit(at.0)), "{n}");
+        }
+        set.flush_all().unwrap();
+        let after = ConsumeQueueSet::open(Arc::new(sim.crash_now(8).restore()), root, 4).unwrap();
+        let q = after.queue("T", 3).expect("the queue is durable once flushed");
+        assert_eq!((q.min_offset(), q.max_offset()), (QueueOffset(0), QueueOffset(6)));
+        assert_eq!(q.last(), Some((QueueOffset(5), unit(5))));
+    }
+
     #[test]
     fn bad_names_are_rejected() {
         let tmp = tempfile::tempdir().unwrap();
