@@ -8,9 +8,11 @@
 //! The test writes `N` messages, reads all of them back, and measures; then
 //! writes `3N` more (4N in all, many segments and queue files) and reads
 //! all 4N back, and measures again. The store's mapped pages (from
-//! `/proc/self/smaps`, split into commit log, consume queues and index) may
-//! not grow by more than a fixed allowance, far below the data added; the
-//! anonymous resident set (`RssAnon` of `/proc/self/status`) likewise.
+//! `/proc/self/smaps`, split into commit log, consume queues and index)
+//! must stay under a fixed bound after N and under that bound plus a fixed
+//! allowance after 4N, far below the data added; the anonymous resident
+//! set (`RssAnon` of `/proc/self/status`) may not grow by more than an
+//! allowance either.
 //!
 //! Small files (1 MiB segments, 1,024-unit queue files, 16,384-entry index
 //! files) make 4N (64,000 x 1 KiB) span about 70 segments, 64 queue files
@@ -37,7 +39,12 @@ const N: u64 = 16_000;
 /// are 15.6 MiB): the 8 MiB the commit log keeps below its flushed end, its
 /// prefault window, the queues' newest units and the newest index file.
 const FILE_ALLOWANCE: u64 = 12 << 20;
-/// Mapped store pages the second phase (47 MiB more bodies) may add.
+/// Mapped store pages the second phase (47 MiB more bodies) may add to
+/// [`FILE_ALLOWANCE`]. The bound is absolute, not the first measurement
+/// plus this: how much of the 8 MiB the commit log may keep happens to be
+/// resident at the first measurement depends on timing (a sender that
+/// dispatches its own records never faults them back in), and a store
+/// that gave back more than it must then must not fail.
 const GROWTH_ALLOWANCE: u64 = 4 << 20;
 /// Anonymous memory allowed to grow (allocator caches, thread stacks).
 const ANON_ALLOWANCE: u64 = 8 << 20;
@@ -183,14 +190,14 @@ fn resident_set_does_not_grow_with_messages_stored() {
 
     send(&store, N, 3 * N);
     assert_eq!(read_all(&store), 4 * N);
-    let second = settle_below(dir.path(), first.store() + GROWTH_ALLOWANCE, "after 4N");
+    let second = settle_below(dir.path(), FILE_ALLOWANCE + GROWTH_ALLOWANCE, "after 4N");
 
     let added = 3 * N * BODY as u64;
     if verbose() {
         eprintln!("before {before:?}; data added in the second phase: {} KiB", added >> 10);
     }
     assert!(
-        first.store() <= FILE_ALLOWANCE && second.store() <= first.store() + GROWTH_ALLOWANCE,
+        first.store() <= FILE_ALLOWANCE && second.store() <= FILE_ALLOWANCE + GROWTH_ALLOWANCE,
         "mapped store pages grew with the data: {} KiB after N, {} KiB after 4N ({second:?}); {} KiB of \
          bodies were added",
         first.store() >> 10,
