@@ -73,7 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("fixing the listener and resending the dead letter to its topic");
     fixed.store(true, Ordering::SeqCst);
-    let n = store.dlq_resend("ledger", &DlqSelect::Id(bad.msg_id.clone()), ResendTarget::OriginalTopic)?;
+    let n = store.dlq_resend("ledger", &DlqSelect::Id(bad.msg_id.into()), ResendTarget::OriginalTopic)?;
     println!("resent {n}");
     println!("consumed: {:?}", rx.recv_timeout(Duration::from_secs(10))?);
     println!("purged {} dead letter(s)", store.dlq_purge("ledger")?);

@@ -48,9 +48,9 @@ fn fill(store: &Store, clock: &ManualClock, n: u64, seed: u64) -> (ByKey, Vec<(S
         let keys: BTreeSet<String> = (0..rng.below(4)).map(|_| format!("key-{}", rng.below(60))).collect();
         let r = store.send(Message::new(topic, format!("m{i}")).with_keys(keys.iter().cloned())).unwrap();
         for k in keys {
-            by_key.entry((topic.to_string(), k)).or_default().insert(r.offset_msg_id.clone());
+            by_key.entry((topic.to_string(), k)).or_default().insert(r.offset_msg_id.into());
         }
-        ids.push((r.msg_id, r.offset_msg_id));
+        ids.push((r.msg_id.into(), r.offset_msg_id.into()));
     }
     wait_dispatched(store, n);
     (by_key, ids)
@@ -72,7 +72,7 @@ fn wait_dispatched(store: &Store, n: u64) {
 fn check_every_key(store: &Store, by_key: &ByKey) {
     for ((topic, key), want) in by_key {
         let got = store.query_by_key(topic, key, 0, u64::MAX, 64).unwrap();
-        let got_ids: BTreeSet<String> = got.iter().map(|m| m.offset_msg_id()).collect();
+        let got_ids: BTreeSet<String> = got.iter().map(|m| m.offset_msg_id().into()).collect();
         assert_eq!(got.len(), got_ids.len(), "{topic}#{key}: a message twice");
         let want: BTreeSet<String> = want.iter().rev().take(64).cloned().collect();
         if want.len() < 64 {

@@ -305,7 +305,7 @@ fn disk_pressure_removes_old_segments_but_not_a_pending_delayed_message() {
     assert!(r.removed.iter().all(|s| s.reason == RemovalReason::DiskPressure));
     assert!(r.kept_for.iter().any(|h| matches!(h, Holder::Delayed { level: 18, .. })), "{r:?}");
     assert!(!r.disk_full, "87 % is below the full ratio");
-    let delayed_at = delayed.offset_msg_id.clone();
+    let delayed_at = delayed.offset_msg_id;
     assert!(store.message_by_offset_id(&delayed_at).is_ok(), "the pending delayed message was removed");
     // It is still delivered when due.
     fx.disk.set(10);

@@ -268,7 +268,7 @@ fn dead_letters_are_listed_resent_and_purged() {
     ));
     fail.store(false, std::sync::atomic::Ordering::SeqCst);
     // One back to its topic: delivered again with its id and properties.
-    assert_eq!(store.dlq_resend("g", &DlqSelect::Id(a.msg_id.clone()), ResendTarget::OriginalTopic).unwrap(), 1);
+    assert_eq!(store.dlq_resend("g", &DlqSelect::Id(a.msg_id.into()), ResendTarget::OriginalTopic).unwrap(), 1);
     wait_for("resent a", || log.lock().unwrap().len() == 3);
     assert_eq!(store.max_offset("t", 0).unwrap(), 3);
     let again = store.pull("t", 0, 2, 1, &mqstore::store::TagFilter::All).unwrap().messages.remove(0);

@@ -203,11 +203,11 @@ fn build_fixture(rng: &mut Rng) -> Fixture {
             queue_id: r.queue_id,
             queue_offset: r.queue_offset,
             body,
-            msg_id: r.msg_id.clone(),
+            msg_id: r.msg_id.to_string(),
             tags: tags.map(str::to_string),
             keys,
         };
-        records.insert(r.msg_id.clone(), s.clone());
+        records.insert(r.msg_id.to_string(), s.clone());
         sent.insert((topic.to_string(), r.queue_id, r.queue_offset), s);
     }
     let mut fx = Fixture {

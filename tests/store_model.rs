@@ -257,8 +257,8 @@ impl Run {
             keys: meta.keys.iter().map(|&k| KEYS[k].to_string()).collect(),
             prop: meta.prop.clone(),
             store_ts: self.clock.now_ms(),
-            msg_id: r.msg_id.clone(),
-            offset_msg_id: r.offset_msg_id.clone(),
+            msg_id: r.msg_id.into(),
+            offset_msg_id: r.offset_msg_id.into(),
             physical: r.physical_offset.get(),
             real,
         }

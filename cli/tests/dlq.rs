@@ -47,7 +47,7 @@ fn store_with_dead_letters(dir: &Path) -> Vec<String> {
     // the two can be consumed by two workers and dead-lettered either way.
     let mut ids = Vec::new();
     for (n, body) in (1..).zip(["a", "b"]) {
-        ids.push(store.send(Message::new("t", body).with_tags("T")).unwrap().msg_id);
+        ids.push(store.send(Message::new("t", body).with_tags("T")).unwrap().msg_id.into());
         let deadline = Instant::now() + Duration::from_secs(10);
         while store.dlq_count("g").unwrap() < n {
             assert!(Instant::now() < deadline, "dead letters");

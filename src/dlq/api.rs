@@ -44,14 +44,14 @@ impl DeadLetter {
         let msg_id = message
             .property(DLQ_ORIGIN_MESSAGE_ID)
             .or_else(|| message.msg_id())
-            .map_or_else(|| message.offset_msg_id(), str::to_string);
+            .map_or_else(|| message.offset_msg_id().into(), str::to_string);
         let original_topic = message
             .property(DLQ_ORIGIN_TOPIC)
             .or_else(|| message.property(RETRY_TOPIC))
             .unwrap_or_else(|| message.stored_topic())
             .to_string();
         let original_offset_msg_id =
-            message.property(ORIGIN_MESSAGE_ID).map_or_else(|| message.offset_msg_id(), str::to_string);
+            message.property(ORIGIN_MESSAGE_ID).map_or_else(|| message.offset_msg_id().into(), str::to_string);
         Self {
             msg_id,
             original_topic,

@@ -238,8 +238,8 @@ fn build_base() -> Result<Base> {
                 keys.push((topic.to_string(), key));
             }
             if n.is_multiple_of(8) {
-                ids.push(r.msg_id.clone());
-                ids.push(r.offset_msg_id.clone());
+                ids.push(r.msg_id.into());
+                ids.push(r.offset_msg_id.into());
             }
         }
         store.commit_offset(GROUP, "orders", 0, 2 + generation as u64)?;

@@ -2,6 +2,7 @@
 
 use super::id::encode_offset_msg_id;
 use super::properties::{decode_properties, is_reserved, lookup, DELAY, KEYS, KEY_SEPARATOR, TAGS, UNIQ_KEY};
+use super::MessageId;
 use crate::commitlog::{Record, COMMITLOG_DIR};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::offset::{PhysicalOffset, QueueOffset};
@@ -282,7 +283,7 @@ impl MessageExt {
     }
     /// The offset id: store host, port and physical offset, in hex.
     #[must_use]
-    pub fn offset_msg_id(&self) -> String {
+    pub fn offset_msg_id(&self) -> MessageId {
         encode_offset_msg_id(self.store_host, self.store_port, self.physical_offset)
     }
     /// When the producer created the message (ms since the epoch).

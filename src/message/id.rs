@@ -21,6 +21,7 @@
 //!   | 4 | 4 | store port |
 //!   | 8 | 8 | commit-log physical offset of the record |
 
+use super::MessageId;
 use crate::codec::{get_u16, get_u32, get_u64, java_string_hash, put_u16, put_u32, put_u64};
 use crate::error::{Error, Result};
 use crate::offset::PhysicalOffset;
@@ -50,7 +51,7 @@ const MAX_STATE_MS: u64 = u64::MAX >> 16;
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 /// The two hex characters of every byte value: one table load per byte
 /// instead of two nibble lookups with their bounds checks.
-const HEX_PAIRS: [[u8; 2]; 256] = {
+pub(super) const HEX_PAIRS: [[u8; 2]; 256] = {
     let mut t = [[0u8; 2]; 256];
     let mut i = 0;
     while i < 256 {
@@ -80,8 +81,8 @@ const HEX_PAIRS: [[u8; 2]; 256] = {
 /// ```
 #[derive(Debug)]
 pub struct MessageIdGenerator {
-    /// Hex of ip, pid and random value: the part every id shares.
-    prefix_hex: String,
+    /// Ip, pid and random value: the part every id shares.
+    prefix: [u8; PREFIX_LEN],
     /// `(ms since the epoch << 16) | counter` of the last id handed out.
     state: AtomicU64,
 }
@@ -110,12 +111,12 @@ impl MessageIdGenerator {
         prefix[IP_OFFSET..PID_OFFSET].copy_from_slice(&ip);
         put_u16(&mut prefix, PID_OFFSET, pid);
         put_u32(&mut prefix, RANDOM_OFFSET, random);
-        Self { prefix_hex: to_hex(&prefix), state: AtomicU64::new(0) }
+        Self { prefix, state: AtomicU64::new(0) }
     }
 
     /// The next id, for a message created at `now_ms` (ms since the epoch;
     /// the store passes its `Clock::now_ms()`).
-    pub fn next(&self, now_ms: u64) -> String {
+    pub fn next(&self, now_ms: u64) -> MessageId {
         let floor = now_ms.min(MAX_STATE_MS) << 16;
         let step = |prev: u64| floor.max(prev.saturating_add(1));
         // The closure always returns Some, so both arms carry the previous state.
@@ -124,14 +125,12 @@ impl MessageIdGenerator {
         };
         let state = step(prev);
         let ms = state >> 16;
-        let mut tail = [0u8; ID_LEN - PREFIX_LEN];
+        let mut id = [0u8; ID_LEN];
+        id[..PREFIX_LEN].copy_from_slice(&self.prefix);
         // Below one month of milliseconds (< 2^32), so the cast is lossless.
-        put_u32(&mut tail, 0, (ms - month_start_ms(ms)) as u32);
-        put_u16(&mut tail, 4, (state & 0xffff) as u16);
-        let mut id = String::with_capacity(UNIQUE_ID_HEX_LEN);
-        id.push_str(&self.prefix_hex);
-        push_hex(&mut id, &tail);
-        id
+        put_u32(&mut id, TIME_OFFSET, (ms - month_start_ms(ms)) as u32);
+        put_u16(&mut id, COUNTER_OFFSET, (state & 0xffff) as u16);
+        MessageId::from_bytes(id)
     }
 }
 
@@ -192,12 +191,12 @@ pub fn parse_unique_id(id: &str) -> Option<UniqueIdParts> {
 /// # Ok::<(), mqstore::Error>(())
 /// ```
 #[must_use]
-pub fn encode_offset_msg_id(host: [u8; 4], port: u32, offset: PhysicalOffset) -> String {
+pub fn encode_offset_msg_id(host: [u8; 4], port: u32, offset: PhysicalOffset) -> MessageId {
     let mut b = [0u8; ID_LEN];
     b[HOST_OFFSET..PORT_OFFSET].copy_from_slice(&host);
     put_u32(&mut b, PORT_OFFSET, port);
     put_u64(&mut b, PHYSICAL_OFFSET_OFFSET, offset.0);
-    to_hex(&b)
+    MessageId::from_bytes(b)
 }
 
 /// Splits an offset id into store host, port and physical offset.
@@ -272,26 +271,6 @@ fn random_u32(pid: u32) -> u32 {
     (h.finish() >> 32) as u32
 }
 
-fn to_hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    push_hex(&mut s, bytes);
-    s
-}
-
-fn push_hex(s: &mut String, bytes: &[u8]) {
-    // Encoded a chunk at a time into a byte buffer and appended as one
-    // `&str` (a `push` per character costs a capacity check and a UTF-8
-    // encoding each; ids are built on every send).
-    let mut buf = [0u8; 2 * ID_LEN];
-    for chunk in bytes.chunks(ID_LEN) {
-        for (out, &b) in buf.chunks_exact_mut(2).zip(chunk) {
-            out.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
-        }
-        // HEX holds ASCII digits only, so this never fails.
-        s.push_str(std::str::from_utf8(&buf[..2 * chunk.len()]).unwrap_or_default());
-    }
-}
-
 /// Decodes exactly `2 * N` hex characters; `None` for anything else.
 fn from_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
     let s = s.as_bytes();
@@ -317,15 +296,13 @@ mod tests {
     /// 2024-02-01T00:00:00Z.
     const FEB_2024: u64 = 1_706_745_600_000;
 
-    /// Hex of every byte value, and of inputs longer than one chunk, as
-    /// `format!` spells it.
+    /// Hex of every byte value, as `format!` spells it.
     #[test]
     fn hex_matches_format() {
-        let all: Vec<u8> = (0..=255).collect();
-        let expected: String = all.iter().map(|b| format!("{b:02X}")).collect();
-        assert_eq!(to_hex(&all), expected);
-        for len in 0..=40 {
-            assert_eq!(to_hex(&all[100..100 + len]), expected[200..200 + 2 * len]);
+        for first in (0..=255u8).step_by(ID_LEN) {
+            let bytes: [u8; ID_LEN] = std::array::from_fn(|i| first + i as u8);
+            let expected: String = bytes.iter().map(|b| format!("{b:02X}")).collect();
+            assert_eq!(MessageId::from_bytes(bytes), expected);
         }
     }
 
@@ -373,7 +350,7 @@ mod tests {
     #[test]
     fn counter_advances_within_a_millisecond_and_restarts_after() {
         let g = MessageIdGenerator::with_prefix([1, 2, 3, 4], 1, 1);
-        let parts = |id: String| parse_unique_id(&id).map(|p| (p.ms_in_month, p.counter));
+        let parts = |id: MessageId| parse_unique_id(&id).map(|p| (p.ms_in_month, p.counter));
         assert_eq!(parts(g.next(MARCH_2024 + 5)), Some((5, 0)));
         assert_eq!(parts(g.next(MARCH_2024 + 5)), Some((5, 1)));
         assert_eq!(parts(g.next(MARCH_2024 + 9)), Some((9, 0)));
@@ -405,7 +382,7 @@ mod tests {
             for id in t.join().unwrap() {
                 assert_eq!(id.len(), UNIQUE_ID_HEX_LEN);
                 assert!(id.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)), "{id}");
-                assert!(seen.insert(id.clone()), "duplicate id {id}");
+                assert!(seen.insert(id), "duplicate id {id}");
             }
         }
         assert_eq!(seen.len(), 100_000);

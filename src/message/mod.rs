@@ -10,6 +10,7 @@ mod id;
 // The file is named after its main type, as the other modules' files are.
 #[allow(clippy::module_inception)]
 mod message;
+mod message_id;
 mod msgref;
 pub mod properties;
 
@@ -19,5 +20,6 @@ pub use id::{
     UNIQUE_ID_HEX_LEN,
 };
 pub use message::{Message, MessageLimits, DEFAULT_MAX_BODY, DEFAULT_MAX_DELAY_LEVEL, DEFAULT_MAX_PROPERTIES};
+pub use message_id::MessageId;
 pub use msgref::MessageRef;
 pub use properties::{decode_properties, encode_properties};

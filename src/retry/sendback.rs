@@ -87,7 +87,7 @@ pub(crate) fn send_back(
     let level = (3 + failures as usize).min(levels.len()).max(1);
     let delay = levels.delay(level).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let now = inner.opts.commit_log.clock.now_ms();
-    let origin = msg.property(ORIGIN_MESSAGE_ID).map_or_else(|| msg.offset_msg_id(), str::to_string);
+    let origin = msg.property(ORIGIN_MESSAGE_ID).map_or_else(|| msg.offset_msg_id().into(), str::to_string);
     let (next, level_s, due, max_s) =
         ((failures + 1).to_string(), level.to_string(), now.saturating_add(delay).to_string(), max.to_string());
     let retry = retry_topic(group);
@@ -124,8 +124,8 @@ fn send_to_dlq(store: &Store, group: &str, msg: &MessageExt, failures: u32) -> R
     if store.topic(&topic).is_none() {
         store.put_topic(TopicConfig::new(&topic, 1))?;
     }
-    let origin = msg.property(ORIGIN_MESSAGE_ID).map_or_else(|| msg.offset_msg_id(), str::to_string);
-    let id = msg.msg_id().map_or_else(|| msg.offset_msg_id(), str::to_string);
+    let origin = msg.property(ORIGIN_MESSAGE_ID).map_or_else(|| msg.offset_msg_id().into(), str::to_string);
+    let id = msg.msg_id().map_or_else(|| msg.offset_msg_id().into(), str::to_string);
     let times = failures.to_string();
     let add = [
         (RETRY_TOPIC, original_topic(msg)),

@@ -5,7 +5,7 @@ use super::Store;
 use crate::commitlog::{Durability, RecordDraft};
 use crate::error::{Error, Result};
 use crate::message::properties::{push_pair, DELAY, DELAY_DUE_MS, REAL_QID, REAL_TOPIC};
-use crate::message::Message;
+use crate::message::{Message, MessageId};
 use crate::offset::PhysicalOffset;
 use crate::retry::{schedule, SCHEDULE_TOPIC};
 use crate::topic::WriteQueues;
@@ -43,11 +43,11 @@ pub struct SendResult {
     /// Whether the message is durable yet.
     pub status: SendStatus,
     /// The message's unique id (RocketMQ's `UNIQ_KEY` / client `msgId`).
-    pub msg_id: String,
+    pub msg_id: MessageId,
     /// The store-level id: it encodes the record's commit-log offset
     /// (RocketMQ's `offsetMsgId`); [`Store::message_by_offset_id`]
     /// resolves it.
-    pub offset_msg_id: String,
+    pub offset_msg_id: MessageId,
     /// The queue the message went to.
     pub queue_id: u32,
     /// Its position in that queue. For a delayed message (a delay level
@@ -282,7 +282,7 @@ impl Store {
             results.push(SendResult {
                 status: SendStatus::SendOk,
                 msg_id: id,
-                offset_msg_id: String::new(),
+                offset_msg_id: id, // replaced once appended
                 queue_id,
                 queue_offset: 0,
                 physical_offset: PhysicalOffset(0),
@@ -331,7 +331,7 @@ impl Store {
         queue_id: u32,
         now: u64,
         blobs: &mut Vec<u8>,
-    ) -> Result<(String, Prepared<'m>)> {
+    ) -> Result<(MessageId, Prepared<'m>)> {
         let inner = &self.inner;
         m.check(&inner.opts.limits)?;
         let id = inner.ids.next(now);
@@ -394,7 +394,7 @@ impl<'m> Prepared<'m> {
 }
 
 /// The offset id (`offsetMsgId`) of the record appended as `a`.
-fn offset_msg_id(a: &crate::commitlog::Appended) -> String {
+fn offset_msg_id(a: &crate::commitlog::Appended) -> MessageId {
     crate::message::encode_offset_msg_id(
         crate::message::DEFAULT_STORE_HOST,
         crate::message::DEFAULT_STORE_PORT,
