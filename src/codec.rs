@@ -1,5 +1,6 @@
 //! Big-endian field access shared by every on-disk codec (segment header,
-//! record, checkpoint, consume-queue unit), and RocketMQ's string hash.
+//! record, checkpoint, consume-queue unit), RocketMQ's string hash, and the
+//! CRC-32 the hot paths use.
 //! Callers pass offsets their own layout constants keep in bounds.
 
 #[inline]
@@ -72,6 +73,22 @@ fn ascii_hash(b: &[u8]) -> i32 {
     words.remainder().iter().fold(h, |h, &c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
 }
 
+/// A fresh CRC-32 (IEEE) hasher. `crc32fast::Hasher::new` and
+/// `crc32fast::hash` detect CPU features on every call (about 120
+/// instructions with the detection cache's checks, more than hashing a
+/// short key); cloning a hasher made once skips that.
+pub(crate) fn crc32_hasher() -> crc32fast::Hasher {
+    static PROTOTYPE: std::sync::OnceLock<crc32fast::Hasher> = std::sync::OnceLock::new();
+    PROTOTYPE.get_or_init(crc32fast::Hasher::new).clone()
+}
+
+/// CRC-32 (IEEE) of `bytes`, as `crc32fast::hash` computes it.
+pub(crate) fn crc32(bytes: &[u8]) -> u32 {
+    let mut h = crc32_hasher();
+    h.update(bytes);
+    h.finalize()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +108,17 @@ mod tests {
         let all: Vec<u8> = (0..128).collect();
         let slow = all.iter().fold(0i32, |h, &c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
         assert_eq!(ascii_hash(&all), slow);
+    }
+
+    /// The cloned hasher computes the standard CRC-32 (check value of
+    /// "123456789" is 0xCBF43926), on short and long inputs alike.
+    #[test]
+    fn crc32_is_the_ieee_crc() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        let bytes: Vec<u8> = (0..300u32).map(|i| (i * 151 % 256) as u8).collect();
+        for len in [0, 1, 15, 16, 63, 64, 65, 127, 128, 300] {
+            assert_eq!(crc32(&bytes[..len]), crc32fast::hash(&bytes[..len]), "{len}");
+        }
     }
 
     #[test]

@@ -113,13 +113,6 @@ pub(crate) enum DraftError {
     TooLarge(u64),
 }
 
-/// A fresh CRC-32 hasher. `Hasher::new` checks CPU features every time;
-/// cloning a prototype skips that on the append path.
-fn hasher() -> crc32fast::Hasher {
-    static PROTOTYPE: std::sync::OnceLock<crc32fast::Hasher> = std::sync::OnceLock::new();
-    PROTOTYPE.get_or_init(crc32fast::Hasher::new).clone()
-}
-
 /// CRC over a whole encoded record (at least [`QUEUE_ID_OFFSET`] bytes)
 /// with its CRC field read as zero.
 pub(crate) fn record_crc(rec: &[u8]) -> u32 {
@@ -136,7 +129,7 @@ pub(crate) fn record_crc(rec: &[u8]) -> u32 {
     }
     let mut head = [0u8; QUEUE_ID_OFFSET];
     head[..CRC_OFFSET].copy_from_slice(&rec[..CRC_OFFSET]);
-    let mut h = hasher();
+    let mut h = crate::codec::crc32_hasher();
     h.update(&head);
     h.update(&rec[QUEUE_ID_OFFSET..]);
     h.finalize()
@@ -189,7 +182,7 @@ impl HeadCrc {
 /// [`record_crc`] of a record whose CRC field is still zero: one pass.
 fn fresh_record_crc(rec: &[u8]) -> u32 {
     debug_assert_eq!(get_u32(rec, CRC_OFFSET), 0);
-    let mut h = hasher();
+    let mut h = crate::codec::crc32_hasher();
     h.update(rec);
     h.finalize()
 }

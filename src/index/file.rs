@@ -132,14 +132,14 @@ impl Entry {
         put_u64(&mut b, E_PHY, self.phy);
         put_u64(&mut b, E_TS, self.ts);
         put_u32(&mut b, E_PREV, self.prev);
-        let crc = crc32fast::hash(&b[..E_CRC]);
+        let crc = crate::codec::crc32(&b[..E_CRC]);
         put_u32(&mut b, E_CRC, crc);
         b
     }
 
     /// `None` unless the CRC matches (an all-zero entry never does).
     pub(crate) fn decode(b: &[u8; INDEX_ENTRY_LEN]) -> Option<Self> {
-        if crc32fast::hash(&b[..E_CRC]) != get_u32(b, E_CRC) {
+        if crate::codec::crc32(&b[..E_CRC]) != get_u32(b, E_CRC) {
             return None;
         }
         Some(Self {
@@ -155,7 +155,7 @@ impl Entry {
 /// The two hashes an entry stores for a key: RocketMQ's slot hash and a
 /// CRC-32 of the key, so a lookup rarely reads a record of another key.
 pub(crate) fn key_hashes(key: &str) -> (u32, u32) {
-    (super::key_hash(key), crc32fast::hash(key.as_bytes()))
+    (super::key_hash(key), crate::codec::crc32(key.as_bytes()))
 }
 
 /// What recovery found in an index file.

@@ -345,7 +345,7 @@ mod tests {
         let (_dir, log) = open();
         let msg = Message::new("TopicTest", "hello").with_tags("TagA").with_keys(["k1", "k2"]).with_property("p", "v");
         let id = MessageIdGenerator::new().next(1_700_000_000_000);
-        let props = msg.encode_properties_for_store(&id).unwrap();
+        let props = msg.encode_properties_for_store(Some(&id)).unwrap();
         // A first record so the message under test is not at offset 0.
         log.append(&RecordDraft { topic: "Other", body: b"x", ..Default::default() }).unwrap();
         let draft = RecordDraft {

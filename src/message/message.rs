@@ -3,8 +3,10 @@
 
 use super::id::UNIQUE_ID_HEX_LEN;
 use super::properties::{
-    is_reserved, pair_len, push_pair, validate_pair, DELAY, KEYS, KEY_SEPARATOR, TAGS, TIMER_DELIVER_MS, UNIQ_KEY,
+    is_reserved, pair_len, push_hex_pair, push_pair, validate_pair, DELAY, KEYS, KEY_SEPARATOR, TAGS, TIMER_DELIVER_MS,
+    UNIQ_KEY,
 };
+use super::MessageId;
 use crate::commitlog::{MAX_PROPERTIES_LEN, MAX_TOPIC_LEN};
 use crate::error::{Error, Result};
 use bytes::Bytes;
@@ -229,7 +231,7 @@ impl Message {
         // and hex digits hold no separator, so only its length is added.
         let mut len = pair_len(UNIQ_KEY, "") + UNIQUE_ID_HEX_LEN;
         // Validating here too catches separators in tags and keys.
-        self.for_each_pair("", |k, v| {
+        self.for_each_pair(|k, v| {
             validate_pair(k, v)?;
             len += pair_len(k, v);
             Ok(())
@@ -256,9 +258,10 @@ impl Message {
         Ok(())
     }
 
-    /// Calls `f` on every property the store writes for this message: user
-    /// properties, then TAGS, KEYS, DELAY and UNIQ_KEY (when set).
-    fn for_each_pair(&self, uniq_key: &str, mut f: impl FnMut(&str, &str) -> Result<()>) -> Result<()> {
+    /// Calls `f` on every property the store writes for this message
+    /// except its unique id: user properties, then TAGS, KEYS, DELAY and
+    /// TIMER_DELIVER_MS (when set).
+    fn for_each_pair(&self, mut f: impl FnMut(&str, &str) -> Result<()>) -> Result<()> {
         for (name, value) in &self.properties {
             f(name, value)?;
         }
@@ -274,19 +277,16 @@ impl Message {
         if let Some(at) = self.deliver_at {
             f(TIMER_DELIVER_MS, &at.to_string())?;
         }
-        if !uniq_key.is_empty() {
-            f(UNIQ_KEY, uniq_key)?;
-        }
         Ok(())
     }
 
     /// The properties blob stored in the message's record: user properties
-    /// plus TAGS, KEYS, DELAY and UNIQ_KEY (omitted when `uniq_key` is
-    /// empty). Call [`Message::check`] first; this only re-checks what
+    /// plus TAGS, KEYS, DELAY and, last, UNIQ_KEY (omitted when `uniq_key`
+    /// is `None`). Call [`Message::check`] first; this only re-checks what
     /// encoding needs (separators, reserved names, the format's 65,535-byte
     /// bound).
     #[cfg(test)]
-    pub(crate) fn encode_properties_for_store(&self, uniq_key: &str) -> Result<Vec<u8>> {
+    pub(crate) fn encode_properties_for_store(&self, uniq_key: Option<&MessageId>) -> Result<Vec<u8>> {
         // Room for the unique id and a few short pairs without regrowing.
         let mut out = Vec::with_capacity(128);
         self.encode_properties_for_store_onto(uniq_key, &mut out)?;
@@ -296,12 +296,21 @@ impl Message {
     /// [`Message::encode_properties_for_store`], appended to `out` (a batch
     /// send encodes every message's blob into one buffer). On an error
     /// `out` may hold part of the blob.
-    pub(crate) fn encode_properties_for_store_onto(&self, uniq_key: &str, out: &mut Vec<u8>) -> Result<()> {
+    pub(crate) fn encode_properties_for_store_onto(
+        &self,
+        uniq_key: Option<&MessageId>,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         if let Some(name) = self.properties.keys().find(|n| is_reserved(n)) {
             return Err(Error::InvalidArgument(format!("property name {name:?} is reserved for the store")));
         }
         let start = out.len();
-        self.for_each_pair(uniq_key, |k, v| push_pair(out, k, v))?;
+        self.for_each_pair(|k, v| push_pair(out, k, v))?;
+        if let Some(id) = uniq_key {
+            // Hex digits only (`MessageId`'s invariant): no separator to
+            // look for, on a pair every send writes.
+            push_hex_pair(out, UNIQ_KEY, id);
+        }
         let len = out.len() - start;
         if len > MAX_PROPERTIES_LEN {
             return Err(too_large(len, MAX_PROPERTIES_LEN));
@@ -320,6 +329,10 @@ mod tests {
     use crate::message::properties::decode_properties;
 
     const UNIQ: &str = "7F0000010001000000010000000A0001";
+
+    fn uniq() -> MessageId {
+        UNIQ.parse().unwrap()
+    }
 
     fn limits() -> MessageLimits {
         MessageLimits::default()
@@ -359,7 +372,7 @@ mod tests {
     fn store_properties_carry_system_and_user_properties() {
         let m =
             Message::new("T", "b").with_tags("TagA").with_keys(["a", "b"]).with_delay_level(18).with_property("x", "1");
-        let blob = m.encode_properties_for_store(UNIQ).unwrap();
+        let blob = m.encode_properties_for_store(Some(&uniq())).unwrap();
         let map = decode_properties(&blob).unwrap();
         let expected: BTreeMap<String, String> =
             [("x", "1"), ("TAGS", "TagA"), ("KEYS", "a b"), ("DELAY", "18"), ("UNIQ_KEY", UNIQ)]
@@ -369,18 +382,21 @@ mod tests {
         assert_eq!(map, expected);
         // A bare message stores only its id, or nothing without one.
         let bare = Message::new("T", "b");
-        assert_eq!(bare.encode_properties_for_store(UNIQ).unwrap(), format!("UNIQ_KEY\x01{UNIQ}\x02").into_bytes());
-        assert!(bare.encode_properties_for_store("").unwrap().is_empty());
+        assert_eq!(
+            bare.encode_properties_for_store(Some(&uniq())).unwrap(),
+            format!("UNIQ_KEY\x01{UNIQ}\x02").into_bytes()
+        );
+        assert!(bare.encode_properties_for_store(None).unwrap().is_empty());
     }
 
     #[test]
     fn store_encoding_rechecks_reserved_names_and_separators() {
         let reserved = Message::new("T", "b").with_property("DELAY", "1");
-        assert!(matches!(reserved.encode_properties_for_store(UNIQ), Err(Error::InvalidArgument(_))));
+        assert!(matches!(reserved.encode_properties_for_store(Some(&uniq())), Err(Error::InvalidArgument(_))));
         let sep = Message::new("T", "b").with_tags("a\x02");
-        assert!(matches!(sep.encode_properties_for_store(UNIQ), Err(Error::InvalidArgument(_))));
+        assert!(matches!(sep.encode_properties_for_store(Some(&uniq())), Err(Error::InvalidArgument(_))));
         let huge = Message::new("T", "b").with_property("p", "v".repeat(MAX_PROPERTIES_LEN));
-        assert!(matches!(huge.encode_properties_for_store(UNIQ), Err(Error::MessageTooLarge { .. })));
+        assert!(matches!(huge.encode_properties_for_store(Some(&uniq())), Err(Error::MessageTooLarge { .. })));
     }
 
     #[test]
@@ -433,7 +449,7 @@ mod tests {
     fn check_counts_store_properties_against_the_limit() {
         // Exactly at the limit passes; one byte more fails with the sizes.
         let base = Message::new("T", "b").with_tags("TagA").with_key("k");
-        let fixed = base.encode_properties_for_store(UNIQ).unwrap().len() + pair_len("p", "");
+        let fixed = base.encode_properties_for_store(Some(&uniq())).unwrap().len() + pair_len("p", "");
         let l = MessageLimits { max_properties: fixed + 10, ..limits() };
         assert!(base.clone().with_property("p", "v".repeat(10)).check(&l).is_ok());
         let err = base.with_property("p", "v".repeat(11)).check(&l);

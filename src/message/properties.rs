@@ -331,6 +331,17 @@ pub(crate) fn push_pair(out: &mut Vec<u8>, name: &str, value: &str) -> Result<()
     Ok(())
 }
 
+/// [`push_pair`] of a name known to be valid and a message id, whose hex
+/// digits hold no separator.
+pub(crate) fn push_hex_pair(out: &mut Vec<u8>, name: &str, id: &super::MessageId) {
+    debug_assert!(validate_pair(name, id).is_ok());
+    out.reserve(pair_len(name, id));
+    out.extend_from_slice(name.as_bytes());
+    out.push(NAME_VALUE_SEPARATOR);
+    out.extend_from_slice(id.as_bytes());
+    out.push(PROPERTY_SEPARATOR);
+}
+
 /// A copy of the blob `bytes` without the pairs named in `remove` or in
 /// `add`, followed by the pairs of `add`: how the store re-addresses a
 /// stored message (delayed delivery, send-back, dead-lettering). Fails with

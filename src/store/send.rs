@@ -336,7 +336,7 @@ impl Store {
         m.check(&inner.opts.limits)?;
         let id = inner.ids.next(now);
         let start = blobs.len();
-        m.encode_properties_for_store_onto(&id, blobs)?;
+        m.encode_properties_for_store_onto(Some(&id), blobs)?;
         // A delayed message waits in the schedule topic, carrying where it
         // goes and when (see `crate::retry::schedule`).
         let (topic, target_queue) =
