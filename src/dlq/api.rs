@@ -212,7 +212,7 @@ impl Store {
         }
         self.ensure_open()?;
         self.inner.dispatch.check()?;
-        crate::store::send::append_numbered(&self.inner, &drafts, Durability::Wait)?;
+        crate::store::send::append_numbered(&self.inner, &drafts, &[], Durability::Wait)?;
         Ok(drafts.len())
     }
 

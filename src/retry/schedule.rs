@@ -414,7 +414,7 @@ fn deliver_level(inner: &Inner, r: &mut Run, l: usize, now: u64) -> Result<usize
         })
         .collect();
     if !drafts.is_empty() {
-        crate::store::send::append_numbered(inner, &drafts, Durability::NoWait)?;
+        crate::store::send::append_numbered(inner, &drafts, &[], Durability::NoWait)?;
     }
     r.next[l - 1] = from + taken;
     sched.confirmed[l - 1].fetch_max(from + taken, Ordering::AcqRel);

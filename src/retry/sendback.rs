@@ -163,7 +163,7 @@ fn store_copy(store: &Store, topic: &str, queue_id: u32, msg: &MessageExt, recon
         body: msg.body(),
         ..RecordDraft::default()
     };
-    let (appended, _, status) = crate::store::send::append_numbered(&store.inner, &[draft], Durability::Wait)?;
+    let (appended, _, status) = crate::store::send::append_numbered(&store.inner, &[draft], &[], Durability::Wait)?;
     match status {
         // Stored (and durable as the flush mode promises) on this master;
         // replication is still owed but does not decide whether the

@@ -7,16 +7,18 @@
 //! were flushed, so on reopen everything below it is known to be on disk
 //! and a queue shorter than its checkpointed end has lost units.
 
+mod found;
 mod own;
 
+pub(crate) use found::scan_properties;
+pub(crate) use found::Found;
 pub(crate) use own::OwnRecords;
 
 use super::Inner;
 use crate::commitlog::wake::Broadcast;
 use crate::commitlog::Record;
-use crate::consumequeue::{tag_hash, CqUnit, CreationSync};
+use crate::consumequeue::{CqUnit, CreationSync};
 use crate::error::{CorruptionKind, Error, Result};
-use crate::message::properties::{for_each_text_pair, DELAY_DUE_MS, DELAY_SOURCE, KEYS, KEY_SEPARATOR, TAGS, UNIQ_KEY};
 use crate::offset::{PhysicalOffset, QueueOffset};
 use crate::retry::SCHEDULE_TOPIC;
 use crate::storage::Storage;
@@ -180,6 +182,9 @@ pub(crate) struct Entry<'a> {
     pub(crate) store_timestamp: u64,
     /// The encoded properties blob, as stored.
     pub(crate) properties: &'a [u8],
+    /// What [`scan_properties`] finds in `properties`, when the caller
+    /// already knows it (a sender's own message); `None`: scan.
+    pub(crate) found: Option<Found<'a>>,
 }
 
 impl<'a> Entry<'a> {
@@ -193,6 +198,7 @@ impl<'a> Entry<'a> {
             queue_offset: rec.queue_offset(),
             store_timestamp: rec.store_timestamp(),
             properties: rec.properties_slice(),
+            found: None,
         }
     }
 
@@ -221,9 +227,11 @@ fn apply(inner: &Inner, rec: &Entry<'_>) -> Result<Applied> {
         Some(since) if rec.offset >= since => {}
         _ => return Ok(Applied::Skipped),
     }
-    // One pass, without allocating: dispatch runs once per message.
-    let Some(found) = scan_properties(rec.properties) else {
-        return Err(corrupt_record(inner, rec.offset, "properties"));
+    // One pass, without allocating: dispatch runs once per message. A
+    // sender's own message comes with what the pass would find.
+    let found = match rec.found {
+        Some(found) => found,
+        None => scan_properties(rec.properties).ok_or_else(|| corrupt_record(inner, rec.offset, "properties"))?,
     };
     let tag = found.unit_tag(topic);
     // A record the delivery thread wrote: its source entry is delivered.
@@ -260,59 +268,10 @@ fn apply(inner: &Inner, rec: &Entry<'_>) -> Result<Applied> {
     }
 }
 
-/// The properties dispatch needs, found in one pass (the last value of a
-/// repeated name wins, as when decoding).
-#[derive(Default)]
-pub(crate) struct Found<'a> {
-    tags: Option<&'a str>,
-    keys: Option<&'a str>,
-    uniq: Option<&'a str>,
-    due: Option<&'a str>,
-    delay_source: Option<&'a str>,
-}
-
-/// Checks every pair of `props` and picks out what dispatch needs; `None`
-/// if a pair does not decode (as `properties::pairs` decodes it). One UTF-8 check
-/// for the whole blob, not one per name and value.
-pub(crate) fn scan_properties(props: &[u8]) -> Option<Found<'_>> {
-    let mut f = Found::default();
-    for_each_text_pair(std::str::from_utf8(props).ok()?, |name, v| match name {
-        TAGS => f.tags = Some(v),
-        KEYS => f.keys = Some(v),
-        UNIQ_KEY => f.uniq = Some(v),
-        DELAY_DUE_MS => f.due = Some(v),
-        DELAY_SOURCE => f.delay_source = Some(v),
-        _ => {}
-    })?;
-    Some(f)
-}
-
-impl<'a> Found<'a> {
-    /// The keys the index holds for the record (each as `<topic>#<key>`):
-    /// its unique id, then each of its keys; none in the schedule topic,
-    /// whose records are indexed once delivered.
-    pub(crate) fn index_keys(&self, topic: &str) -> impl Iterator<Item = &'a str> + use<'a> {
-        let keys = self.keys.into_iter().flat_map(|k| k.split(KEY_SEPARATOR)).filter(|k| !k.is_empty());
-        let all = self.uniq.into_iter().chain(keys);
-        all.take(if topic == SCHEDULE_TOPIC { 0 } else { usize::MAX })
-    }
-
-    /// The tag hash of the record's unit: the hash of its tag, except in
-    /// the schedule topic, where it is the due time (as RocketMQ), so the
-    /// delivery thread plans from units alone.
-    pub(crate) fn unit_tag(&self, topic: &str) -> u64 {
-        if topic == SCHEDULE_TOPIC {
-            self.due.and_then(|v| v.parse().ok()).unwrap_or(0)
-        } else {
-            self.tags.map_or(0, tag_hash)
-        }
-    }
-}
-
 /// Indexes a record's keys and unique id as `<topic>#<key>` (records
 /// waiting in the schedule topic are indexed once delivered).
 fn index_record(inner: &Inner, rec: &Entry<'_>, topic: &str, found: &Found<'_>) -> Result<()> {
-    if topic == SCHEDULE_TOPIC || (found.uniq.is_none() && found.keys.is_none()) {
+    if topic == SCHEDULE_TOPIC || !found.has_index_keys() {
         return Ok(());
     }
     // A new file records the record's store time as its creation time

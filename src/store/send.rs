@@ -1,6 +1,7 @@
 //! Sending: [`Store::send`], batches, ordered sends through a
 //! [`MessageQueueSelector`], and the built-in selectors.
 
+use super::dispatch::Found;
 use super::Store;
 use crate::commitlog::{Durability, RecordDraft};
 use crate::error::{Error, Result};
@@ -289,7 +290,9 @@ impl Store {
             });
         }
         let drafts: Vec<RecordDraft<'_>> = msgs.iter().zip(&prepared).map(|(m, p)| p.draft(m, &blobs, now)).collect();
-        let (appended, positions, status) = append_numbered(inner, &drafts, wait)?;
+        let found: Vec<Option<Found<'_>>> =
+            msgs.iter().zip(&prepared).zip(&results).map(|((m, p), r)| p.found(m, &r.msg_id)).collect();
+        let (appended, positions, status) = append_numbered(inner, &drafts, &found, wait)?;
         for ((r, a), queue_offset) in results.iter_mut().zip(&appended).zip(positions) {
             r.status = status;
             r.offset_msg_id = offset_msg_id(a);
@@ -307,7 +310,8 @@ impl Store {
         let mut blob = Vec::with_capacity(128);
         let (msg_id, p) = self.prepare(msg, queue_id, now, &mut blob)?;
         let draft = p.draft(msg, &blob, now);
-        let (appended, positions, status) = append_numbered(inner, std::slice::from_ref(&draft), wait)?;
+        let found = [p.found(msg, &msg_id)];
+        let (appended, positions, status) = append_numbered(inner, std::slice::from_ref(&draft), &found, wait)?;
         match (appended.first(), positions.first()) {
             (Some(a), Some(&queue_offset)) => Ok(SendResult {
                 status,
@@ -391,6 +395,14 @@ impl<'m> Prepared<'m> {
             ..RecordDraft::default()
         }
     }
+
+    /// What dispatch would find in the properties of `m`'s record, whose
+    /// unique id is `id`; `None` (dispatch scans them) for a delayed
+    /// message, whose record goes to the schedule topic with more
+    /// properties.
+    fn found<'a>(&self, m: &'a Message, id: &'a MessageId) -> Option<Found<'a>> {
+        (self.topic != SCHEDULE_TOPIC).then(|| Found::of_sent(m.tags(), m.keys(), id.as_str()))
+    }
 }
 
 /// The offset id (`offsetMsgId`) of the record appended as `a`.
@@ -410,6 +422,7 @@ fn offset_msg_id(a: &crate::commitlog::Appended) -> MessageId {
 pub(crate) fn append_numbered(
     inner: &super::Inner,
     drafts: &[RecordDraft<'_>],
+    found: &[Option<Found<'_>>],
     wait: Durability,
 ) -> Result<(Vec<crate::commitlog::Appended>, Vec<u64>, SendStatus)> {
     if inner.opts.replication.role == crate::replication::Role::Slave {
@@ -430,7 +443,7 @@ pub(crate) fn append_numbered(
     match inner.opts.commit_log.flush_mode {
         // Readable now: dispatch on this thread if nobody else is.
         crate::commitlog::FlushMode::Async => {
-            let own = super::dispatch::OwnRecords { drafts, appended: &appended, queue_offsets: &positions };
+            let own = super::dispatch::OwnRecords { drafts, appended: &appended, queue_offsets: &positions, found };
             super::dispatch::dispatch_inline(inner, Some(&own));
         }
         // Readable once committed: the flush thread's publish hook nudges

@@ -17,19 +17,22 @@
 //! always. Recovery, re-dispatch, the dispatch thread and Sync flush (where
 //! records become readable only once committed) never take this path.
 
-use super::{apply_next, Entry, Inner};
+use super::{apply_next, Entry, Found, Inner};
 use crate::commitlog::{Appended, RecordDraft};
 use crate::error::Result;
 use crate::offset::PhysicalOffset;
 use std::sync::atomic::Ordering;
 
 /// Records the calling thread just appended, in log order: `drafts[i]` was
-/// written as `appended[i]` with queue offset `queue_offsets[i]`.
+/// written as `appended[i]` with queue offset `queue_offsets[i]`; `found[i]`,
+/// when there, is what scanning its properties would find (see
+/// [`Found::of_sent`]). `found` may be shorter than `drafts`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct OwnRecords<'a> {
     pub(crate) drafts: &'a [RecordDraft<'a>],
     pub(crate) appended: &'a [Appended],
     pub(crate) queue_offsets: &'a [u64],
+    pub(crate) found: &'a [Option<Found<'a>>],
 }
 
 impl<'a> OwnRecords<'a> {
@@ -45,6 +48,7 @@ impl<'a> OwnRecords<'a> {
             queue_offset,
             store_timestamp: a.store_timestamp,
             properties: d.properties,
+            found: self.found.get(i).copied().flatten(),
         })
     }
 }
