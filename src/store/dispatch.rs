@@ -8,10 +8,12 @@
 //! and a queue shorter than its checkpointed end has lost units.
 
 mod found;
+mod memo;
 mod own;
 
 pub(crate) use found::scan_properties;
 pub(crate) use found::Found;
+use memo::QueueMemo;
 pub(crate) use own::OwnRecords;
 
 use super::Inner;
@@ -120,8 +122,9 @@ pub(crate) fn dispatch_available(inner: &Inner) -> Result<u64> {
 }
 
 fn dispatch_round(inner: &Inner, _round: parking_lot::MutexGuard<'_, ()>, own: Option<&OwnRecords<'_>>) -> Result<u64> {
+    let mut memo = QueueMemo::default();
     let mut n = match own {
-        Some(own) => own::dispatch_own(inner, own)?,
+        Some(own) => own::dispatch_own(inner, &mut memo, own)?,
         None => 0,
     };
     let from = inner.dispatch.dispatched.load(Ordering::Acquire);
@@ -137,7 +140,7 @@ fn dispatch_round(inner: &Inner, _round: parking_lot::MutexGuard<'_, ()>, own: O
     let mut it = inner.log.iter(PhysicalOffset(from));
     for rec in &mut it {
         let rec = rec?;
-        apply_next(inner, &Entry::of(&rec))?;
+        apply_next(inner, &mut memo, &Entry::of(&rec))?;
         n += 1;
     }
     // Blank ends of segments are skipped by the iterator: move past them.
@@ -153,8 +156,8 @@ fn dispatch_round(inner: &Inner, _round: parking_lot::MutexGuard<'_, ()>, own: O
 
 /// Applies `e`, the record at the dispatched offset, and moves the
 /// dispatched offset past it. A gap in its queue fails the round.
-fn apply_next(inner: &Inner, e: &Entry<'_>) -> Result<()> {
-    match apply(inner, e)? {
+fn apply_next(inner: &Inner, memo: &mut QueueMemo, e: &Entry<'_>) -> Result<()> {
+    match apply(inner, memo, e)? {
         Applied::Ok | Applied::Skipped => {}
         Applied::Gap { topic, queue_id } => {
             return Err(Error::InvalidArgument(format!(
@@ -219,14 +222,20 @@ enum Applied {
     },
 }
 
-fn apply(inner: &Inner, rec: &Entry<'_>) -> Result<Applied> {
+fn apply(inner: &Inner, memo: &mut QueueMemo, rec: &Entry<'_>) -> Result<Applied> {
     let topic = rec.topic;
     // Records of deleted topics, and of earlier incarnations of a topic that
-    // was deleted and created again, belong to no live queue.
-    match inner.topics.since(topic) {
-        Some(since) if rec.offset >= since => {}
+    // was deleted and created again, belong to no live queue (and create
+    // none).
+    let removals = inner.topics.removals();
+    let live = memo.get_or_lookup(topic, rec.queue_id, removals, || match inner.topics.since(topic) {
+        Some(since) if rec.offset >= since => Ok(Some((since, inner.queues.get_or_create(topic, rec.queue_id)?))),
+        _ => Ok(None),
+    })?;
+    let q = match live {
+        Some((since, q)) if rec.offset >= since => q,
         _ => return Ok(Applied::Skipped),
-    }
+    };
     // One pass, without allocating: dispatch runs once per message. A
     // sender's own message comes with what the pass would find.
     let found = match rec.found {
@@ -240,7 +249,6 @@ fn apply(inner: &Inner, rec: &Entry<'_>) -> Result<Applied> {
     }
     index_record(inner, rec, topic, &found)?;
     let unit = CqUnit { physical_offset: PhysicalOffset(rec.offset), size: rec.size, tag_hash: tag };
-    let q = inner.queues.get_or_create(topic, rec.queue_id)?;
     let at = QueueOffset(rec.queue_offset);
     if at.0 > q.max_offset().0 {
         return Ok(Applied::Gap { topic: topic.to_string(), queue_id: rec.queue_id });
@@ -433,11 +441,12 @@ fn removed_below(inner: &Inner) -> u64 {
 fn dispatch_recovering(inner: &Inner) -> Result<Option<(String, u32)>> {
     let from = inner.dispatch.dispatched.load(Ordering::Acquire);
     let mut it = inner.log.iter(PhysicalOffset(from));
+    let mut memo = QueueMemo::default();
     for rec in &mut it {
         let rec = rec?;
         let e = Entry::of(&rec);
-        if let Applied::Gap { topic, queue_id } = apply(inner, &e)? {
-            if !start_after_retention(inner, &e) || !matches!(apply(inner, &e)?, Applied::Ok) {
+        if let Applied::Gap { topic, queue_id } = apply(inner, &mut memo, &e)? {
+            if !start_after_retention(inner, &e) || !matches!(apply(inner, &mut memo, &e)?, Applied::Ok) {
                 return Ok(Some((topic, queue_id)));
             }
         }

@@ -17,6 +17,7 @@ use crate::storage::Storage;
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// File name of the topic table inside `<root>/config`.
@@ -67,6 +68,10 @@ pub struct TopicTable {
     file: GenFile,
     topics: RwLock<Map>,
     writer: Mutex<()>,
+    /// Topics removed so far, bumped once the table no longer holds the
+    /// removed topic: dispatch remembers lookups only while this is
+    /// unchanged.
+    removals: AtomicU64,
 }
 
 impl TopicTable {
@@ -91,8 +96,12 @@ impl TopicTable {
     ) -> Result<(Self, Option<MetadataFallback>)> {
         let dir = root.join(metafile::CONFIG_DIR);
         let loaded = generations::load(storage, &dir, KIND, decode)?;
-        let table =
-            Self { file: loaded.file, topics: RwLock::new(loaded.value.unwrap_or_default()), writer: Mutex::new(()) };
+        let table = Self {
+            file: loaded.file,
+            topics: RwLock::new(loaded.value.unwrap_or_default()),
+            writer: Mutex::new(()),
+            removals: AtomicU64::new(0),
+        };
         Ok((table, loaded.fallback))
     }
 
@@ -185,7 +194,14 @@ impl TopicTable {
             return Ok(None);
         };
         self.publish(next)?;
+        // After the table stopped holding the topic (see `removals`).
+        self.removals.fetch_add(1, Ordering::Release);
         Ok(Some(previous.cfg))
+    }
+
+    /// How many topics were removed since the table was opened.
+    pub(crate) fn removals(&self) -> u64 {
+        self.removals.load(Ordering::Acquire)
     }
 
     /// Persists `next`, then makes it the in-memory table. The caller holds
@@ -354,9 +370,14 @@ mod tests {
         let t = open(tmp.path()).unwrap();
         assert_eq!(t.since("t"), Some(100));
         assert_eq!(t.get("t"), Some(TopicConfig::new("t", 8)));
-        // Deleted and created again: a new incarnation.
+        // Deleted and created again: a new incarnation. Dispatch's memo
+        // sees the removal through the count.
+        assert_eq!(t.removals(), 0);
         assert_eq!(t.remove("t").unwrap(), Some(TopicConfig::new("t", 8)));
         assert_eq!(t.since("t"), None);
+        assert_eq!(t.removals(), 1);
+        assert_eq!(t.remove("t").unwrap(), None);
+        assert_eq!(t.removals(), 1);
         assert_eq!(t.upsert(TopicConfig::new("t", 8), 500).unwrap(), None);
         assert_eq!(t.since("t"), Some(500));
         drop(t);

@@ -17,7 +17,7 @@
 //! always. Recovery, re-dispatch, the dispatch thread and Sync flush (where
 //! records become readable only once committed) never take this path.
 
-use super::{apply_next, Entry, Found, Inner};
+use super::{apply_next, Entry, Found, Inner, QueueMemo};
 use crate::commitlog::{Appended, RecordDraft};
 use crate::error::Result;
 use crate::offset::PhysicalOffset;
@@ -58,7 +58,7 @@ impl<'a> OwnRecords<'a> {
 /// its start. Returns how many records it applied. Stops early (leaving the
 /// rest to the log-reading loop after it) when the log does not lead to
 /// `own`'s records, e.g. when another round dispatched part of them.
-pub(super) fn dispatch_own(inner: &Inner, own: &OwnRecords<'_>) -> Result<u64> {
+pub(super) fn dispatch_own(inner: &Inner, memo: &mut QueueMemo, own: &OwnRecords<'_>) -> Result<u64> {
     let Some(first) = own.appended.first() else {
         return Ok(0);
     };
@@ -70,7 +70,7 @@ pub(super) fn dispatch_own(inner: &Inner, own: &OwnRecords<'_>) -> Result<u64> {
         // (which can make the first of ours the one read here).
         for rec in inner.log.iter(PhysicalOffset(from)) {
             let rec = rec?;
-            apply_next(inner, &Entry::of(&rec))?;
+            apply_next(inner, memo, &Entry::of(&rec))?;
             n += 1;
             if rec.end().get() >= target {
                 break;
@@ -83,7 +83,7 @@ pub(super) fn dispatch_own(inner: &Inner, own: &OwnRecords<'_>) -> Result<u64> {
     };
     for i in k..own.appended.len() {
         let Some(e) = own.entry(i) else { break };
-        apply_next(inner, &e)?;
+        apply_next(inner, memo, &e)?;
         n += 1;
     }
     Ok(n)
