@@ -497,8 +497,15 @@ impl IndexFile {
         // before the count.
         slot.store((i + 1).to_be(), Ordering::Release);
         self.last_phy.store(phy, Ordering::Release);
-        self.min_ts.fetch_min(ts, Ordering::AcqRel);
-        self.max_ts.fetch_max(ts, Ordering::AcqRel);
+        // Loads and stores, not `fetch_min`/`fetch_max`: the caller
+        // serialises writers, so nobody else changes them meanwhile, and
+        // read-modify-writes cost several times more.
+        if ts < self.min_ts.load(Ordering::Acquire) {
+            self.min_ts.store(ts, Ordering::Release);
+        }
+        if ts > self.max_ts.load(Ordering::Acquire) {
+            self.max_ts.store(ts, Ordering::Release);
+        }
         self.count.store(i + 1, Ordering::Release);
         Ok(true)
     }

@@ -83,6 +83,15 @@ fn parse_name(name: &str) -> Option<u64> {
 /// ended, so a re-dispatched record below its start belongs to that file
 /// and is skipped; putting it into the empty file would break the file's
 /// offset order. `None` when there is no file (index from the start).
+/// The index's key for `key` of a record in `topic`: `<topic>#<key>`, as
+/// RocketMQ builds it, in `buf`.
+fn full_key(buf: &mut String, topic: &str, key: &str) {
+    buf.clear();
+    buf.push_str(topic);
+    buf.push('#');
+    buf.push_str(key);
+}
+
 fn indexed_below(newest: Option<&IndexFile>) -> Option<u64> {
     newest.map(IndexFile::last_phy)
 }
@@ -189,15 +198,30 @@ impl Index {
         created_ms: u64,
     ) -> Result<()> {
         let mut buf = self.writer.lock();
-        let mut active = self.files.read().last().cloned();
-        if indexed_below(active.as_deref()).is_some_and(|last| phy < last) {
+        // The common case under one read lock and without cloning the
+        // newest file's `Arc` (each is an atomic read-modify-write, several
+        // of them per record on the dispatch path).
+        let files = self.files.read();
+        let newest = files.last().map(|f| &**f);
+        if indexed_below(newest).is_some_and(|last| phy < last) {
             return Ok(());
         }
+        let mut keys = keys.into_iter().peekable();
+        while let (Some(f), Some(key)) = (newest.filter(|f| !f.is_full()), keys.peek()) {
+            full_key(&mut buf, topic, key);
+            if !f.put(&buf, phy, ts)? {
+                break;
+            }
+            keys.next();
+        }
+        drop(files);
+        if keys.peek().is_none() {
+            return Ok(());
+        }
+        // The newest file is full (or there is none): roll on.
+        let mut active = self.files.read().last().cloned();
         for key in keys {
-            buf.clear();
-            buf.push_str(topic);
-            buf.push('#');
-            buf.push_str(key);
+            full_key(&mut buf, topic, key);
             active = Some(self.put_one(active, &buf, phy, ts, created_ms)?);
         }
         Ok(())

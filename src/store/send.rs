@@ -430,8 +430,16 @@ pub(crate) fn append_numbered(
     }
     super::retention::check_writable(inner)?;
     let mut positions = Vec::with_capacity(drafts.len());
-    let (appended, durable) = inner.log.append_batch_assigned(drafts, wait, |_, d| {
-        let at = inner.next_queue_offset.lock().take(d.topic, d.queue_id);
+    // The numbering lock is taken once for the whole batch (under the
+    // append lock, as always) and released after its last record, before
+    // the durability wait.
+    let mut numbering = None;
+    let (appended, durable) = inner.log.append_batch_assigned(drafts, wait, |i, d| {
+        let next = numbering.get_or_insert_with(|| inner.next_queue_offset.lock());
+        let at = next.take(d.topic, d.queue_id);
+        if i + 1 == drafts.len() {
+            numbering = None;
+        }
         positions.push(at);
         at
     })?;
