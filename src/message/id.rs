@@ -117,13 +117,35 @@ impl MessageIdGenerator {
     /// The next id, for a message created at `now_ms` (ms since the epoch;
     /// the store passes its `Clock::now_ms()`).
     pub fn next(&self, now_ms: u64) -> MessageId {
+        self.id_of(self.reserve(now_ms, 1))
+    }
+
+    /// The next `n` ids, the same as `n` calls of [`MessageIdGenerator::next`]
+    /// in a row would make, from a single atomic update (a batch send takes
+    /// one per batch instead of one per message).
+    pub fn next_n(&self, now_ms: u64, n: usize) -> impl Iterator<Item = MessageId> + '_ {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        let start = if n == 0 { 0 } else { self.reserve(now_ms, n) };
+        (0..n).map(move |i| self.id_of(start.saturating_add(i)))
+    }
+
+    /// Takes `n >= 1` consecutive generator states; returns the first.
+    fn reserve(&self, now_ms: u64, n: u64) -> u64 {
         let floor = now_ms.min(MAX_STATE_MS) << 16;
-        let step = |prev: u64| floor.max(prev.saturating_add(1));
+        // The first state after `prev`. `n` calls of `next` take it and the
+        // `n - 1` states after it: each is one past the previous, which is
+        // already at or above the floor.
+        let first = |prev: u64| floor.max(prev.saturating_add(1));
+        let last = |prev: u64| first(prev).saturating_add(n - 1);
         // The closure always returns Some, so both arms carry the previous state.
-        let prev = match self.state.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some(step(p))) {
+        let prev = match self.state.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some(last(p))) {
             Ok(p) | Err(p) => p,
         };
-        let state = step(prev);
+        first(prev)
+    }
+
+    /// The id of generator state `state` (`ms << 16 | counter`).
+    fn id_of(&self, state: u64) -> MessageId {
         let ms = state >> 16;
         let mut id = [0u8; ID_LEN];
         id[..PREFIX_LEN].copy_from_slice(&self.prefix);
@@ -361,6 +383,26 @@ mod tests {
             g.next(MARCH_2024 + 9);
         }
         assert_eq!(parts(g.next(MARCH_2024 + 9)), Some((10, 0)));
+    }
+
+    /// A batch of ids is what as many single calls would have made.
+    #[test]
+    fn next_n_equals_repeated_next() {
+        let (one, many) =
+            (MessageIdGenerator::with_prefix([1, 2, 3, 4], 1, 1), MessageIdGenerator::with_prefix([1, 2, 3, 4], 1, 1));
+        // Within a millisecond, across the counter's wrap, and after a
+        // clock step back.
+        for (now, n) in [
+            (MARCH_2024 + 5, 3),
+            (MARCH_2024 + 5, 0),
+            (MARCH_2024 + 6, 70_000),
+            (MARCH_2024 + 2, 4),
+            (MARCH_2024 + 9, 1),
+        ] {
+            let singles: Vec<MessageId> = (0..n).map(|_| one.next(now)).collect();
+            assert_eq!(many.next_n(now, n).collect::<Vec<_>>(), singles, "{now} {n}");
+        }
+        assert_eq!(one.next(MARCH_2024 + 9), many.next(MARCH_2024 + 9));
     }
 
     #[test]

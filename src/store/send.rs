@@ -277,8 +277,10 @@ impl Store {
         // Built here to hold the ids; completed once the records are
         // appended.
         let mut results = Vec::with_capacity(msgs.len());
-        for (m, &queue_id) in msgs.iter().zip(queue_ids) {
-            let (id, p) = self.prepare(m, queue_id, now, &mut blobs)?;
+        // The ids in one atomic update of the generator, not one per message.
+        let ids = inner.ids.next_n(now, msgs.len());
+        for ((m, &queue_id), id) in msgs.iter().zip(queue_ids).zip(ids) {
+            let p = self.prepare(m, id, queue_id, now, &mut blobs)?;
             prepared.push(p);
             results.push(SendResult {
                 status: SendStatus::SendOk,
@@ -308,7 +310,8 @@ impl Store {
         inner.dispatch.check()?;
         let now = inner.opts.commit_log.clock.now_ms();
         let mut blob = Vec::with_capacity(128);
-        let (msg_id, p) = self.prepare(msg, queue_id, now, &mut blob)?;
+        let msg_id = inner.ids.next(now);
+        let p = self.prepare(msg, msg_id, queue_id, now, &mut blob)?;
         let draft = p.draft(msg, &blob, now);
         let found = [p.found(msg, &msg_id)];
         let (appended, positions, status) = append_numbered(inner, std::slice::from_ref(&draft), &found, wait)?;
@@ -325,20 +328,19 @@ impl Store {
         }
     }
 
-    /// Checks `m`, gives it a unique id (returned) and appends its
-    /// properties blob to `blobs`; a delayed message is addressed to the
-    /// schedule topic.
+    /// Checks `m` and appends its properties blob, with unique id `id`, to
+    /// `blobs`; a delayed message is addressed to the schedule topic.
     #[inline(always)]
     fn prepare<'m>(
         &self,
         m: &'m Message,
+        id: MessageId,
         queue_id: u32,
         now: u64,
         blobs: &mut Vec<u8>,
-    ) -> Result<(MessageId, Prepared<'m>)> {
+    ) -> Result<Prepared<'m>> {
         let inner = &self.inner;
         m.check(&inner.opts.limits)?;
-        let id = inner.ids.next(now);
         let start = blobs.len();
         m.encode_properties_for_store_onto(Some(&id), blobs)?;
         // A delayed message waits in the schedule topic, carrying where it
@@ -366,7 +368,7 @@ impl Store {
                 }
                 None => (m.topic(), queue_id),
             };
-        Ok((id, Prepared { props: start..blobs.len(), topic, queue_id: target_queue }))
+        Ok(Prepared { props: start..blobs.len(), topic, queue_id: target_queue })
     }
 }
 
