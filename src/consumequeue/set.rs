@@ -9,7 +9,7 @@ use crate::storage::Storage;
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 type Queues = BTreeMap<String, BTreeMap<u32, Arc<ConsumeQueue>>>;
@@ -27,6 +27,10 @@ pub struct ConsumeQueueSet {
     /// Shared with every queue: whether creations are
     /// [`CreationSync::AtFlush`] (see [`ConsumeQueueSet::set_creation_sync`]).
     defer_creation_syncs: Arc<AtomicBool>,
+    /// Queues removed so far (by `remove_queue` or `remove_topic`), bumped
+    /// once the set no longer holds them: dispatch remembers queue objects
+    /// only while this is unchanged.
+    removals: AtomicU64,
 }
 
 /// Lists `dir`; if it is a plain file (damage where one of our
@@ -120,6 +124,7 @@ impl ConsumeQueueSet {
             units_per_file,
             queues: RwLock::new(queues),
             defer_creation_syncs: defer,
+            removals: AtomicU64::new(0),
         })
     }
 
@@ -185,6 +190,7 @@ impl ConsumeQueueSet {
             q.destroy()?;
         }
         self.queues.write().remove(topic);
+        self.removals.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -197,7 +203,13 @@ impl ConsumeQueueSet {
         if let Some(per_topic) = self.queues.write().get_mut(topic) {
             per_topic.remove(&queue_id);
         }
+        self.removals.fetch_add(1, Ordering::Release);
         Ok(())
+    }
+
+    /// How many times queues were removed since the set was opened.
+    pub(crate) fn removals(&self) -> u64 {
+        self.removals.load(Ordering::Acquire)
     }
 
     /// Gives back the mapped pages of every queue's older units (see

@@ -46,8 +46,9 @@ const IDLE_WAIT: Duration = Duration::from_millis(100);
 pub(crate) struct Dispatch {
     /// Commit-log offset below which every record is dispatched.
     pub(crate) dispatched: AtomicU64,
-    /// Serialises dispatch rounds (the thread, recovery and close).
-    round: Mutex<()>,
+    /// Serialises dispatch rounds (the thread, recovery and close), and
+    /// holds the queues they wrote to recently.
+    round: Mutex<QueueMemo>,
     state: Mutex<State>,
     cv: Condvar,
     /// Bumped after each round that added units; long-polling readers
@@ -121,10 +122,14 @@ pub(crate) fn dispatch_available(inner: &Inner) -> Result<u64> {
     dispatch_round(inner, inner.dispatch.round.lock(), None)
 }
 
-fn dispatch_round(inner: &Inner, _round: parking_lot::MutexGuard<'_, ()>, own: Option<&OwnRecords<'_>>) -> Result<u64> {
-    let mut memo = QueueMemo::default();
+fn dispatch_round(
+    inner: &Inner,
+    mut memo: parking_lot::MutexGuard<'_, QueueMemo>,
+    own: Option<&OwnRecords<'_>>,
+) -> Result<u64> {
+    let memo = &mut *memo;
     let mut n = match own {
-        Some(own) => own::dispatch_own(inner, &mut memo, own)?,
+        Some(own) => own::dispatch_own(inner, memo, own)?,
         None => 0,
     };
     let from = inner.dispatch.dispatched.load(Ordering::Acquire);
@@ -140,7 +145,7 @@ fn dispatch_round(inner: &Inner, _round: parking_lot::MutexGuard<'_, ()>, own: O
     let mut it = inner.log.iter(PhysicalOffset(from));
     for rec in &mut it {
         let rec = rec?;
-        apply_next(inner, &mut memo, &Entry::of(&rec))?;
+        apply_next(inner, memo, &Entry::of(&rec))?;
         n += 1;
     }
     // Blank ends of segments are skipped by the iterator: move past them.
@@ -227,8 +232,8 @@ fn apply(inner: &Inner, memo: &mut QueueMemo, rec: &Entry<'_>) -> Result<Applied
     // Records of deleted topics, and of earlier incarnations of a topic that
     // was deleted and created again, belong to no live queue (and create
     // none).
-    let removals = inner.topics.removals();
-    let live = memo.get_or_lookup(topic, rec.queue_id, removals, || match inner.topics.since(topic) {
+    let generation = (inner.topics.removals(), inner.queues.removals());
+    let live = memo.get_or_lookup(topic, rec.queue_id, generation, || match inner.topics.since(topic) {
         Some(since) if rec.offset >= since => Ok(Some((since, inner.queues.get_or_create(topic, rec.queue_id)?))),
         _ => Ok(None),
     })?;
