@@ -338,6 +338,16 @@ impl<'a> RecordView<'a> {
         if stored != computed {
             return Err(CorruptionKind::ChecksumMismatch { stored, computed });
         }
+        Self::validate_framing(bytes, at)
+    }
+
+    /// [`RecordView::validate`] without the CRC: the length, the physical
+    /// offset, the lengths of the parts and the topic are still checked, so
+    /// the parts are in bounds and the topic is text whatever the bytes.
+    pub(crate) fn validate_framing(bytes: &'a [u8], at: u64) -> Result<(Self, Parts), CorruptionKind> {
+        if bytes.len() < RECORD_HEADER_LEN {
+            return Err(CorruptionKind::Truncated);
+        }
         let claimed = get_u64(bytes, PHYSICAL_OFFSET_OFFSET);
         if claimed != at {
             return Err(CorruptionKind::Misplaced { claimed, actual: at });

@@ -363,6 +363,7 @@ fn build(
         flushed: AtomicU64::new(end),
         write_behind: AtomicU64::new(end),
         staged_end: AtomicU64::new(end),
+        opened_at: end,
         fence: Fence::default(),
         flush_state: Mutex::new(FlushState::new(mark)),
         flush_cv: Condvar::new(),

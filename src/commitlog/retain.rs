@@ -52,7 +52,7 @@ impl CommitLog {
     /// is readable.
     pub(crate) fn first_timestamp_in(&self, base: u64) -> Result<Option<u64>> {
         let first = base.saturating_add(super::SEGMENT_HEADER_LEN as u64);
-        Ok(self.handle.core.read_next(first)?.map(|r| r.store_timestamp()))
+        Ok(self.handle.core.read_next(first, super::Checksums::Verify)?.map(|r| r.store_timestamp()))
     }
 
     /// Removes every segment that ends at or below `floor` (which must be

@@ -15,7 +15,7 @@ use super::record::{
     encode_blank, encode_into, encode_onto, parse_prefix, DraftError, Parts, Prefix, RecordDraft, RecordView, BLANK_LEN,
 };
 use super::segment::{Segment, SEGMENT_HEADER_LEN};
-use super::{Appended, Core, FlushMode, Writer};
+use super::{Appended, Checksums, Core, FlushMode, Writer};
 use crate::error::{Error, Result};
 use crate::offset::PhysicalOffset;
 use std::sync::atomic::Ordering;
@@ -184,7 +184,7 @@ impl Core {
 
     /// Reads the record at `offset` (below the published end).
     pub(crate) fn read(&self, offset: u64) -> Result<Record> {
-        match self.read_at(offset)? {
+        match self.read_at(offset, Checksums::Verify)? {
             Slot::Record(r) => Ok(r),
             Slot::Blank | Slot::End => Err(Error::InvalidArgument(format!("no record starts at offset {offset}"))),
         }
@@ -192,9 +192,9 @@ impl Core {
 
     /// The first record at or after `offset`, skipping end markers; `None`
     /// at the end of the log.
-    pub(crate) fn read_next(&self, mut offset: u64) -> Result<Option<Record>> {
+    pub(crate) fn read_next(&self, mut offset: u64, checksums: Checksums) -> Result<Option<Record>> {
         loop {
-            match self.read_at(offset)? {
+            match self.read_at(offset, checksums)? {
                 Slot::Record(r) => return Ok(Some(r)),
                 Slot::End => return Ok(None),
                 Slot::Blank => {
@@ -207,7 +207,7 @@ impl Core {
         }
     }
 
-    fn read_at(&self, offset: u64) -> Result<Slot> {
+    fn read_at(&self, offset: u64, checksums: Checksums) -> Result<Slot> {
         self.ensure_not_closed()?;
         let end = self.written.load(Ordering::Acquire);
         if offset >= end {
@@ -239,7 +239,11 @@ impl Core {
                 }
                 // SAFETY: the whole record lies below the published end.
                 let bytes = unsafe { seg.bytes(pos as usize, len as usize) };
-                let parts = RecordView::validate(bytes, offset).map_err(|k| self.corrupt(&seg, pos, k))?.1;
+                let checked = match checksums {
+                    Checksums::SkipAppended if offset >= self.opened_at => RecordView::validate_framing(bytes, offset),
+                    _ => RecordView::validate(bytes, offset),
+                };
+                let parts = checked.map_err(|k| self.corrupt(&seg, pos, k))?.1;
                 Ok(Slot::Record(Record::from_segment(seg, pos as usize, len as usize, parts)))
             }
             Err(kind) => Err(self.corrupt(&seg, pos, kind)),
@@ -339,4 +343,61 @@ enum Slot {
     Record(Record),
     Blank,
     End,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{CommitLog, CommitLogOptions, COMMITLOG_DIR};
+    use crate::commitlog::RecordDraft;
+    use crate::offset::PhysicalOffset;
+    use std::os::unix::fs::FileExt;
+
+    /// Flips a byte of the record at `offset` in the only segment file (the
+    /// mapping shares the page cache, so an open log sees it).
+    fn flip(dir: &std::path::Path, offset: u64, at_in_record: u64) {
+        let seg = std::fs::read_dir(dir.join(COMMITLOG_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())));
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(seg.unwrap()).unwrap();
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, offset + at_in_record).unwrap();
+        f.write_all_at(&[b[0] ^ 0x40], offset + at_in_record).unwrap();
+    }
+
+    fn bodies(it: crate::commitlog::Iter) -> Result<Vec<Vec<u8>>, crate::Error> {
+        it.map(|r| r.map(|r| r.body().to_vec())).collect()
+    }
+
+    /// Dispatch's reader skips the CRC only for records appended since the
+    /// log was opened; framing is checked for every record, and every
+    /// other reader checks the CRC.
+    #[test]
+    fn iter_appended_skips_the_crc_of_records_appended_since_open_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = || CommitLogOptions::default().segment_size(1 << 20).max_record_size(4 << 10);
+        let draft = |body: &'static [u8]| RecordDraft { topic: "t", body, ..Default::default() };
+        let log = CommitLog::open(dir.path(), opts()).unwrap();
+        let old = log.append(&draft(b"from before the open")).unwrap();
+        log.close().unwrap();
+        let log = CommitLog::open(dir.path(), opts()).unwrap();
+        let new = log.append(&draft(b"appended since the open")).unwrap();
+        let from = PhysicalOffset(0);
+        // A body byte of the new record: only the CRC can tell.
+        let body_at = u64::from(new.size) - 1;
+        flip(dir.path(), new.offset.get(), body_at);
+        assert!(matches!(bodies(log.iter(from)), Err(crate::Error::Corruption { .. })));
+        let got = bodies(log.iter_appended(from)).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_ne!(got[1], b"appended since the open".to_vec());
+        assert!(matches!(log.read(new.offset), Err(crate::Error::Corruption { .. })));
+        // Its framing (the body length) is still checked.
+        flip(dir.path(), new.offset.get(), 64);
+        assert!(matches!(bodies(log.iter_appended(new.offset)), Err(crate::Error::Corruption { .. })));
+        flip(dir.path(), new.offset.get(), 64);
+        // A record from before the open is CRC-checked by both.
+        flip(dir.path(), old.offset.get(), u64::from(old.size) - 1);
+        assert!(matches!(bodies(log.iter_appended(from)), Err(crate::Error::Corruption { .. })));
+        log.close().unwrap();
+    }
 }

@@ -142,7 +142,7 @@ fn dispatch_round(
         }
         return Ok(n);
     }
-    let mut it = inner.log.iter(PhysicalOffset(from));
+    let mut it = inner.log.iter_appended(PhysicalOffset(from));
     for rec in &mut it {
         let rec = rec?;
         apply_next(inner, memo, &Entry::of(&rec))?;

@@ -68,7 +68,7 @@ pub(super) fn dispatch_own(inner: &Inner, memo: &mut QueueMemo, own: &OwnRecords
     if from < target {
         // Read back: other senders' records, and past a segment's blank end
         // (which can make the first of ours the one read here).
-        for rec in inner.log.iter(PhysicalOffset(from)) {
+        for rec in inner.log.iter_appended(PhysicalOffset(from)) {
             let rec = rec?;
             apply_next(inner, memo, &Entry::of(&rec))?;
             n += 1;
