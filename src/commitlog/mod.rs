@@ -349,23 +349,27 @@ impl CommitLog {
     /// With [`Durability::NoWait`] the call returns as soon as the records
     /// are written (staged, under [`FlushMode::Sync`]; the flush thread
     /// commits them, and they become readable only then).
+    ///
+    /// Where each record went is appended to `out` (a caller sending one
+    /// message at a time reuses its vector).
     pub(crate) fn append_batch_assigned(
         &self,
         drafts: &[RecordDraft<'_>],
         wait: Durability,
         assign: impl FnMut(usize, &RecordDraft<'_>) -> u64,
-    ) -> Result<(Vec<Appended>, Result<()>)> {
+        out: &mut Vec<Appended>,
+    ) -> Result<Result<()>> {
         let core = &self.handle.core;
         let _in_flight = core.enter_append();
-        let mut out = Vec::with_capacity(drafts.len());
+        out.reserve(drafts.len());
         let end = core.append_batch(drafts, assign, |a| out.push(a))?;
         match wait {
-            Durability::Wait => Ok((out, core.after_append(end))),
+            Durability::Wait => Ok(core.after_append(end)),
             Durability::NoWait => {
                 if core.opts.flush_mode == FlushMode::Sync {
                     core.request_commit();
                 }
-                Ok((out, Ok(())))
+                Ok(Ok(()))
             }
         }
     }
