@@ -50,25 +50,29 @@ pub(crate) fn java_string_hash(s: &str) -> i32 {
     s.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
 }
 
-/// `h = 31 * h + c` over the bytes, four at a time: `31^4 * h + 31^3 * a +
-/// 31^2 * b + 31 * c + d` is the same sum (wrapping arithmetic is exact
-/// modulo 2^32), with four independent products instead of a chain of four
-/// dependent ones (index keys are hashed once per message).
+/// `h = 31 * h + c` over the bytes, eight at a time: `31^8 * h + 31^7 * a +
+/// ... + 31 * g + h'` is the same sum (wrapping arithmetic is exact modulo
+/// 2^32), with eight independent products instead of a chain of eight
+/// dependent ones (index keys are hashed once per message; 38-byte keys
+/// took about 260 instructions four at a time).
 fn ascii_hash(b: &[u8]) -> i32 {
-    const P1: i32 = 31;
-    const P2: i32 = P1 * P1;
-    const P3: i32 = P2 * P1;
-    const P4: i32 = P3 * P1;
-    let mut words = b.chunks_exact(4);
+    const P: [i32; 9] = {
+        let mut p = [1i32; 9];
+        let mut i = 1;
+        while i < 9 {
+            p[i] = p[i - 1].wrapping_mul(31);
+            i += 1;
+        }
+        p
+    };
+    let mut words = b.chunks_exact(8);
     let mut h = 0i32;
     for w in &mut words {
-        let [a, b, c, d] = [w[0], w[1], w[2], w[3]].map(i32::from);
-        h = h
-            .wrapping_mul(P4)
-            .wrapping_add(a.wrapping_mul(P3))
-            .wrapping_add(b.wrapping_mul(P2))
-            .wrapping_add(c.wrapping_mul(P1))
-            .wrapping_add(d);
+        let mut sum = h.wrapping_mul(P[8]);
+        for (j, &c) in w.iter().enumerate() {
+            sum = sum.wrapping_add(i32::from(c).wrapping_mul(P[7 - j]));
+        }
+        h = sum;
     }
     words.remainder().iter().fold(h, |h, &c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
 }
@@ -93,7 +97,7 @@ pub(crate) fn crc32(bytes: &[u8]) -> u32 {
 mod tests {
     use super::*;
 
-    /// The four-at-a-time hash equals the one-at-a-time definition on
+    /// The eight-at-a-time hash equals the one-at-a-time definition on
     /// every length up to 40 and on bytes of every ASCII value.
     #[test]
     fn ascii_hash_matches_the_definition() {
