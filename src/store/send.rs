@@ -292,8 +292,13 @@ impl Store {
             });
         }
         let drafts: Vec<RecordDraft<'_>> = msgs.iter().zip(&prepared).map(|(m, p)| p.draft(m, &blobs, now)).collect();
-        let found: Vec<Option<Found<'_>>> =
-            msgs.iter().zip(&prepared).zip(&results).map(|((m, p), r)| p.found(m, &r.msg_id)).collect();
+        // Only a sender dispatching its own records (Async flush) uses them.
+        let found: Vec<Option<Found<'_>>> = match inner.opts.commit_log.flush_mode {
+            crate::commitlog::FlushMode::Async => {
+                msgs.iter().zip(&prepared).zip(&results).map(|((m, p), r)| p.found(m, &r.msg_id)).collect()
+            }
+            crate::commitlog::FlushMode::Sync => Vec::new(),
+        };
         let (appended, positions, status) = append_numbered(inner, &drafts, &found, wait)?;
         for ((r, a), queue_offset) in results.iter_mut().zip(&appended).zip(positions) {
             r.status = status;
