@@ -218,7 +218,7 @@ pub(crate) struct Core {
     pub(crate) staged_end: AtomicU64,
     /// The log's end when it was opened: every record at or above it was
     /// encoded from memory by this process, or validated on receipt by a
-    /// replica, before it became readable (see [`CommitLog::iter_appended`]).
+    /// replica, before it became readable (see [`CommitLog::visit_appended`]).
     pub(crate) opened_at: u64,
     pub(crate) fence: Fence,
     pub(crate) flush_state: Mutex<flush::FlushState>,
@@ -398,16 +398,28 @@ impl CommitLog {
         read_iter::Iter::new(self.handle.core.clone(), from.0, Checksums::Verify)
     }
 
-    /// [`CommitLog::iter`] for dispatch, which reads back the records this
-    /// process has just appended: records at or above the log's end at open
-    /// are not CRC-checked again (their framing still is). This process
+    /// Calls `f` with each record from `from` to the end of the log, in
+    /// order, for dispatch, which reads back the records this process has
+    /// just appended. Records are borrowed from `cache` (no owner or segment
+    /// lookup per record), and records at or above the log's end at open
+    /// are not CRC-checked again (their framing still is): this process
     /// encoded them from memory (or a replica checked them on receipt)
     /// before they became readable, so the check could only find memory
-    /// damaged since; it cost about 190 instructions per 128-byte record and
-    /// 800 per 1 KiB one. Records from before the open, which came from
-    /// disk, and every read handed to a consumer are checked as always.
-    pub(crate) fn iter_appended(&self, from: PhysicalOffset) -> read_iter::Iter {
-        read_iter::Iter::new(self.handle.core.clone(), from.0, Checksums::SkipAppended)
+    /// damaged since; it cost about 190 instructions per 128-byte record
+    /// and 800 per 1 KiB one. Records from before the open, which came from
+    /// disk, and every read handed to a caller are checked as always.
+    ///
+    /// `f` gets each record's offset and stops the walk by returning
+    /// `Break` (that record counts as visited). Returns the offset after
+    /// the last record visited (`from`, clamped to the first record, if
+    /// none); the first error stops the walk and is returned.
+    pub(crate) fn visit_appended(
+        &self,
+        cache: &mut ReadCache,
+        from: PhysicalOffset,
+        f: impl FnMut(u64, RecordView<'_>, &Parts) -> Result<std::ops::ControlFlow<()>>,
+    ) -> Result<u64> {
+        self.handle.core.visit_from(cache, from.0, Checksums::SkipAppended, f)
     }
 
     /// Offset of the first record still stored.
@@ -557,7 +569,7 @@ pub(crate) enum Checksums {
     /// Every record (what every read handed to a caller does).
     Verify,
     /// Not for records at or above [`Core::opened_at`] (see
-    /// [`CommitLog::iter_appended`]); framing is checked either way.
+    /// [`CommitLog::visit_appended`]); framing is checked either way.
     SkipAppended,
 }
 

@@ -16,8 +16,9 @@ use super::record::{
 };
 use super::segment::{Segment, SEGMENT_HEADER_LEN};
 use super::{Appended, Checksums, Core, FlushMode, Writer};
-use crate::error::{Error, Result};
+use crate::error::{CorruptionKind, Error, Result};
 use crate::offset::PhysicalOffset;
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -239,11 +240,7 @@ impl Core {
                 }
                 // SAFETY: the whole record lies below the published end.
                 let bytes = unsafe { seg.bytes(pos as usize, len as usize) };
-                let checked = match checksums {
-                    Checksums::SkipAppended if offset >= self.opened_at => RecordView::validate_framing(bytes, offset),
-                    _ => RecordView::validate(bytes, offset),
-                };
-                let parts = checked.map_err(|k| self.corrupt(&seg, pos, k))?.1;
+                let parts = self.validate(bytes, offset, checksums).map_err(|k| self.corrupt(&seg, pos, k))?;
                 Ok(Slot::Record(Record::from_segment(seg, pos as usize, len as usize, parts)))
             }
             Err(kind) => Err(self.corrupt(&seg, pos, kind)),
@@ -261,7 +258,7 @@ impl Core {
         offset: u64,
         f: impl FnOnce(&bytes::Bytes, usize, RecordView<'_>, &Parts) -> R,
     ) -> Result<R> {
-        match self.locate_cached(cache, offset)? {
+        match self.locate_cached(cache, offset, Checksums::Verify)? {
             Some((pos, len, parts)) => {
                 let bytes = cache.prefix.get(pos..pos + len).unwrap_or_default();
                 Ok(f(&cache.prefix, pos, RecordView { bytes }, &parts))
@@ -270,12 +267,53 @@ impl Core {
         }
     }
 
+    /// Calls `f` with each record from `from` on (clamped to the first
+    /// record), in log order, up to the published end, borrowed from
+    /// `cache` as [`Core::visit_cached`] does (no owner or segment lookup
+    /// per record; blank segment ends and segment changes go through the
+    /// uncached read). `f` gets the record's offset; it stops the walk by
+    /// returning `Break`, after which the record counts as visited.
+    /// Returns the offset after the last record visited (`from` if none).
+    pub(crate) fn visit_from(
+        &self,
+        cache: &mut ReadCache,
+        from: u64,
+        checksums: Checksums,
+        mut f: impl FnMut(u64, RecordView<'_>, &Parts) -> Result<ControlFlow<()>>,
+    ) -> Result<u64> {
+        let mut offset = from.max(self.min_offset());
+        loop {
+            let (end, flow) = match self.locate_cached(cache, offset, checksums)? {
+                Some((pos, len, parts)) => {
+                    let bytes = cache.prefix.get(pos..pos + len).unwrap_or_default();
+                    (offset + len as u64, f(offset, RecordView { bytes }, &parts)?)
+                }
+                None => match self.read_next(offset, checksums)? {
+                    Some(rec) => {
+                        let at = rec.offset().get();
+                        (rec.end().get(), rec.with_view(|_, _, view, parts| f(at, view, parts))?)
+                    }
+                    None => return Ok(offset),
+                },
+            };
+            offset = end;
+            if flow.is_break() {
+                return Ok(offset);
+            }
+        }
+    }
+
     /// Finds and validates the record at `offset` inside the cached segment
     /// prefix (refreshing the cache if needed): its position, length and
     /// parts; `None` when the uncached path must decide (blank, damage,
     /// past the prefix).
     #[inline]
-    fn locate_cached(&self, cache: &mut ReadCache, offset: u64) -> Result<Option<(usize, usize, Parts)>> {
+    fn locate_cached(
+        &self,
+        cache: &mut ReadCache,
+        offset: u64,
+        checksums: Checksums,
+    ) -> Result<Option<(usize, usize, Parts)>> {
         self.ensure_not_closed()?;
         let hit = cache.seg.as_ref().is_some_and(|s| s.base <= offset && offset < s.base + cache.prefix.len() as u64);
         if !hit {
@@ -300,11 +338,22 @@ impl Core {
         match parse_prefix(&prefix[pos..pos + BLANK_LEN as usize], room, super::record::MAX_RECORD_LEN_LIMIT) {
             Ok(Prefix::Record { len }) if pos + len as usize <= prefix.len() => {
                 let bytes = &prefix[pos..pos + len as usize];
-                let parts = RecordView::validate(bytes, offset).map_err(|k| self.corrupt(seg, pos as u64, k))?.1;
+                let parts = self.validate(bytes, offset, checksums).map_err(|k| self.corrupt(seg, pos as u64, k))?;
                 Ok(Some((pos, len as usize, parts)))
             }
             _ => Ok(None),
         }
+    }
+
+    /// Validates the record `bytes` at `offset` as `checksums` asks: its
+    /// CRC is skipped only for records appended since the open (see
+    /// [`super::CommitLog::visit_appended`]).
+    fn validate(&self, bytes: &[u8], offset: u64, checksums: Checksums) -> Result<Parts, CorruptionKind> {
+        let checked = match checksums {
+            Checksums::SkipAppended if offset >= self.opened_at => RecordView::validate_framing(bytes, offset),
+            _ => RecordView::validate(bytes, offset),
+        };
+        checked.map(|(_, parts)| parts)
     }
 
     fn corrupt(&self, seg: &Arc<Segment>, pos: u64, kind: crate::error::CorruptionKind) -> Error {
@@ -369,11 +418,22 @@ mod tests {
         it.map(|r| r.map(|r| r.body().to_vec())).collect()
     }
 
+    /// The bodies `visit_appended` walks over from `from`.
+    fn appended(log: &CommitLog, from: PhysicalOffset) -> Result<Vec<Vec<u8>>, crate::Error> {
+        let mut out = Vec::new();
+        let mut cache = super::ReadCache::default();
+        log.visit_appended(&mut cache, from, |_, view, parts| {
+            out.push(view.bytes[parts.body.0..parts.body.1].to_vec());
+            Ok(std::ops::ControlFlow::Continue(()))
+        })?;
+        Ok(out)
+    }
+
     /// Dispatch's reader skips the CRC only for records appended since the
     /// log was opened; framing is checked for every record, and every
     /// other reader checks the CRC.
     #[test]
-    fn iter_appended_skips_the_crc_of_records_appended_since_open_only() {
+    fn visit_appended_skips_the_crc_of_records_appended_since_open_only() {
         let dir = tempfile::tempdir().unwrap();
         let opts = || CommitLogOptions::default().segment_size(1 << 20).max_record_size(4 << 10);
         let draft = |body: &'static [u8]| RecordDraft { topic: "t", body, ..Default::default() };
@@ -387,17 +447,17 @@ mod tests {
         let body_at = u64::from(new.size) - 1;
         flip(dir.path(), new.offset.get(), body_at);
         assert!(matches!(bodies(log.iter(from)), Err(crate::Error::Corruption { .. })));
-        let got = bodies(log.iter_appended(from)).unwrap();
+        let got = appended(&log, from).unwrap();
         assert_eq!(got.len(), 2);
         assert_ne!(got[1], b"appended since the open".to_vec());
         assert!(matches!(log.read(new.offset), Err(crate::Error::Corruption { .. })));
         // Its framing (the body length) is still checked.
         flip(dir.path(), new.offset.get(), 64);
-        assert!(matches!(bodies(log.iter_appended(new.offset)), Err(crate::Error::Corruption { .. })));
+        assert!(matches!(appended(&log, new.offset), Err(crate::Error::Corruption { .. })));
         flip(dir.path(), new.offset.get(), 64);
         // A record from before the open is CRC-checked by both.
         flip(dir.path(), old.offset.get(), u64::from(old.size) - 1);
-        assert!(matches!(bodies(log.iter_appended(from)), Err(crate::Error::Corruption { .. })));
+        assert!(matches!(appended(&log, from), Err(crate::Error::Corruption { .. })));
         log.close().unwrap();
     }
 }

@@ -18,7 +18,7 @@ pub(crate) use own::OwnRecords;
 
 use super::Inner;
 use crate::commitlog::wake::Broadcast;
-use crate::commitlog::Record;
+use crate::commitlog::{Parts, Record, RecordView};
 use crate::consumequeue::{CqUnit, CreationSync};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::offset::{PhysicalOffset, QueueOffset};
@@ -26,6 +26,7 @@ use crate::retry::SCHEDULE_TOPIC;
 use crate::storage::Storage;
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -142,14 +143,13 @@ fn dispatch_round(
         }
         return Ok(n);
     }
-    let mut it = inner.log.iter_appended(PhysicalOffset(from));
-    for rec in &mut it {
-        let rec = rec?;
-        apply_next(inner, memo, &Entry::of(&rec))?;
+    let mut cache = crate::commitlog::ReadCache::default();
+    let pos = inner.log.visit_appended(&mut cache, PhysicalOffset(from), |offset, view, parts| {
+        apply_next(inner, memo, &Entry::of_view(offset, view, parts))?;
         n += 1;
-    }
-    // Blank ends of segments are skipped by the iterator: move past them.
-    let pos = it.position().get();
+        Ok(ControlFlow::Continue(()))
+    })?;
+    // Blank ends of segments are skipped by the walk: move past them.
     if pos > inner.dispatch.dispatched.load(Ordering::Acquire) {
         inner.dispatch.dispatched.store(pos, Ordering::Release);
     }
@@ -206,6 +206,24 @@ impl<'a> Entry<'a> {
             queue_offset: rec.queue_offset(),
             store_timestamp: rec.store_timestamp(),
             properties: rec.properties_slice(),
+            found: None,
+        }
+    }
+
+    /// The fields of a record read back in place (see
+    /// [`crate::commitlog::CommitLog::visit_appended`]).
+    pub(crate) fn of_view(offset: u64, view: RecordView<'a>, parts: &Parts) -> Self {
+        let bytes = view.bytes;
+        Self {
+            offset,
+            // A record's length is bounded by the format (u32 total size).
+            size: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+            // Validated as UTF-8 when the record was read.
+            topic: std::str::from_utf8(&bytes[parts.topic.0..parts.topic.1]).unwrap_or_default(),
+            queue_id: view.queue_id(),
+            queue_offset: view.queue_offset(),
+            store_timestamp: view.store_timestamp(),
+            properties: &bytes[parts.properties.0..parts.properties.1],
             found: None,
         }
     }

@@ -21,6 +21,7 @@ use super::{apply_next, Entry, Found, Inner, QueueMemo};
 use crate::commitlog::{Appended, RecordDraft};
 use crate::error::Result;
 use crate::offset::PhysicalOffset;
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 
 /// Records the calling thread just appended, in log order: `drafts[i]` was
@@ -68,14 +69,13 @@ pub(super) fn dispatch_own(inner: &Inner, memo: &mut QueueMemo, own: &OwnRecords
     if from < target {
         // Read back: other senders' records, and past a segment's blank end
         // (which can make the first of ours the one read here).
-        for rec in inner.log.iter_appended(PhysicalOffset(from)) {
-            let rec = rec?;
-            apply_next(inner, memo, &Entry::of(&rec))?;
+        let mut cache = crate::commitlog::ReadCache::default();
+        inner.log.visit_appended(&mut cache, PhysicalOffset(from), |offset, view, parts| {
+            let e = Entry::of_view(offset, view, parts);
+            apply_next(inner, memo, &e)?;
             n += 1;
-            if rec.end().get() >= target {
-                break;
-            }
-        }
+            Ok(if e.end() >= target { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+        })?;
     }
     let at = inner.dispatch.dispatched.load(Ordering::Acquire);
     let Some(k) = own.appended.iter().position(|a| a.offset.get() == at) else {
