@@ -187,11 +187,7 @@ pub(crate) fn for_each_text_pair<'a>(text: &'a str, mut f: impl FnMut(&'a str, &
     let (mut start, mut sep, mut i) = (0, None, 0);
     while i < end {
         if let Some(w) = b.get(i..i + 8).filter(|_| i + 8 <= end) {
-            let x = u64::from_be_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-            if has_zero_byte(x ^ (SPLAT * u64::from(NAME_VALUE_SEPARATOR)))
-                | has_zero_byte(x ^ (SPLAT * u64::from(PROPERTY_SEPARATOR)))
-                == 0
-            {
+            if !word_has_separator(w) {
                 i += 8;
                 continue;
             }
@@ -231,11 +227,7 @@ pub(crate) fn check(bytes: &[u8]) -> Result<(), CorruptionKind> {
     // current name non-empty (or lengthens a value).
     let mut words = body.chunks_exact(8);
     for w in &mut words {
-        let x = u64::from_be_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-        if has_zero_byte(x ^ (SPLAT * u64::from(NAME_VALUE_SEPARATOR)))
-            | has_zero_byte(x ^ (SPLAT * u64::from(PROPERTY_SEPARATOR)))
-            == 0
-        {
+        if !word_has_separator(w) {
             f.has_name = true;
             continue;
         }
@@ -248,6 +240,15 @@ pub(crate) fn check(bytes: &[u8]) -> Result<(), CorruptionKind> {
 
 /// `0x01` in every byte of a word.
 const SPLAT: u64 = u64::from_be_bytes([1; 8]);
+
+/// Whether the 8 bytes `w` hold either separator, in a few word operations.
+#[inline]
+fn word_has_separator(w: &[u8]) -> bool {
+    let x = u64::from_be_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+    has_zero_byte(x ^ (SPLAT * u64::from(NAME_VALUE_SEPARATOR)))
+        | has_zero_byte(x ^ (SPLAT * u64::from(PROPERTY_SEPARATOR)))
+        != 0
+}
 
 /// Non-zero exactly when some byte of `x` is zero (the classic bit trick;
 /// which bits are set past the first zero byte does not matter here).
@@ -311,12 +312,7 @@ pub(crate) fn validate_pair(name: &str, value: &str) -> Result<()> {
 /// send checks its unique id and properties).
 fn has_separator(b: &[u8]) -> bool {
     let mut words = b.chunks_exact(8);
-    let hit = words.any(|w| {
-        let x = u64::from_be_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-        has_zero_byte(x ^ (SPLAT * u64::from(NAME_VALUE_SEPARATOR)))
-            | has_zero_byte(x ^ (SPLAT * u64::from(PROPERTY_SEPARATOR)))
-            != 0
-    });
+    let hit = words.any(word_has_separator);
     hit || words.remainder().iter().any(|&b| b == NAME_VALUE_SEPARATOR || b == PROPERTY_SEPARATOR)
 }
 
