@@ -395,7 +395,7 @@ impl CommitLog {
     /// the end of the log as it grows.
     #[must_use]
     pub fn iter(&self, from: PhysicalOffset) -> read_iter::Iter {
-        read_iter::Iter::new(self.handle.core.clone(), from.0, Checksums::Verify)
+        read_iter::Iter::new(self.handle.core.clone(), from.0)
     }
 
     /// Calls `f` with each record from `from` to the end of the log, in
@@ -523,13 +523,12 @@ mod read_iter {
         core: Arc<Core>,
         next: u64,
         failed: bool,
-        checksums: Checksums,
     }
 
     impl Iter {
-        pub(super) fn new(core: Arc<Core>, from: u64, checksums: Checksums) -> Self {
+        pub(super) fn new(core: Arc<Core>, from: u64) -> Self {
             let next = from.max(core.min_offset());
-            Self { core, next, failed: false, checksums }
+            Self { core, next, failed: false }
         }
 
         /// Offset the next call will read from.
@@ -546,7 +545,7 @@ mod read_iter {
             if self.failed {
                 return None;
             }
-            match self.core.read_next(self.next, self.checksums) {
+            match self.core.read_next(self.next, Checksums::Verify) {
                 Ok(Some(rec)) => {
                     self.next = rec.end().get();
                     Some(Ok(rec))
