@@ -413,3 +413,54 @@ fn a_queue_rebuilt_while_open_keeps_taking_messages() {
     assert_eq!(bodies, (0..6).map(body).collect::<Vec<_>>());
     store.close().unwrap();
 }
+
+/// `ReadChecksums::Skip` trusts a record's bytes but not its framing: a
+/// flipped body bit is delivered as stored, a damaged header field is
+/// still an error. The default refuses both.
+#[test]
+fn skipping_read_checksums_still_checks_framing() {
+    use mqstore::store::ReadChecksums;
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    store.create_topic(TopicConfig::new("t", 1)).unwrap();
+    let sent: Vec<_> = (0..3).map(|i| store.send(Message::new("t", body(i))).unwrap()).collect();
+    store.close().unwrap();
+    let seg = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.path().join("commitlog").join(format!("{:020}", 0)))
+        .unwrap();
+    let flip = |at: u64| {
+        let mut b = [0u8; 1];
+        seg.read_exact_at(&mut b, at).unwrap();
+        b[0] ^= 0x04;
+        seg.write_all_at(&b, at).unwrap();
+    };
+    let pull = |checks: ReadChecksums| {
+        let store = Store::open(dir.path(), opts().read_checksums(checks)).unwrap();
+        let r = store.pull("t", 0, 1, 10, &TagFilter::All);
+        store.close().unwrap();
+        r
+    };
+    // The body's third byte from the end, in message 1 (the body ends the
+    // record, and message 2 starts right after it).
+    let body_byte = sent[2].physical_offset.get() - 3;
+    flip(body_byte);
+    assert!(matches!(pull(ReadChecksums::Verify), Err(Error::Corruption { .. })));
+    let r = pull(ReadChecksums::Skip).unwrap();
+    let bodies: Vec<Vec<u8>> = r.messages.iter().map(|m| m.body().to_vec()).collect();
+    let mut damaged = body(1);
+    let at = damaged.len() - 3;
+    damaged[at] ^= 0x04;
+    assert_eq!(bodies, vec![damaged, body(2)]);
+    // The record's physical-offset field (bytes 28..36 of its header).
+    flip(body_byte);
+    flip(sent[1].physical_offset.get() + 35);
+    for checks in [ReadChecksums::Verify, ReadChecksums::Skip] {
+        match pull(checks) {
+            Err(Error::Corruption { .. }) => {}
+            other => panic!("{checks:?}: {other:?}"),
+        }
+    }
+}

@@ -318,14 +318,17 @@ impl CommitLog {
     /// holding it, its start in that buffer, its validated view and parts.
     /// Shares `cache` with the other reads of a batch; no allocation when
     /// the cache already covers the record.
+    /// `checksums` says whether the record's CRC is checked; its framing
+    /// always is.
     #[inline]
     pub(crate) fn visit_cached<R>(
         &self,
         cache: &mut ReadCache,
         offset: PhysicalOffset,
+        checksums: Checksums,
         f: impl FnOnce(&bytes::Bytes, usize, RecordView<'_>, &Parts) -> R,
     ) -> Result<R> {
-        self.handle.core.visit_cached(cache, offset.get(), f)
+        self.handle.core.visit_cached(cache, offset.get(), checksums, f)
     }
 
     /// Where the next record will be written: past every record appended
@@ -570,6 +573,9 @@ pub(crate) enum Checksums {
     /// Not for records at or above [`Core::opened_at`] (see
     /// [`CommitLog::visit_appended`]); framing is checked either way.
     SkipAppended,
+    /// Framing only, for every record: the pulls of a store opened with
+    /// [`ReadChecksums::Skip`](crate::store::ReadChecksums::Skip).
+    Skip,
 }
 
 /// Called after newly committed records become readable.

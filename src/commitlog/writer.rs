@@ -185,7 +185,12 @@ impl Core {
 
     /// Reads the record at `offset` (below the published end).
     pub(crate) fn read(&self, offset: u64) -> Result<Record> {
-        match self.read_at(offset, Checksums::Verify)? {
+        self.read_checked(offset, Checksums::Verify)
+    }
+
+    /// [`Core::read`], checking the record's CRC as `checksums` says.
+    pub(crate) fn read_checked(&self, offset: u64, checksums: Checksums) -> Result<Record> {
+        match self.read_at(offset, checksums)? {
             Slot::Record(r) => Ok(r),
             Slot::Blank | Slot::End => Err(Error::InvalidArgument(format!("no record starts at offset {offset}"))),
         }
@@ -256,14 +261,15 @@ impl Core {
         &self,
         cache: &mut ReadCache,
         offset: u64,
+        checksums: Checksums,
         f: impl FnOnce(&bytes::Bytes, usize, RecordView<'_>, &Parts) -> R,
     ) -> Result<R> {
-        match self.locate_cached(cache, offset, Checksums::Verify)? {
+        match self.locate_cached(cache, offset, checksums)? {
             Some((pos, len, parts)) => {
                 let bytes = cache.prefix.get(pos..pos + len).unwrap_or_default();
                 Ok(f(&cache.prefix, pos, RecordView { bytes }, &parts))
             }
-            None => Ok(self.read(offset)?.with_view(f)),
+            None => Ok(self.read_checked(offset, checksums)?.with_view(f)),
         }
     }
 
@@ -350,8 +356,9 @@ impl Core {
     /// [`super::CommitLog::visit_appended`]).
     fn validate(&self, bytes: &[u8], offset: u64, checksums: Checksums) -> Result<Parts, CorruptionKind> {
         let checked = match checksums {
+            Checksums::Skip => RecordView::validate_framing(bytes, offset),
             Checksums::SkipAppended if offset >= self.opened_at => RecordView::validate_framing(bytes, offset),
-            _ => RecordView::validate(bytes, offset),
+            Checksums::Verify | Checksums::SkipAppended => RecordView::validate(bytes, offset),
         };
         checked.map(|(_, parts)| parts)
     }

@@ -11,9 +11,11 @@ use bytes::Bytes;
 
 /// A message borrowed from the commit log for the duration of a
 /// [`Store::pull_with`](crate::store::Store::pull_with) callback. Its record
-/// passed the same checks as a [`MessageExt`]'s (CRC, framing, position,
-/// UTF-8 topic); properties are read in place, and a malformed one reads as
-/// absent (use [`MessageRef::to_owned_message`] for a checked, owned copy).
+/// passed the same checks as a [`MessageExt`]'s (CRC unless the store was
+/// opened with [`ReadChecksums::Skip`](crate::store::ReadChecksums::Skip),
+/// framing, position, UTF-8 topic); properties are read in place, and a
+/// malformed one reads as absent (use [`MessageRef::to_owned_message`] for a
+/// checked, owned copy).
 #[derive(Debug, Clone, Copy)]
 pub struct MessageRef<'a> {
     /// The buffer holding the record (a segment prefix or one record).

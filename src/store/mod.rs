@@ -30,7 +30,7 @@ pub(crate) mod send;
 pub mod verify;
 
 pub use crate::metafile::generations::{FallbackReason, MetadataFallback};
-pub use options::StoreOptions;
+pub use options::{ReadChecksums, StoreOptions};
 pub use pull::{PullResult, PullStatus, PullSummary, TagFilter};
 pub use query::MAX_QUERY_RESULTS;
 pub use readonly::StoreView;

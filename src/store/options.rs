@@ -31,6 +31,29 @@ pub struct StoreOptions {
     pub(crate) index_file_size: IndexFileSize,
     pub(crate) replication: crate::replication::ReplicationOptions,
     pub(crate) retention: super::RetentionOptions,
+    pub(crate) read_checksums: ReadChecksums,
+}
+
+/// Whether pulls check each record's CRC before handing it out
+/// ([`StoreOptions::read_checksums`]).
+///
+/// Recovery, queue rebuilds, [`verify`](super::verify::verify),
+/// lookups by key or id and replication check CRCs whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ReadChecksums {
+    /// Every record a pull delivers has its CRC checked first (default); a
+    /// mismatch is an [`Error::Corruption`] naming the segment and offset.
+    #[default]
+    Verify,
+    /// Pulls check a record's framing (lengths, physical offset, topic)
+    /// and that it is the queue's record at that position, but not its
+    /// CRC: a flipped bit in a body or property is delivered as stored.
+    /// RocketMQ's broker reads this way (it checks CRCs only during
+    /// recovery). About 270 instructions fewer per 128 B message, which is
+    /// most of a pull's cost; worth it only when something else (the
+    /// file system, the disk, the application) guards the bytes.
+    Skip,
 }
 
 impl Default for StoreOptions {
@@ -48,6 +71,7 @@ impl Default for StoreOptions {
             index_file_size: IndexFileSize::default(),
             replication: crate::replication::ReplicationOptions::default(),
             retention: super::RetentionOptions::default(),
+            read_checksums: ReadChecksums::Verify,
         }
     }
 }
@@ -178,6 +202,26 @@ impl StoreOptions {
     pub fn index_file_size(mut self, size: IndexFileSize) -> Self {
         self.index_file_size = size;
         self
+    }
+
+    /// Whether pulls (and the push consumers built on them) check each
+    /// record's CRC. Default [`ReadChecksums::Verify`].
+    ///
+    /// ```
+    /// use mqstore::store::{ReadChecksums, StoreOptions};
+    /// let opts = StoreOptions::default().read_checksums(ReadChecksums::Skip);
+    /// assert_eq!(opts.get_read_checksums(), ReadChecksums::Skip);
+    /// ```
+    #[must_use]
+    pub fn read_checksums(mut self, checks: ReadChecksums) -> Self {
+        self.read_checksums = checks;
+        self
+    }
+
+    /// The [`ReadChecksums`] in effect.
+    #[must_use]
+    pub fn get_read_checksums(&self) -> ReadChecksums {
+        self.read_checksums
     }
 
     /// The commit-log options in effect.

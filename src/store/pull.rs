@@ -1,7 +1,8 @@
 //! Pull consumption: reading a queue by offset with a tag filter, long
 //! polling, queue bounds, seeking by store time, and consumer offsets.
 
-use super::Store;
+use super::{ReadChecksums, Store};
+use crate::commitlog::Checksums;
 use crate::consumequeue::tag_hash;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::message::{MessageExt, MessageRef};
@@ -114,7 +115,9 @@ pub struct PullResult {
 impl Store {
     /// Reads up to `max` messages of queue `queue_id` of `topic` from
     /// queue offset `offset` that pass `filter`. Bodies are slices of the
-    /// mapped commit log (no copy).
+    /// mapped commit log (no copy). Each record's CRC is checked first,
+    /// unless the store was opened with [`ReadChecksums::Skip`]; a damaged
+    /// record is an [`Error::Corruption`].
     pub fn pull(&self, topic: &str, queue_id: u32, offset: u64, max: usize, filter: &TagFilter) -> Result<PullResult> {
         let mut messages = Vec::with_capacity(max.min(MAX_SCAN));
         let s = self.pull_with(topic, queue_id, offset, max, filter, |m| {
@@ -237,6 +240,10 @@ impl Store {
         }
         // Here min <= offset < end: `units` start at `offset`.
         let mut cache = crate::commitlog::ReadCache::default();
+        let checksums = match self.inner.opts.read_checksums {
+            ReadChecksums::Verify => Checksums::Verify,
+            ReadChecksums::Skip => Checksums::Skip,
+        };
         let mut next = offset;
         let mut count = 0;
         for (at, unit) in units {
@@ -257,7 +264,7 @@ impl Store {
             }
             let offset_in_log = unit.physical_offset;
             let mut misplaced = false;
-            let visited = self.inner.log.visit_cached(&mut cache, offset_in_log, |src, pos, view, parts| {
+            let visited = self.inner.log.visit_cached(&mut cache, offset_in_log, checksums, |src, pos, view, parts| {
                 let m = MessageRef::new(src, pos, view, parts, offset_in_log);
                 // The unit must point at this queue's record for this
                 // position: a damaged unit that happens to point at another
