@@ -33,6 +33,12 @@
 //!   against the values computed at fill time.
 //! * `mqstore-4q`: the same with a 4-queue topic (`send_batch` rotates the
 //!   batches over the queues); the four queues are read one after another.
+//! * `mqstore-pull_with`: the 1-queue store read with `Store::pull_with`,
+//!   each body borrowed from the mapping.
+//! * `mqstore-pull_with-skip-crc`: the same on a store opened with
+//!   `ReadChecksums::Skip`: framing and position are checked, the CRC is
+//!   not (RocketMQ's read path). The raw baseline still checks its CRC, so
+//!   this side does less integrity work than the baseline.
 //!
 //! The store and the raw mapping stay open across rounds, so the warm-up
 //! round takes the first-touch page faults of both and the timed rounds
@@ -105,7 +111,7 @@ use common::*;
 use criterion::{Criterion, SamplingMode, Throughput};
 use mqstore::commitlog::FlushMode;
 use mqstore::message::Message;
-use mqstore::store::{PullStatus, Store, StoreOptions, TagFilter};
+use mqstore::store::{PullStatus, ReadChecksums, Store, StoreOptions, TagFilter};
 use mqstore::topic::TopicConfig;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -156,9 +162,13 @@ enum Variant {
     /// The 1-queue store read with `Store::pull_with` (borrowed
     /// `MessageRef`s, nothing allocated per message).
     MqstoreVisit,
+    /// `MqstoreVisit` on a store opened with `ReadChecksums::Skip` (framing
+    /// checked, CRC not: RocketMQ's read path).
+    MqstoreVisitSkip,
 }
 
-const VARIANTS: [Variant; 4] = [Variant::RawMmap, Variant::Mqstore, Variant::Mqstore4q, Variant::MqstoreVisit];
+const VARIANTS: [Variant; 5] =
+    [Variant::RawMmap, Variant::Mqstore, Variant::Mqstore4q, Variant::MqstoreVisit, Variant::MqstoreVisitSkip];
 
 impl Variant {
     fn name(self) -> &'static str {
@@ -167,6 +177,7 @@ impl Variant {
             Variant::Mqstore => "mqstore",
             Variant::Mqstore4q => "mqstore-4q",
             Variant::MqstoreVisit => "mqstore-pull_with",
+            Variant::MqstoreVisitSkip => "mqstore-pull_with-skip-crc",
         }
     }
 }
@@ -304,7 +315,9 @@ impl Drop for Filled {
     }
 }
 
-fn fill_store(label: &str, queues: u32, bodies: &Bodies) -> (Store, f64, tempfile::TempDir) {
+/// A store holding `bodies` in a topic of `queues` queues, closed and
+/// opened again with `reopen`.
+fn fill_store(label: &str, queues: u32, bodies: &Bodies, reopen: StoreOptions) -> (Store, f64, tempfile::TempDir) {
     let dir = bench_dir(label);
     let n = bodies.count();
     let store = Store::open(dir.path(), StoreOptions::default()).expect("open store");
@@ -312,7 +325,7 @@ fn fill_store(label: &str, queues: u32, bodies: &Bodies) -> (Store, f64, tempfil
     let bytes_per_msg = store.commit_log().max_offset().0 as f64 / n as f64;
     store.close().expect("close store");
     drop(store);
-    let store = Store::open(dir.path(), StoreOptions::default()).expect("reopen store");
+    let store = Store::open(dir.path(), reopen).expect("reopen store");
     let total: u64 = (0..queues).map(|q| store.max_offset(TOPIC, q).expect("max_offset")).sum();
     assert_eq!(total, n as u64, "{label}: messages lost across reopen");
     (store, bytes_per_msg, dir)
@@ -327,8 +340,13 @@ fn fill(w: &Workload) -> Filled {
     }
     raw.sync();
     let mut stores = Vec::new();
-    for (v, queues) in [(Variant::Mqstore, 1), (Variant::Mqstore4q, 4)] {
-        let (store, bpm, dir) = fill_store(&format!("readback-{}", v.name()), queues, &bodies);
+    let skip = StoreOptions::default().read_checksums(ReadChecksums::Skip);
+    for (v, queues, reopen) in [
+        (Variant::Mqstore, 1, StoreOptions::default()),
+        (Variant::Mqstore4q, 4, StoreOptions::default()),
+        (Variant::MqstoreVisitSkip, 1, skip),
+    ] {
+        let (store, bpm, dir) = fill_store(&format!("readback-{}", v.name()), queues, &bodies, reopen);
         stores.push((v, queues, store, bpm, dir));
     }
     settle();
@@ -356,9 +374,9 @@ impl Filled {
                 assert_eq!(n, self.messages, "raw-mmap read count");
                 elapsed
             }
-            Variant::MqstoreVisit => {
-                let (_, queues, store, _, _) =
-                    self.stores.iter().find(|s| s.0 == Variant::Mqstore).expect("variant filled");
+            Variant::MqstoreVisit | Variant::MqstoreVisitSkip => {
+                let filled = if v == Variant::MqstoreVisit { Variant::Mqstore } else { v };
+                let (_, queues, store, _, _) = self.stores.iter().find(|s| s.0 == filled).expect("variant filled");
                 let start = Instant::now();
                 let (n, sum) = read_store_visit(store, *queues, self.touch);
                 let elapsed = start.elapsed();
