@@ -93,9 +93,75 @@ pub(crate) fn crc32(bytes: &[u8]) -> u32 {
     h.finalize()
 }
 
+/// `a == b` for the short slices of the read path (a record's topic
+/// against the one asked for): whole-word compares, the last word
+/// overlapping the one before, where `==` calls `memcmp`, whose call costs
+/// more than the compare of a few bytes.
+#[inline]
+pub(crate) fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        0..=3 => a.iter().zip(b).all(|(x, y)| x == y),
+        4..=8 => get_u32(a, 0) == get_u32(b, 0) && get_u32(a, n - 4) == get_u32(b, n - 4),
+        _ => {
+            let mut at = 0;
+            while at + 8 < n {
+                if get_u64(a, at) != get_u64(b, at) {
+                    return false;
+                }
+                at += 8;
+            }
+            get_u64(a, n - 8) == get_u64(b, n - 8)
+        }
+    }
+}
+
+/// `b.is_ascii()`, a word at a time also below 8 bytes (std goes byte by
+/// byte there), for the topic check every record read makes.
+#[inline]
+pub(crate) fn short_is_ascii(b: &[u8]) -> bool {
+    let n = b.len();
+    match n {
+        0..=3 => b.is_ascii(),
+        4..=8 => (get_u32(b, 0) | get_u32(b, n - 4)) & 0x8080_8080 == 0,
+        _ => {
+            let (mut acc, mut at) = (0u64, 0);
+            while at + 8 < n {
+                acc |= get_u64(b, at);
+                at += 8;
+            }
+            (acc | get_u64(b, n - 8)) & 0x8080_8080_8080_8080 == 0
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both short helpers agree with std on every length up to 40, for
+    /// equal slices and for slices that differ in any one byte (or hold a
+    /// non-ASCII byte there), whichever bit differs.
+    #[test]
+    fn short_helpers_match_std() {
+        let base: Vec<u8> = (0..40u8).map(|i| b'a' + i % 26).collect();
+        for n in 0..=40 {
+            let a = &base[..n];
+            assert!(short_eq(a, a) && short_is_ascii(a), "{n}");
+            assert!(!short_eq(a, &base[..n.saturating_sub(1)]) || n == 0, "{n}");
+            for at in 0..n {
+                for bit in 0..8 {
+                    let mut b = a.to_vec();
+                    b[at] ^= 1 << bit;
+                    assert_eq!(short_eq(a, &b), a == b.as_slice(), "{n} {at} {bit}");
+                    assert_eq!(short_is_ascii(&b), b.is_ascii(), "{n} {at} {bit}");
+                }
+            }
+        }
+    }
 
     /// The eight-at-a-time hash equals the one-at-a-time definition on
     /// every length up to 40 and on bytes of every ASCII value.

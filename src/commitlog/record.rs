@@ -309,7 +309,7 @@ pub(crate) fn peek_topic_and_queue(image: &[u8]) -> Option<(&str, u32)> {
 /// ASCII test costs a few instructions where `from_utf8`'s set-up costs
 /// tens, on a check made for every record read.
 fn is_utf8(b: &[u8]) -> bool {
-    b.is_ascii() || std::str::from_utf8(b).is_ok()
+    crate::codec::short_is_ascii(b) || std::str::from_utf8(b).is_ok()
 }
 
 /// A validated record borrowed from a buffer.
@@ -329,6 +329,7 @@ pub(crate) struct Parts {
 impl<'a> RecordView<'a> {
     /// Validates a whole record in `bytes` (exactly its length) that should
     /// sit at physical offset `at`.
+    #[inline]
     pub(crate) fn validate(bytes: &'a [u8], at: u64) -> Result<(Self, Parts), CorruptionKind> {
         if bytes.len() < RECORD_HEADER_LEN {
             return Err(CorruptionKind::Truncated);
@@ -344,6 +345,7 @@ impl<'a> RecordView<'a> {
     /// [`RecordView::validate`] without the CRC: the length, the physical
     /// offset, the lengths of the parts and the topic are still checked, so
     /// the parts are in bounds and the topic is text whatever the bytes.
+    #[inline]
     pub(crate) fn validate_framing(bytes: &'a [u8], at: u64) -> Result<(Self, Parts), CorruptionKind> {
         if bytes.len() < RECORD_HEADER_LEN {
             return Err(CorruptionKind::Truncated);

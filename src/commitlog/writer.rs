@@ -354,6 +354,7 @@ impl Core {
     /// Validates the record `bytes` at `offset` as `checksums` asks: its
     /// CRC is skipped only for records appended since the open (see
     /// [`super::CommitLog::visit_appended`]).
+    #[inline]
     fn validate(&self, bytes: &[u8], offset: u64, checksums: Checksums) -> Result<Parts, CorruptionKind> {
         let checked = match checksums {
             Checksums::Skip => RecordView::validate_framing(bytes, offset),

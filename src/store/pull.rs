@@ -200,8 +200,7 @@ impl Store {
     ) -> Result<PullSummary> {
         self.ensure_open()?;
         self.inner.dispatch.check()?;
-        let cfg = self.read_queue_config(topic, queue_id)?;
-        if !cfg.permission.readable() {
+        if !self.read_queue_permission(topic, queue_id)?.readable() {
             return Err(Error::InvalidArgument(format!("topic {topic} is not readable")));
         }
         let Some(q) = self.inner.queues.queue(topic, queue_id) else {
@@ -269,7 +268,10 @@ impl Store {
                 // The unit must point at this queue's record for this
                 // position: a damaged unit that happens to point at another
                 // valid record must not hand out the wrong message.
-                if m.queue_id() != queue_id || m.queue_offset() != at || m.topic_bytes() != topic.as_bytes() {
+                if m.queue_id() != queue_id
+                    || m.queue_offset() != at
+                    || !crate::codec::short_eq(m.topic_bytes(), topic.as_bytes())
+                {
                     misplaced = true;
                     return Err(Error::Corruption {
                         path: self.inner.root.join("consumequeue").join(topic).join(queue_id.to_string()),
@@ -305,21 +307,20 @@ impl Store {
         Ok(PullSummary { status, count, next_offset: next, min_offset: min, max_offset: end })
     }
 
-    /// The configuration of `topic`, if it exists and has read queue
+    /// The permission of `topic`, if it exists and has read queue
     /// `queue_id`; pulls and consumer offsets refer to read queues only.
-    fn read_queue_config(&self, topic: &str, queue_id: u32) -> Result<crate::topic::TopicConfig> {
-        let cfg = self
+    fn read_queue_permission(&self, topic: &str, queue_id: u32) -> Result<crate::topic::Permission> {
+        let (permission, read_queues) = self
             .inner
             .topics
-            .get(topic)
+            .read_access(topic)
             .ok_or_else(|| Error::InvalidArgument(format!("topic {topic} does not exist")))?;
-        if queue_id >= cfg.read_queues {
+        if queue_id >= read_queues {
             return Err(Error::InvalidArgument(format!(
-                "topic {topic} has no read queue {queue_id} ({} read queues)",
-                cfg.read_queues
+                "topic {topic} has no read queue {queue_id} ({read_queues} read queues)"
             )));
         }
-        Ok(cfg)
+        Ok(permission)
     }
 
     /// Like [`Store::pull`], but when nothing is there yet waits up to
@@ -404,7 +405,7 @@ impl Store {
     pub fn commit_offset(&self, group: &str, topic: &str, queue_id: u32, offset: u64) -> Result<()> {
         self.ensure_open()?;
         crate::topic::validate_group_name(group)?;
-        self.read_queue_config(topic, queue_id)?;
+        self.read_queue_permission(topic, queue_id)?;
         let end = self.max_offset(topic, queue_id)?;
         if offset > end {
             return Err(Error::InvalidArgument(format!("offset {offset} is past the end {end} of {topic}/{queue_id}")));
@@ -422,7 +423,7 @@ impl Store {
     pub fn reset_offset(&self, group: &str, topic: &str, queue_id: u32, offset: u64) -> Result<()> {
         self.ensure_open()?;
         crate::topic::validate_group_name(group)?;
-        self.read_queue_config(topic, queue_id)?;
+        self.read_queue_permission(topic, queue_id)?;
         let (min, end) = (self.min_offset(topic, queue_id)?, self.max_offset(topic, queue_id)?);
         self.inner.offsets.reset(group, topic, queue_id, offset.clamp(min, end));
         Ok(())

@@ -135,6 +135,12 @@ impl TopicTable {
         self.topics.read().get(name).map(|e| e.cfg.clone())
     }
 
+    /// The permission and number of read queues of topic `name`, if it
+    /// exists, without copying its configuration (the pull path's lookup).
+    pub(crate) fn read_access(&self, name: &str) -> Option<(Permission, u32)> {
+        self.topics.read().get(name).map(|e| (e.cfg.permission, e.cfg.read_queues))
+    }
+
     /// The permission and write queues of topic `name`, if it exists,
     /// without copying either (the send path's lookup).
     pub(crate) fn write_queues(&self, name: &str) -> Option<(Permission, Arc<WriteQueues>)> {
