@@ -214,28 +214,57 @@ pub(crate) fn for_each_text_pair<'a>(text: &'a str, mut f: impl FnMut(&'a str, &
 /// framing; only a blob that is not UTF-8 takes [`pairs`] to name its first
 /// bad field.
 pub(crate) fn check(bytes: &[u8]) -> Result<(), CorruptionKind> {
-    // `is_ascii` runs a word at a time; blobs are ASCII in practice.
-    if !bytes.is_ascii() && std::str::from_utf8(bytes).is_err() {
-        return pairs(bytes).try_for_each(|p| p.map(|_| ()));
-    }
     if bytes.is_empty() {
         return Ok(());
     }
+    let (framed, high) = frame(bytes);
+    // Blobs are ASCII in practice: the framing pass has seen every byte's
+    // top bit, unless it stopped early at an error.
+    let ascii = if framed.is_ok() { high & (SPLAT << 7) == 0 } else { bytes.is_ascii() };
+    if ascii || std::str::from_utf8(bytes).is_ok() {
+        framed
+    } else {
+        pairs(bytes).try_for_each(|p| p.map(|_| ()))
+    }
+}
+
+/// The framing verdict of [`check`] on a non-empty blob, and the OR of the
+/// words it read (their top bits tell whether the blob is ASCII, when the
+/// verdict is `Ok`).
+fn frame(bytes: &[u8]) -> (Result<(), CorruptionKind>, u64) {
     let body = bytes.strip_suffix(&[PROPERTY_SEPARATOR]).unwrap_or(bytes);
     let mut f = Framing::default();
-    // Eight bytes at a time: a word with no separator byte only makes the
-    // current name non-empty (or lengthens a value).
+    let mut high = 0;
+    // Eight bytes at a time, visiting only the separators: the grammar is
+    // about where they are, every other byte just belongs to a name or a
+    // value.
     let mut words = body.chunks_exact(8);
+    let mut at = 0;
     for w in &mut words {
-        if !word_has_separator(w) {
-            f.has_name = true;
-            continue;
+        let x = word(w);
+        high |= x;
+        let mut m = separator_bytes(x);
+        while m != 0 {
+            // Loaded big-endian: the leftmost set byte comes first.
+            let i = (m.leading_zeros() / 8) as usize;
+            if let Err(e) = f.at(at + i, w[i]) {
+                return (Err(e), high);
+            }
+            m &= !(0x80 << (56 - 8 * i));
         }
-        w.iter().try_for_each(|&b| f.step(b))?;
+        at += 8;
     }
-    words.remainder().iter().try_for_each(|&b| f.step(b))?;
-    // The last piece ends with the blob.
-    f.step(PROPERTY_SEPARATOR)
+    for (i, &b) in words.remainder().iter().enumerate() {
+        high |= u64::from(b);
+        if b == NAME_VALUE_SEPARATOR || b == PROPERTY_SEPARATOR {
+            if let Err(e) = f.at(at + i, b) {
+                return (Err(e), high);
+            }
+        }
+    }
+    // The last piece ends with the blob (and a stripped separator's top
+    // bit is clear).
+    (f.at(body.len(), PROPERTY_SEPARATOR), high)
 }
 
 /// `0x01` in every byte of a word.
@@ -244,16 +273,29 @@ const SPLAT: u64 = u64::from_be_bytes([1; 8]);
 /// Whether the 8 bytes `w` hold either separator, in a few word operations.
 #[inline]
 fn word_has_separator(w: &[u8]) -> bool {
-    let x = u64::from_be_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-    has_zero_byte(x ^ (SPLAT * u64::from(NAME_VALUE_SEPARATOR)))
-        | has_zero_byte(x ^ (SPLAT * u64::from(PROPERTY_SEPARATOR)))
-        != 0
+    separator_bytes(word(w)) != 0
 }
 
-/// Non-zero exactly when some byte of `x` is zero (the classic bit trick;
-/// which bits are set past the first zero byte does not matter here).
-fn has_zero_byte(x: u64) -> u64 {
-    x.wrapping_sub(SPLAT) & !x & (SPLAT << 7)
+/// The 8 bytes `w` loaded big-endian, so `w[0]` is the highest byte.
+#[inline]
+fn word(w: &[u8]) -> u64 {
+    // Callers pass exactly 8 bytes (`chunks_exact`): one load.
+    u64::from_be_bytes(w.try_into().unwrap_or_default())
+}
+
+/// `0x80` in exactly the bytes of word `x` that are a separator.
+#[inline]
+fn separator_bytes(x: u64) -> u64 {
+    zero_bytes(x ^ (SPLAT * u64::from(NAME_VALUE_SEPARATOR))) | zero_bytes(x ^ (SPLAT * u64::from(PROPERTY_SEPARATOR)))
+}
+
+/// `0x80` in exactly the bytes of `x` that are zero: adding `0x7f` to the
+/// low seven bits of a byte carries into its top bit unless they are all
+/// zero, and no carry crosses into the next byte.
+#[inline]
+fn zero_bytes(x: u64) -> u64 {
+    const LOW7: u64 = u64::from_be_bytes([0x7f; 8]);
+    !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7)
 }
 
 /// Where [`check`] is in the `name 0x01 value 0x02` grammar: each piece
@@ -261,22 +303,27 @@ fn has_zero_byte(x: u64) -> u64 {
 /// a non-empty name.
 #[derive(Default)]
 struct Framing {
+    /// Where the current piece starts.
+    start: usize,
     /// The current piece's name/value separator was seen.
     in_value: bool,
-    /// The current piece has a byte before its name/value separator.
-    has_name: bool,
 }
 
 impl Framing {
-    fn step(&mut self, b: u8) -> Result<(), CorruptionKind> {
+    /// Separator `b` at position `pos`; the bytes since the previous one
+    /// are neither.
+    #[inline]
+    fn at(&mut self, pos: usize, b: u8) -> Result<(), CorruptionKind> {
         let bad = CorruptionKind::InvalidField { field: "properties" };
         match b {
-            NAME_VALUE_SEPARATOR if self.in_value || !self.has_name => return Err(bad),
+            // A second one, or an empty name.
+            NAME_VALUE_SEPARATOR if self.in_value || pos == self.start => return Err(bad),
             NAME_VALUE_SEPARATOR => self.in_value = true,
             PROPERTY_SEPARATOR if !self.in_value => return Err(bad),
-            PROPERTY_SEPARATOR => *self = Self::default(),
-            // Once in the value it no longer matters.
-            _ => self.has_name = true,
+            PROPERTY_SEPARATOR => *self = Self { start: pos + 1, in_value: false },
+            // Not a separator: callers pass none, and it would be part of
+            // a name or value anyway.
+            _ => {}
         }
         Ok(())
     }
