@@ -134,6 +134,9 @@ fn produced_messages_are_read_back_exactly() {
     // how the threads interleaved).
     let pulls = c["pulls"].as_u64().unwrap();
     assert!((301u64.div_ceil(16)..=301u64.div_ceil(16) + 6).contains(&pulls), "{c}");
+    assert_eq!(c["params"]["checksums"], "verify");
+    let skip = perf_json("consume", &dir, &["--topics", "2", "--checksums", "skip"]);
+    assert_eq!((skip["messages"].as_u64(), skip["params"]["checksums"].as_str()), (Some(301), Some("skip")));
 }
 
 #[test]

@@ -6,7 +6,7 @@ use super::progress::{self, Counter};
 use super::{duration, emit, join_workers, mb_per_s, spawn_workers, topic_names, validate_common};
 use crate::print::find_topic;
 use crate::report::{fail, store_error, Status};
-use mqstore::store::{PullStatus, Store, StoreOptions, StoreView, TagFilter};
+use mqstore::store::{PullStatus, ReadChecksums, Store, StoreOptions, StoreView, TagFilter};
 use mqstore::topic::validate_group_name;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,7 +26,8 @@ const MAX_BATCH: usize = 4096;
         --topics 1, else TOPIC-0 .. TOPIC-(N-1)). The read queues of all topics are dealt \
         out to the threads (at most one thread per queue); each thread pulls its queues one \
         after another, --batch messages per pull, through the zero-copy pull path (bodies \
-        are borrowed from the mapped log and their CRC is checked, nothing is copied). \
+        are borrowed from the mapped log and their CRC is checked unless --checksums skip, \
+        nothing is copied). \
         Without --group every queue is read from its first offset; with --group G from G's \
         committed offsets, committing after every pull and writing the offsets to disk at \
         the end, so a second run continues where this one stopped. The run ends at the end \
@@ -40,7 +41,7 @@ const MAX_BATCH: usize = 4096;
         topic, store locked by another writer, an error that ended the run), 2 corruption \
         found.\n\n\
         --json prints one object: {\"verb\":\"perf consume\", \"params\":{dir, topic, \
-        topics, threads, batch, group, count, duration_s}, \"queues\", \"threads_used\", \
+        topics, threads, batch, checksums, group, count, duration_s}, \"queues\", \"threads_used\", \
         \"messages\", \"bytes\", \"pulls\", \"elapsed_s\", \"msgs_per_s\", \"mb_per_s\", \
         \"latency_us\":{per, samples, p50, p99, p999, max, mean}}; group, count and \
         duration_s are null when not given."
@@ -61,6 +62,10 @@ pub struct PerfConsumeArgs {
     /// Messages per pull (1-4096; RocketMQ's default pull batch is 32)
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub batch: usize,
+    /// Whether each record's CRC is checked before it is handed out (skip:
+    /// framing and position only, as RocketMQ's broker reads)
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = Checksums::Verify)]
+    pub checksums: Checksums,
     /// Consume as this group: start at its committed offsets and commit
     #[arg(long, value_name = "G")]
     pub group: Option<String>,
@@ -73,6 +78,33 @@ pub struct PerfConsumeArgs {
     /// Print one JSON object with every figure and the parameters
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--checksums`: [`ReadChecksums`] on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Checksums {
+    /// Check every record's CRC (the store's default).
+    Verify,
+    /// Check framing and position only.
+    Skip,
+}
+
+impl Checksums {
+    fn name(self) -> &'static str {
+        match self {
+            Checksums::Verify => "verify",
+            Checksums::Skip => "skip",
+        }
+    }
+}
+
+impl From<Checksums> for ReadChecksums {
+    fn from(c: Checksums) -> Self {
+        match c {
+            Checksums::Verify => ReadChecksums::Verify,
+            Checksums::Skip => ReadChecksums::Skip,
+        }
+    }
 }
 
 fn validate(a: &PerfConsumeArgs) -> Result<(), String> {
@@ -127,7 +159,7 @@ pub fn run(args: &PerfConsumeArgs) -> Status {
             return status;
         }
     }
-    let store = match Store::open(&args.dir, StoreOptions::default()) {
+    let store = match Store::open(&args.dir, StoreOptions::default().read_checksums(args.checksums.into())) {
         Ok(s) => s,
         Err(e) => return store_error(&e),
     };
@@ -277,6 +309,7 @@ fn report(plan: &Plan<'_>, outcomes: &[Outcome], elapsed_s: f64) -> Status {
             "topics": args.topics,
             "threads": args.threads,
             "batch": args.batch,
+            "checksums": args.checksums.name(),
             "group": args.group,
             "count": args.count,
             "duration_s": args.duration.map(|d| d.as_secs_f64()),
@@ -293,13 +326,14 @@ fn report(plan: &Plan<'_>, outcomes: &[Outcome], elapsed_s: f64) -> Status {
     });
     let text = format!(
         "perf consume: {messages} msgs, {bytes} bytes in {elapsed_s:.3} s: {rate:.0} msgs/s, {mb:.1} MB/s \
-         ({} thread{} over {} queues, batch {}{})\n  \
+         ({} thread{} over {} queues, batch {}{}{})\n  \
          latency per pull (us, {pulls} pulls): {}",
         plan.threads,
         if plan.threads == 1 { "" } else { "s" },
         plan.queues.len(),
         args.batch,
         args.group.as_ref().map_or_else(String::new, |g| format!(", group {g}")),
+        if args.checksums == Checksums::Skip { ", CRC not checked" } else { "" },
         lat.text()
     );
     emit(args.json, &json, &text, Status::Ok)
