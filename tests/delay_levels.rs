@@ -121,6 +121,48 @@ fn delivered_message_keeps_id_tags_keys_and_properties() {
     store.close().unwrap();
 }
 
+/// Messages due at the same time are delivered in one write, numbered
+/// queue by queue: interleaved queues and topics each get consecutive
+/// offsets from their own counters, in the order the messages were sent.
+#[test]
+fn messages_due_together_are_numbered_per_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = open(dir.path(), &clock);
+    store.create_topic(TopicConfig::new("t", 2)).unwrap();
+    store.create_topic(TopicConfig::new("u", 2)).unwrap();
+    // A message already in queue t/1 and u/0, so the counters differ.
+    store.send_to_queue(Message::new("t", "t1-early"), 1).unwrap();
+    store.send_to_queue(Message::new("u", "u0-early"), 0).unwrap();
+    let order = [("t", 0), ("t", 0), ("t", 1), ("u", 0), ("t", 0), ("u", 0), ("t", 1), ("u", 1)];
+    for (i, (topic, q)) in order.iter().enumerate() {
+        store.send_to_queue(Message::new(*topic, format!("{topic}{q}-{i}")).with_delay_level(1), *q).unwrap();
+    }
+    clock.advance_ms(1_000);
+    let expect = |topic: &str, q: u32| -> Vec<String> {
+        let early = (topic, q) == ("t", 1) || (topic, q) == ("u", 0);
+        let mut v: Vec<String> = early.then(|| format!("{topic}{q}-early")).into_iter().collect();
+        v.extend(order.iter().enumerate().filter(|(_, o)| **o == (topic, q)).map(|(i, _)| format!("{topic}{q}-{i}")));
+        v
+    };
+    for (topic, q) in [("t", 0), ("t", 1), ("u", 0), ("u", 1)] {
+        let want = expect(topic, q);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.max_offset(topic, q).unwrap() < want.len() as u64 {
+            assert!(Instant::now() < deadline, "{topic}/{q}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let r = store.pull(topic, q, 0, 100, &TagFilter::All).unwrap();
+        let got: Vec<(u64, String)> =
+            r.messages.iter().map(|m| (m.queue_offset().0, String::from_utf8(m.body().to_vec()).unwrap())).collect();
+        let want: Vec<(u64, String)> = want.into_iter().enumerate().map(|(i, b)| (i as u64, b)).collect();
+        assert_eq!(got, want, "{topic}/{q}");
+    }
+    // Nothing fenced the store: it still takes sends.
+    store.send_to_queue(Message::new("t", "after"), 0).unwrap();
+    store.close().unwrap();
+}
+
 #[test]
 fn deliver_at_far_ahead_hops_through_the_levels_and_is_exact() {
     let dir = tempfile::tempdir().unwrap();

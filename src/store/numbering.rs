@@ -66,14 +66,21 @@ impl Hasher for FxHasher {
 impl QueueNumbering {
     /// Hands out the next offset of `topic`/`queue_id` (from 0 for a queue
     /// never numbered) and moves past it.
+    #[cfg(test)]
     pub(crate) fn take(&mut self, topic: &str, queue_id: u32) -> u64 {
+        self.take_n(topic, queue_id, 1)
+    }
+
+    /// Hands out the next `n` offsets of `topic`/`queue_id` (consecutive,
+    /// for a run of records of one queue) and returns the first.
+    pub(crate) fn take_n(&mut self, topic: &str, queue_id: u32, n: u64) -> u64 {
         let queues = match self.next.get_mut(topic) {
             Some(q) => q,
             None => self.next.entry(topic.to_owned()).or_default(),
         };
         let slot = queues.entry(queue_id).or_insert(0);
         let at = *slot;
-        *slot += 1;
+        *slot += n;
         at
     }
 
@@ -113,6 +120,13 @@ mod tests {
 
     /// Many topics and queues (topic names that differ only past their
     /// first eight bytes, queue ids far apart) keep separate counters.
+    #[test]
+    fn a_run_takes_consecutive_offsets() {
+        let mut n = QueueNumbering::default();
+        assert_eq!((n.take_n("a", 0, 3), n.take("a", 0), n.take_n("a", 1, 2), n.take_n("a", 0, 1)), (0, 3, 0, 4));
+        assert_eq!((n.take("a", 1), n.take("a", 0)), (2, 5));
+    }
+
     #[test]
     fn many_queues_number_independently() {
         let mut n = QueueNumbering::default();

@@ -498,11 +498,24 @@ fn append_numbered_into(
     positions.reserve(drafts.len());
     // The numbering lock is taken once for the whole batch (under the
     // append lock, as always) and released after its last record, before
-    // the durability wait.
+    // the durability wait. A run of records for one queue (all of a
+    // `send_batch`) is numbered with one lookup: `assign` is called for
+    // every record in order once the write can no longer fail, so the
+    // whole run is written.
     let mut numbering = None;
+    // The current run: records [start, end) numbered from `first`.
+    let mut run = (0usize, 0usize, 0u64);
     let assign = |i: usize, d: &RecordDraft<'_>| {
-        let next = numbering.get_or_insert_with(|| inner.next_queue_offset.lock());
-        let at = next.take(d.topic, d.queue_id);
+        let (start, end, first) = run;
+        let at = if (start..end).contains(&i) {
+            first + (i - start) as u64
+        } else {
+            let next = numbering.get_or_insert_with(|| inner.next_queue_offset.lock());
+            let same = drafts[i..].iter().take_while(|o| o.queue_id == d.queue_id && o.topic == d.topic).count();
+            let first = next.take_n(d.topic, d.queue_id, same as u64);
+            run = (i, i + same, first);
+            first
+        };
         if i + 1 == drafts.len() {
             numbering = None;
         }
