@@ -126,7 +126,17 @@ impl MessageIdGenerator {
     pub fn next_n(&self, now_ms: u64, n: usize) -> impl Iterator<Item = MessageId> + '_ {
         let n = u64::try_from(n).unwrap_or(u64::MAX);
         let start = if n == 0 { 0 } else { self.reserve(now_ms, n) };
-        (0..n).map(move |i| self.id_of(start.saturating_add(i)))
+        // A batch's ids share their millisecond (but for a counter wrap),
+        // so the start of its month is worked out once per millisecond.
+        let mut month = (u64::MAX, 0);
+        (0..n).map(move |i| {
+            let state = start.saturating_add(i);
+            let ms = state >> 16;
+            if ms != month.0 {
+                month = (ms, month_start_ms(ms));
+            }
+            self.id_in_month(state, month.1)
+        })
     }
 
     /// Takes `n >= 1` consecutive generator states; returns the first.
@@ -146,11 +156,17 @@ impl MessageIdGenerator {
 
     /// The id of generator state `state` (`ms << 16 | counter`).
     fn id_of(&self, state: u64) -> MessageId {
+        self.id_in_month(state, month_start_ms(state >> 16))
+    }
+
+    /// [`MessageIdGenerator::id_of`], given the start of the month of the
+    /// state's millisecond.
+    fn id_in_month(&self, state: u64, month_start: u64) -> MessageId {
         let ms = state >> 16;
         let mut id = [0u8; ID_LEN];
         id[..PREFIX_LEN].copy_from_slice(&self.prefix);
         // Below one month of milliseconds (< 2^32), so the cast is lossless.
-        put_u32(&mut id, TIME_OFFSET, (ms - month_start_ms(ms)) as u32);
+        put_u32(&mut id, TIME_OFFSET, (ms - month_start) as u32);
         put_u16(&mut id, COUNTER_OFFSET, (state & 0xffff) as u16);
         MessageId::from_bytes(id)
     }
@@ -403,6 +419,20 @@ mod tests {
             assert_eq!(many.next_n(now, n).collect::<Vec<_>>(), singles, "{now} {n}");
         }
         assert_eq!(one.next(MARCH_2024 + 9), many.next(MARCH_2024 + 9));
+    }
+
+    /// The same when a batch's counter wraps into the next month (its ids
+    /// count milliseconds from a different month start).
+    #[test]
+    fn next_n_equals_repeated_next_across_a_month() {
+        let (one, many) =
+            (MessageIdGenerator::with_prefix([1, 2, 3, 4], 1, 1), MessageIdGenerator::with_prefix([1, 2, 3, 4], 1, 1));
+        let singles: Vec<MessageId> = (0..70_000).map(|_| one.next(MARCH_2024 - 1)).collect();
+        let batch: Vec<MessageId> = many.next_n(MARCH_2024 - 1, 70_000).collect();
+        assert_eq!(batch, singles);
+        let parts = |id: &MessageId| parse_unique_id(id).map(|p| (p.ms_in_month, p.counter));
+        assert_eq!(parts(&batch[65_536]), Some((0, 0)));
+        assert_ne!(parts(&batch[65_535]).map(|p| p.0), Some(0));
     }
 
     #[test]
