@@ -129,9 +129,9 @@ const LAT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// `count` random bodies of `size` bytes (xorshift64*), back to back.
 /// Wrapping sum of the body's little-endian u64 words (reads every byte;
-/// little-endian words load without a byte swap and vectorise, see `benches/readback.rs`).
+/// such words load without a byte swap and vectorise, see
+/// `benches/readback.rs`).
 // A sum of bytes in memory, never stored: the on-disk byte-order lint
 // does not apply.
 #[allow(clippy::little_endian_bytes)]

@@ -352,8 +352,9 @@ impl Core {
     }
 
     /// Validates the record `bytes` at `offset` as `checksums` asks: its
-    /// CRC is skipped only for records appended since the open (see
-    /// [`super::CommitLog::visit_appended`]).
+    /// CRC is skipped for records appended since the open (see
+    /// [`super::CommitLog::visit_appended`]) or, for pulls, when the store
+    /// was opened with `ReadChecksums::Skip`; its framing never is.
     #[inline]
     fn validate(&self, bytes: &[u8], offset: u64, checksums: Checksums) -> Result<Parts, CorruptionKind> {
         let checked = match checksums {

@@ -118,8 +118,8 @@ mod tests {
         assert_eq!((n.take("a", 0), n.take("a", 1), n.take("b", 0)), (0, 0, 1));
     }
 
-    /// Many topics and queues (topic names that differ only past their
-    /// first eight bytes, queue ids far apart) keep separate counters.
+    /// A run takes as many consecutive offsets as it has records, and the
+    /// next take of the queue continues after them.
     #[test]
     fn a_run_takes_consecutive_offsets() {
         let mut n = QueueNumbering::default();
@@ -127,6 +127,8 @@ mod tests {
         assert_eq!((n.take("a", 1), n.take("a", 0)), (2, 5));
     }
 
+    /// Many topics and queues (topic names that differ only past their
+    /// first eight bytes, queue ids far apart) keep separate counters.
     #[test]
     fn many_queues_number_independently() {
         let mut n = QueueNumbering::default();
