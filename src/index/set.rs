@@ -83,6 +83,10 @@ fn parse_name(name: &str) -> Option<u64> {
 /// ended, so a re-dispatched record below its start belongs to that file
 /// and is skipped; putting it into the empty file would break the file's
 /// offset order. `None` when there is no file (index from the start).
+fn indexed_below(newest: Option<&IndexFile>) -> Option<u64> {
+    newest.map(IndexFile::last_phy)
+}
+
 /// The index's key for `key` of a record in `topic`: `<topic>#<key>`, as
 /// RocketMQ builds it, in `buf`.
 fn full_key(buf: &mut String, topic: &str, key: &str) {
@@ -90,10 +94,6 @@ fn full_key(buf: &mut String, topic: &str, key: &str) {
     buf.push_str(topic);
     buf.push('#');
     buf.push_str(key);
-}
-
-fn indexed_below(newest: Option<&IndexFile>) -> Option<u64> {
-    newest.map(IndexFile::last_phy)
 }
 
 impl Index {
