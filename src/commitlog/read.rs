@@ -60,8 +60,14 @@ impl Record {
         Bytes::from_owner(MappedSlice { seg, pos: 0, len })
     }
 
-    fn view(&self) -> RecordView<'_> {
+    /// The validated record, borrowed.
+    pub(crate) fn view(&self) -> RecordView<'_> {
         RecordView { bytes: &self.bytes }
+    }
+
+    /// Where its variable parts lie within [`Record::view`]'s bytes.
+    pub(crate) fn parts(&self) -> &Parts {
+        &self.parts
     }
 
     /// Physical offset of the record's first byte.

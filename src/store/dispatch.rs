@@ -198,16 +198,7 @@ pub(crate) struct Entry<'a> {
 impl<'a> Entry<'a> {
     /// The fields of a record read back from the log.
     pub(crate) fn of(rec: &'a Record) -> Self {
-        Self {
-            offset: rec.offset().get(),
-            size: rec.size(),
-            topic: rec.topic(),
-            queue_id: rec.queue_id(),
-            queue_offset: rec.queue_offset(),
-            store_timestamp: rec.store_timestamp(),
-            properties: rec.properties_slice(),
-            found: None,
-        }
+        Self::of_view(rec.offset().get(), rec.view(), rec.parts())
     }
 
     /// The fields of a record read back in place (see
