@@ -381,9 +381,16 @@ fn deliver_level(inner: &Inner, r: &mut Run, l: usize, now: u64) -> Result<usize
             }
             Err(e) => return Err(e),
         };
-        if rec.topic() != crate::retry::SCHEDULE_TOPIC || rec.queue_id() + 1 != l as u32 || rec.queue_offset() != at.0 {
-            // The unit does not lead to its entry: rebuild the queue from
-            // the log and look again next round.
+        // The unit's tag hash is the due time the head was planned from;
+        // units carry no checksum, so one that disagrees with its record's
+        // `DELAY_DUE_MS` was damaged and would deliver early (or late).
+        let due_differs = crate::store::dispatch::scan_properties(rec.properties_slice())
+            .is_some_and(|f| f.unit_tag(SCHEDULE_TOPIC) != unit.tag_hash);
+        if rec.topic() != SCHEDULE_TOPIC || rec.queue_id() + 1 != l as u32 || rec.queue_offset() != at.0 || due_differs
+        {
+            // The unit does not lead to its entry, or misstates its due
+            // time: rebuild the queue from the log (which recomputes every
+            // unit from its record) and look again next round.
             if taken == 0 {
                 crate::store::dispatch::rebuild_queue(inner, SCHEDULE_TOPIC, (l - 1) as u32)?;
                 return Ok(0);
