@@ -145,7 +145,10 @@ type Files = BTreeMap<PathBuf, Vec<u8>>;
 struct Base {
     first: Files,
     second: Files,
-    /// Per (topic, queue id, queue offset): the body sent there.
+    /// Per (topic, queue id, queue offset): the body sent there. Also the
+    /// oracle for first-generation images: the clock never moves, so no
+    /// delayed message is due and nothing else may take these positions
+    /// (a damaged schedule unit that delivered early would).
     sent: BTreeMap<(String, u32, u64), Vec<u8>>,
     /// Keys sent (one per message) and the unique ids of a few messages.
     keys: Vec<(String, String)>,
