@@ -10,7 +10,6 @@ use crate::message::properties::{
 use crate::message::MessageExt;
 use crate::store::{PullStatus, Store, TagFilter};
 use crate::topic::TopicConfig;
-use std::collections::HashSet;
 
 /// Messages read per pull while walking a dead-letter queue.
 const PAGE: usize = 256;
@@ -92,14 +91,12 @@ pub enum ResendTarget {
     RetryTopic,
 }
 
-/// The deduplication key ([`crate::retry::sendback::dlq_key`]) of every
-/// dead letter stored in `topic` (empty if the topic does not exist).
-pub(crate) fn stored_keys(store: &Store, topic: &str) -> Result<HashSet<String>> {
-    let mut out = HashSet::new();
-    walk(store, topic, 0, usize::MAX, |m| {
-        out.insert(crate::retry::sendback::dlq_key(&m));
-    })?;
-    Ok(out)
+/// Whether any message of `topic`'s queue 0 satisfies `f` (false if the
+/// topic does not exist). Walks the whole queue.
+pub(crate) fn any_stored(store: &Store, topic: &str, mut f: impl FnMut(&MessageExt) -> bool) -> Result<bool> {
+    let mut found = false;
+    walk(store, topic, 0, usize::MAX, |m| found |= f(&m))?;
+    Ok(found)
 }
 
 /// Calls `f` on up to `max` messages of `topic`'s queue 0 from `from`.
@@ -222,11 +219,11 @@ impl Store {
         crate::topic::validate_group_name(group)?;
         let topic = dlq_topic(group);
         let n = self.dlq_count(group)?;
-        let mut seen = self.inner.dead_letters.lock();
+        let mut pending = self.inner.dead_letters.lock();
         if self.topic(&topic).is_some() {
             self.delete_topic(&topic)?;
         }
-        seen.remove(group);
+        pending.forget_group(group);
         Ok(n)
     }
 }

@@ -11,9 +11,10 @@
 //!   [`Store::dlq_purge`](crate::store::Store::dlq_purge)).
 
 mod api;
+mod dedupe;
 
-pub(crate) use api::stored_keys;
 pub use api::{DeadLetter, DlqSelect, ResendTarget};
+pub(crate) use dedupe::{already_dead_lettered, PendingDeadLetters};
 
 /// Prefix of a consumer group's retry topic.
 pub const RETRY_TOPIC_PREFIX: &str = "%RETRY%";

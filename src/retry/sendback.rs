@@ -113,12 +113,8 @@ fn send_to_dlq(store: &Store, group: &str, msg: &MessageExt, failures: u32) -> R
     let key = dlq_key(msg);
     // One dead-lettering per group at a time, so the check and the write
     // cannot interleave with a second one for the same message.
-    let mut seen = inner.dead_letters.lock();
-    let sources = match seen.entry(group.to_string()) {
-        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-        std::collections::hash_map::Entry::Vacant(e) => e.insert(crate::dlq::stored_keys(store, &topic)?),
-    };
-    if sources.contains(&key) {
+    let mut pending = inner.dead_letters.lock();
+    if crate::dlq::already_dead_lettered(store, &mut pending, group, &topic, msg, &key)? {
         return Ok(SentBack::AlreadyDeadLettered);
     }
     if store.topic(&topic).is_none() {
@@ -136,14 +132,21 @@ fn send_to_dlq(store: &Store, group: &str, msg: &MessageExt, failures: u32) -> R
         (DLQ_SOURCE, source.as_str()),
     ];
     let props = rewrite(msg.raw_properties(), &SCHEDULE_BOOKKEEPING, &add)?;
-    store_copy(store, &topic, 0, msg, failures, &props)?;
-    sources.insert(key);
+    let at = store_copy(store, &topic, 0, msg, failures, &props)?;
+    pending.add(group, key, at);
     Ok(SentBack::DeadLettered)
 }
 
-/// Writes one copy of `msg` and waits for it to be stored as the flush
-/// mode promises.
-fn store_copy(store: &Store, topic: &str, queue_id: u32, msg: &MessageExt, reconsume: u32, props: &[u8]) -> Result<()> {
+/// Writes one copy of `msg`, waits for it to be stored as the flush mode
+/// promises, and returns its physical offset.
+fn store_copy(
+    store: &Store,
+    topic: &str,
+    queue_id: u32,
+    msg: &MessageExt,
+    reconsume: u32,
+    props: &[u8],
+) -> Result<u64> {
     store.ensure_open()?;
     store.inner.dispatch.check()?;
     if props.len() > crate::commitlog::MAX_PROPERTIES_LEN {
@@ -164,15 +167,13 @@ fn store_copy(store: &Store, topic: &str, queue_id: u32, msg: &MessageExt, recon
         ..RecordDraft::default()
     };
     let (appended, _, status) = crate::store::send::append_numbered(&store.inner, &[draft], &[], Durability::Wait)?;
+    let offset = appended.first().map_or(0, |a| a.offset.get());
     match status {
         // Stored (and durable as the flush mode promises) on this master;
         // replication is still owed but does not decide whether the
         // original may be acknowledged (resending would only duplicate it).
-        SendStatus::SendOk | SendStatus::FlushSlaveTimeout | SendStatus::SlaveNotAvailable => Ok(()),
+        SendStatus::SendOk | SendStatus::FlushSlaveTimeout | SendStatus::SlaveNotAvailable => Ok(offset),
         // Not confirmed durable: the caller must not acknowledge on it.
-        SendStatus::FlushDiskTimeout => Err(Error::Timeout {
-            what: "the flush of a sent-back message",
-            offset: appended.first().map_or(0, |a| a.offset.get()),
-        }),
+        SendStatus::FlushDiskTimeout => Err(Error::Timeout { what: "the flush of a sent-back message", offset }),
     }
 }

@@ -47,7 +47,6 @@ use crate::message::MessageIdGenerator;
 use crate::offsetstore::OffsetTable;
 use crate::topic::{TopicConfig, TopicTable};
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -113,9 +112,10 @@ pub(crate) struct Inner {
     /// Delayed delivery progress (see [`crate::retry::schedule`]).
     pub(crate) schedule: crate::retry::schedule::Scheduler,
     pub(crate) async_sends: send::AsyncSends,
-    /// Per consumer group: the sources (`DLQ_SOURCE`) of its dead letters,
-    /// loaded on first use, so a message is dead-lettered once.
-    pub(crate) dead_letters: Mutex<HashMap<String, std::collections::HashSet<String>>>,
+    /// Dead letters not yet indexed; its lock serialises dead-lettering,
+    /// so a message is dead-lettered once per group (see
+    /// [`crate::dlq::already_dead_lettered`]).
+    pub(crate) dead_letters: Mutex<crate::dlq::PendingDeadLetters>,
     /// Running push consumers, by group.
     pub(crate) consumers: crate::consumer::Registry,
     pub(crate) closed: AtomicBool,
@@ -160,7 +160,7 @@ impl Store {
             dispatch: Arc::default(),
             schedule: crate::retry::schedule::Scheduler::default(),
             async_sends: send::AsyncSends::default(),
-            dead_letters: Mutex::new(HashMap::new()),
+            dead_letters: Mutex::default(),
             consumers: crate::consumer::Registry::default(),
             closed: AtomicBool::new(false),
             threads: Mutex::new(None),
