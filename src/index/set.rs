@@ -297,18 +297,38 @@ impl Index {
 
     /// Like [`Index::lookup`], offering each candidate offset (newest
     /// first, without repeats) to `accept`, until `max` were accepted.
-    pub fn lookup_with(&self, key: &str, begin: u64, end: u64, max: usize, mut accept: impl FnMut(u64) -> bool) {
+    pub fn lookup_with(&self, key: &str, begin: u64, end: u64, max: usize, accept: impl FnMut(u64) -> bool) {
+        self.lookup_from(key, 0, begin, end, max, accept);
+    }
+
+    /// [`Index::lookup_with`] for records at or above `min_phy` only: the
+    /// walk stops at the first file (newest first) that holds nothing
+    /// there, so a lookup in a recently created topic, or one that finds
+    /// nothing, does not touch every older file.
+    pub(crate) fn lookup_from(
+        &self,
+        key: &str,
+        min_phy: u64,
+        begin: u64,
+        end: u64,
+        max: usize,
+        mut accept: impl FnMut(u64) -> bool,
+    ) {
         let files: Vec<Arc<IndexFile>> = self.files.read().clone();
         let mut seen: Vec<u64> = Vec::new();
         let mut accepted = 0;
-        for f in files.iter().rev() {
+        for (i, f) in files.iter().enumerate().rev() {
+            // A file holds only records below its successor's first offset.
+            if files.get(i + 1).is_some_and(|next| next.first_phy <= min_phy) {
+                return;
+            }
             match f.time_range() {
                 Some((lo, hi)) if lo <= end && begin <= hi => {}
                 _ => continue,
             }
             let mut part = Vec::new();
             f.lookup(key, begin, end, usize::MAX, &mut part);
-            for (phy, _) in part {
+            for (phy, _) in part.into_iter().filter(|&(phy, _)| phy >= min_phy) {
                 if accepted >= max {
                     return;
                 }
@@ -388,6 +408,31 @@ mod tests {
         ix.put(["t#k1"], 200, 1, 1).unwrap();
         ix.put(["t#k1"], 300, 1, 1).unwrap();
         assert_eq!(ix.lookup("t#k1", 0, u64::MAX, 3), [300, 290, 250]);
+    }
+
+    /// Stopping at the first file that holds nothing at or above the floor
+    /// never loses an entry there: every floor gives what a full walk
+    /// gives above it.
+    #[test]
+    fn lookups_from_a_floor_find_everything_above_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ix, _) = open(dir.path(), u64::MAX);
+        for i in 0..30u64 {
+            ix.put([format!("t#k{}", i % 4).as_str(), "t#all"], i * 10, 100 + i, 1).unwrap();
+        }
+        assert_eq!(ix.stats().0, 8);
+        for key in ["t#k0", "t#k1", "t#all"] {
+            let all = ix.lookup(key, 0, u64::MAX, 100);
+            for floor in 0..=300 {
+                let mut got = Vec::new();
+                ix.lookup_from(key, floor, 0, u64::MAX, 100, |phy| {
+                    got.push(phy);
+                    true
+                });
+                let want: Vec<u64> = all.iter().copied().filter(|&p| p >= floor).collect();
+                assert_eq!(got, want, "{key} from {floor}");
+            }
+        }
     }
 
     /// A crash right after a roll can leave the new file empty (its

@@ -70,7 +70,11 @@ impl Store {
         let mut out = Vec::new();
         let mut failure = None;
         let ikey = crate::index::index_key(topic, key);
-        self.inner.index.lookup_with(&ikey, begin_ms, end_ms, max, |phy| {
+        // Older files hold nothing of this incarnation of the topic, or
+        // nothing the log still has.
+        let floor = since.max(self.inner.log.min_offset().get());
+        self.inner.index.lookup_from(&ikey, floor, begin_ms, end_ms, max, |phy| {
+            // Retention may raise the log's start meanwhile.
             if phy < since || phy < self.inner.log.min_offset().get() {
                 return false;
             }
