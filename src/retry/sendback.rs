@@ -111,8 +111,9 @@ fn send_to_dlq(store: &Store, group: &str, msg: &MessageExt, failures: u32) -> R
     let topic = dlq_topic(group);
     let source = dlq_source(msg);
     let key = dlq_key(msg);
-    // One dead-lettering per group at a time, so the check and the write
-    // cannot interleave with a second one for the same message.
+    // One dead-lettering at a time (one lock for all groups), so the check
+    // and the write cannot interleave with a second one for the same
+    // message.
     let mut pending = inner.dead_letters.lock();
     if crate::dlq::already_dead_lettered(store, &mut pending, group, &topic, msg, &key)? {
         return Ok(SentBack::AlreadyDeadLettered);
