@@ -33,9 +33,10 @@ use super::{progress, DelayLevels, TimerWheel};
 use crate::commitlog::{Durability, RecordDraft};
 use crate::error::{Error, Result};
 use crate::message::properties::{
-    lookup, rewrite, DELAY, DELAY_DUE_MS, DELAY_SOURCE, REAL_QID, REAL_TOPIC, TIMER_DELIVER_MS,
+    for_each_text_pair, rewrite, DELAY, DELAY_DUE_MS, DELAY_SOURCE, REAL_QID, REAL_TOPIC, TIMER_DELIVER_MS,
 };
 use crate::offset::QueueOffset;
+use crate::store::dispatch::due_tag;
 use crate::store::Inner;
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
@@ -381,16 +382,26 @@ fn deliver_level(inner: &Inner, r: &mut Run, l: usize, now: u64) -> Result<usize
             }
             Err(e) => return Err(e),
         };
-        // The unit's tag hash is the due time the head was planned from;
-        // units carry no checksum, so one that disagrees with its record's
-        // `DELAY_DUE_MS` was damaged and would deliver early (or late).
-        let due_differs = crate::store::dispatch::scan_properties(rec.properties_slice())
-            .is_some_and(|f| f.unit_tag(SCHEDULE_TOPIC) != unit.tag_hash);
-        if rec.topic() != SCHEDULE_TOPIC || rec.queue_id() + 1 != l as u32 || rec.queue_offset() != at.0 || due_differs
-        {
-            // The unit does not lead to its entry, or misstates its due
-            // time: rebuild the queue from the log (which recomputes every
-            // unit from its record) and look again next round.
+        if rec.topic() != SCHEDULE_TOPIC || rec.queue_id() + 1 != l as u32 || rec.queue_offset() != at.0 {
+            // The unit does not lead to its entry: rebuild the queue from
+            // the log and look again next round.
+            if taken == 0 {
+                crate::store::dispatch::rebuild_queue(inner, SCHEDULE_TOPIC, (l - 1) as u32)?;
+                return Ok(0);
+            }
+            break;
+        }
+        // Properties that do not decode cannot be rewritten for delivery.
+        let Some(w) = Waiting::scan(rec.properties_slice()) else {
+            taken += 1;
+            dropped += 1;
+            continue;
+        };
+        // The unit's tag hash is the due time the head was planned from.
+        // Units carry no checksum: one that disagrees with its record was
+        // damaged and would deliver early (or late). Rebuilding recomputes
+        // every unit from its record.
+        if due_tag(w.due) != unit.tag_hash {
             if taken == 0 {
                 crate::store::dispatch::rebuild_queue(inner, SCHEDULE_TOPIC, (l - 1) as u32)?;
                 return Ok(0);
@@ -398,7 +409,7 @@ fn deliver_level(inner: &Inner, r: &mut Run, l: usize, now: u64) -> Result<usize
             break;
         }
         taken += 1;
-        match copy_of(inner, &rec, l, at.0, now) {
+        match copy_of(inner, &rec, &w, l, at.0, now) {
             Some(c) => copies.push(c),
             None => dropped += 1,
         }
@@ -430,31 +441,63 @@ fn deliver_level(inner: &Inner, r: &mut Run, l: usize, now: u64) -> Result<usize
     Ok(taken as usize)
 }
 
-/// What entry `at` of level `l` becomes: its next hop if its delivery time
-/// is still ahead, else the message on its real topic. `None` when it
-/// cannot be delivered (its topic is gone or not writable, or its
-/// properties no longer fit).
-fn copy_of(inner: &Inner, rec: &crate::commitlog::Record, l: usize, at: u64, now: u64) -> Option<Copy> {
-    let props = rec.properties();
+/// What delivery reads of a schedule record's properties, in one pass
+/// (the last value of a repeated name wins, as everywhere).
+#[derive(Debug, Default)]
+struct Waiting<'a> {
+    due: Option<&'a str>,
+    deliver_at: Option<&'a str>,
+    real_topic: Option<&'a str>,
+    real_qid: Option<&'a str>,
+}
+
+impl<'a> Waiting<'a> {
+    /// `None` if a pair does not decode.
+    fn scan(props: &'a [u8]) -> Option<Self> {
+        let mut w = Self::default();
+        for_each_text_pair(std::str::from_utf8(props).ok()?, |name, v| match name {
+            DELAY_DUE_MS => w.due = Some(v),
+            TIMER_DELIVER_MS => w.deliver_at = Some(v),
+            REAL_TOPIC => w.real_topic = Some(v),
+            REAL_QID => w.real_qid = Some(v),
+            _ => {}
+        })?;
+        Some(w)
+    }
+}
+
+/// What entry `at` of level `l` (record `rec`, whose properties `w` read)
+/// becomes: its next hop if its delivery time is still ahead, else the
+/// message on its real topic. `None` when it cannot be delivered (its
+/// topic is gone or not writable, or its properties no longer fit).
+fn copy_of(
+    inner: &Inner,
+    rec: &crate::commitlog::Record,
+    w: &Waiting<'_>,
+    l: usize,
+    at: u64,
+    now: u64,
+) -> Option<Copy> {
+    let props = rec.properties_slice();
     let source = format!("{l}:{at}");
-    let target = lookup(&props, TIMER_DELIVER_MS).and_then(|v| v.parse::<u64>().ok());
+    let target = w.deliver_at.and_then(|v| v.parse::<u64>().ok());
     let (topic, queue_id, props) = match target {
         Some(t) if t > now => {
             let (next, due) = hop(&inner.opts.delay_levels, now, t);
             let (next_s, due_s) = (next.to_string(), due.to_string());
             let add = [(DELAY, next_s.as_str()), (DELAY_DUE_MS, due_s.as_str()), (DELAY_SOURCE, source.as_str())];
-            (SCHEDULE_TOPIC.to_string(), (next - 1) as u32, rewrite(&props, &[], &add).ok()?)
+            (SCHEDULE_TOPIC.to_string(), (next - 1) as u32, rewrite(props, &[], &add).ok()?)
         }
         _ => {
-            let real = lookup(&props, REAL_TOPIC)?;
+            let real = w.real_topic?;
             let cfg = inner.topics.get(real)?;
             if !cfg.permission.writable() || cfg.write_queues == 0 {
                 return None;
             }
-            let qid: u32 = lookup(&props, REAL_QID).and_then(|v| v.parse().ok()).unwrap_or(0);
+            let qid: u32 = w.real_qid.and_then(|v| v.parse().ok()).unwrap_or(0);
             let qid = if qid < cfg.write_queues { qid } else { qid % cfg.write_queues };
             let remove = [DELAY, DELAY_DUE_MS, REAL_TOPIC, REAL_QID, TIMER_DELIVER_MS];
-            let props = rewrite(&props, &remove, &[(DELAY_SOURCE, source.as_str())]).ok()?;
+            let props = rewrite(props, &remove, &[(DELAY_SOURCE, source.as_str())]).ok()?;
             (real.to_string(), qid, props)
         }
     };

@@ -11,8 +11,8 @@ mod found;
 mod memo;
 mod own;
 
-pub(crate) use found::scan_properties;
 pub(crate) use found::Found;
+pub(crate) use found::{due_tag, scan_properties};
 use memo::QueueMemo;
 pub(crate) use own::OwnRecords;
 

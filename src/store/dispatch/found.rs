@@ -86,11 +86,18 @@ impl<'a> Found<'a> {
     /// delivery thread plans from units alone.
     pub(crate) fn unit_tag(&self, topic: &str) -> u64 {
         if topic == SCHEDULE_TOPIC {
-            self.due.and_then(|v| v.parse().ok()).unwrap_or(0)
+            due_tag(self.due)
         } else {
             self.tags.map_or(0, tag_hash)
         }
     }
+}
+
+/// A schedule-topic unit's tag hash: the record's `DELAY_DUE_MS` value
+/// (0 if absent or not a number). The delivery thread checks units with
+/// the same function, so a rebuilt unit always passes its check.
+pub(crate) fn due_tag(due: Option<&str>) -> u64 {
+    due.and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 #[cfg(test)]
