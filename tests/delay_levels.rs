@@ -388,3 +388,33 @@ fn damaged_units_deliver_on_time(damaged: &[usize]) {
     assert_eq!(bodies(&store, "t"), ["m0", "m1"]);
     store.close().unwrap();
 }
+
+/// A schedule unit damaged to point into a segment header (where no record
+/// starts, and not below the log's start: nothing was removed) is rebuilt,
+/// and its message delivered, not dropped as if retention had taken it.
+#[test]
+fn a_schedule_unit_pointing_into_a_header_is_rebuilt_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    {
+        let store = open(dir.path(), &clock);
+        store.create_topic(TopicConfig::new("t", 1)).unwrap();
+        // Two entries: recovery checks a queue's last unit at open.
+        store.send(Message::new("t", "m0").with_delay_level(3)).unwrap();
+        store.send(Message::new("t", "m1").with_delay_level(3)).unwrap();
+        store.create_topic(TopicConfig::new("other", 1)).unwrap();
+        store.send(Message::new("other", "indexed")).unwrap();
+        store.close().unwrap();
+    }
+    let path = dir.path().join("consumequeue").join(SCHEDULE_TOPIC).join("2").join(format!("{:020}", 0));
+    let mut b = std::fs::read(&path).unwrap();
+    b[..8].copy_from_slice(&1u64.to_be_bytes());
+    std::fs::write(&path, &b).unwrap();
+
+    let store = open(dir.path(), &clock);
+    clock.set_ms(T0 + 10_000);
+    wait_visible(&store, "t", 2);
+    assert_eq!(bodies(&store, "t"), ["m0", "m1"]);
+    assert_eq!(store.schedule_stats().dropped, 0);
+    store.close().unwrap();
+}

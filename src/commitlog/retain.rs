@@ -13,6 +13,7 @@
 
 use super::{CommitLog, Core};
 use crate::error::{Error, Result};
+use crate::offset::PhysicalOffset;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
@@ -45,6 +46,14 @@ impl CommitLog {
     /// Base of the first segment, `None` when the log has none.
     pub(crate) fn first_segment_base(&self) -> Option<u64> {
         self.handle.core.segments.read().first().map(|s| s.base)
+    }
+
+    /// Retention removed every record below this offset (the first
+    /// segment's base; 0 without segments). A reference from here up to
+    /// [`CommitLog::min_offset`] points into a segment header, where no
+    /// record ever starts: the reference is damaged, nothing was removed.
+    pub(crate) fn removed_below(&self) -> PhysicalOffset {
+        PhysicalOffset(self.first_segment_base().unwrap_or(0))
     }
 
     /// Store timestamp of the first record of the segment starting at

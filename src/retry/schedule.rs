@@ -267,6 +267,10 @@ struct Run {
     /// Per level: the head's deadline while it sits in the wheel.
     head: Vec<Option<u64>>,
     wheel: TimerWheel<usize>,
+    /// The (level, entry) whose unreadable record last made the thread
+    /// rebuild its queue: if it is still unreadable after that, the record
+    /// itself is damaged and the entry is dropped (never a rebuild loop).
+    rebuilt_for: Option<(usize, u64)>,
 }
 
 /// Body of the `mqstore:delay` thread; returns when stopped.
@@ -278,6 +282,7 @@ pub(crate) fn run(inner: &Inner) {
         next: sched.confirmed.iter().map(|c| c.load(Ordering::Acquire)).collect(),
         head: vec![None; MAX_DELAY_LEVELS],
         wheel: TimerWheel::new(WHEEL_TICK_MS, clock.now_ms()),
+        rebuilt_for: None,
     };
     loop {
         {
@@ -359,7 +364,7 @@ fn deliver_level(inner: &Inner, r: &mut Run, l: usize, now: u64) -> Result<usize
     let from = r.next[l - 1];
     let mut units = Vec::with_capacity(BATCH);
     q.read(QueueOffset(from), BATCH, &mut units);
-    let log_min = inner.log.min_offset();
+    let removed_below = inner.log.removed_below();
     let mut copies = Vec::with_capacity(units.len());
     let mut taken = 0u64;
     let mut dropped = 0u64;
@@ -367,19 +372,34 @@ fn deliver_level(inner: &Inner, r: &mut Run, l: usize, now: u64) -> Result<usize
         if at.0 != from + i as u64 || (i > 0 && unit.tag_hash > now) {
             break;
         }
-        if unit.physical_offset < log_min {
+        // Retention removed the record.
+        if unit.physical_offset < removed_below {
             taken += 1;
             dropped += 1;
             continue;
         }
         let rec = match inner.log.read(unit.physical_offset) {
             Ok(rec) => rec,
-            // Damaged primary data: nothing trustworthy to deliver.
-            Err(Error::Corruption { .. }) => {
+            // Either the unit is damaged (derived data: it leads to no
+            // record, and rebuilding the queue from the log recomputes it)
+            // or the record is (primary data: nothing trustworthy to
+            // deliver, so it is dropped; the rebuild then fails on it too,
+            // or it was already tried).
+            Err(Error::Corruption { .. } | Error::InvalidArgument(_)) if taken == 0 => {
+                if r.rebuilt_for != Some((l, at.0)) {
+                    r.rebuilt_for = Some((l, at.0));
+                    match crate::store::dispatch::rebuild_queue(inner, SCHEDULE_TOPIC, (l - 1) as u32) {
+                        Ok(()) => return Ok(0),
+                        Err(Error::Corruption { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
                 taken += 1;
                 dropped += 1;
                 continue;
             }
+            // Behind the head: it is looked at again as the next head.
+            Err(Error::Corruption { .. } | Error::InvalidArgument(_)) => break,
             Err(e) => return Err(e),
         };
         if rec.topic() != SCHEDULE_TOPIC || rec.queue_id() + 1 != l as u32 || rec.queue_offset() != at.0 {

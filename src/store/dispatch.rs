@@ -447,7 +447,7 @@ fn began_before_log_start(inner: &Inner, topic: &str) -> bool {
 /// Retention removes whole segments: records can have been removed only
 /// below the first stored segment's base (0 on a log that never lost one).
 fn removed_below(inner: &Inner) -> u64 {
-    inner.log.min_offset().get().saturating_sub(crate::commitlog::SEGMENT_HEADER_LEN as u64)
+    inner.log.removed_below().get()
 }
 
 /// Like [`dispatch_available`], but reports the first gap instead of

@@ -208,7 +208,9 @@ impl Store {
             return Ok(PullSummary { status, count: 0, next_offset: 0, min_offset: 0, max_offset: 0 });
         };
         let (mut min, end) = (q.min_offset().0, q.max_offset().0);
-        let log_start = self.inner.log.min_offset();
+        // Below this, retention removed the records (a unit between it and
+        // the log's first record points into a segment header: damaged).
+        let removed_below = self.inner.log.removed_below();
         let hashes = filter.hashes();
         // Without a tag filter every unit is a match: read exactly `max`.
         // With one, read ahead so a sparse match still fills the batch.
@@ -223,8 +225,8 @@ impl Store {
         }
         // Retention removed the record of the first unit asked for: the
         // queue's live start is further on (looked up only then).
-        if units.first().is_some_and(|(_, u)| u.physical_offset < log_start) {
-            min = q.live_head(log_start.get()).0;
+        if units.first().is_some_and(|(_, u)| u.physical_offset < removed_below) {
+            min = q.live_head(removed_below.get()).0;
         }
         let empty =
             |status, next_offset| PullSummary { status, count: 0, next_offset, min_offset: min, max_offset: end };
@@ -251,10 +253,11 @@ impl Store {
             }
             // The record is gone from the commit log (its segment was
             // removed): nothing to deliver; move on rather than stall.
-            if unit.physical_offset < log_start {
+            if unit.physical_offset < removed_below {
                 next = at.0 + 1;
                 continue;
             }
+
             if let Some(h) = &hashes {
                 if !h.contains(&unit.tag_hash) {
                     next = at.0 + 1;
@@ -297,6 +300,16 @@ impl Store {
                 Ok(Err(e)) | Err(e) => {
                     if count > 0 {
                         break;
+                    }
+                    // A unit that leads to no record at all (into a
+                    // segment header, or at a segment's blank end) is as
+                    // damaged as one that leads to another record.
+                    if let Error::InvalidArgument(_) = e {
+                        return Err(Error::Corruption {
+                            path: self.inner.root.join("consumequeue").join(topic).join(queue_id.to_string()),
+                            offset: at.0,
+                            kind: CorruptionKind::InvalidField { field: "unit's physical offset" },
+                        });
                     }
                     return Err(e);
                 }
@@ -359,8 +372,8 @@ impl Store {
     /// answers; past every unit whose record log retention removed).
     pub fn min_offset(&self, topic: &str, queue_id: u32) -> Result<u64> {
         self.ensure_open()?;
-        let log_min = self.inner.log.min_offset().get();
-        Ok(self.inner.queues.queue(topic, queue_id).map_or(0, |q| q.live_head(log_min).0))
+        let removed_below = self.inner.log.removed_below().get();
+        Ok(self.inner.queues.queue(topic, queue_id).map_or(0, |q| q.live_head(removed_below).0))
     }
 
     /// One past the last dispatched message of a queue (0 for a queue that
@@ -380,7 +393,7 @@ impl Store {
         let Some(q) = self.inner.queues.queue(topic, queue_id) else {
             return Ok(0);
         };
-        let (mut lo, mut hi) = (q.live_head(self.inner.log.min_offset().get()).0, q.max_offset().0);
+        let (mut lo, mut hi) = (q.live_head(self.inner.log.removed_below().get()).0, q.max_offset().0);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let Some(unit) = q.get(QueueOffset(mid)) else {
