@@ -169,8 +169,9 @@ pub(crate) fn pairs(bytes: &[u8]) -> impl Iterator<Item = Result<(&str, &str), C
 /// accept every pair (it stops at the first one [`pairs`] rejects). The
 /// separators are ASCII, so a blob is UTF-8 exactly when every name and
 /// value in it is: one `from_utf8` of the whole blob replaces one per name
-/// and per value, and the separators are found eight bytes at a time, as
-/// [`check`] does (dispatch scans every message's blob).
+/// and per value. The separators are found eight bytes at a time and only
+/// they are visited, as [`check`] does (dispatch scans the blob of every
+/// record it reads back, and the delivery thread every delayed one's).
 pub(crate) fn for_each_text_pair<'a>(text: &'a str, mut f: impl FnMut(&'a str, &'a str)) -> Option<()> {
     let b = text.as_bytes();
     // An empty blob has no pairs; otherwise the last piece ends with the
@@ -179,32 +180,44 @@ pub(crate) fn for_each_text_pair<'a>(text: &'a str, mut f: impl FnMut(&'a str, &
         return Some(());
     }
     let end = b.len() - usize::from(b.last() == Some(&PROPERTY_SEPARATOR));
-    let mut emit = |start: usize, sep: Option<usize>, stop: usize| {
-        let sep = sep.filter(|&s| s > start)?;
-        f(text.get(start..sep)?, text.get(sep + 1..stop)?);
+    // Where the current piece starts, and its name/value separator.
+    let (mut start, mut sep) = (0, None);
+    // Separator `c` at `pos`: a piece needs exactly one name/value
+    // separator, after a non-empty name.
+    let mut visit = |pos: usize, c: u8| -> Option<()> {
+        if c == NAME_VALUE_SEPARATOR {
+            // A second one in a piece: the value would hold it.
+            if sep.is_some() {
+                return None;
+            }
+            sep = Some(pos);
+        } else {
+            let s = sep.filter(|&s| s > start)?;
+            f(text.get(start..s)?, text.get(s + 1..pos)?);
+            (start, sep) = (pos + 1, None);
+        }
         Some(())
     };
-    let (mut start, mut sep, mut i) = (0, None, 0);
-    while i < end {
-        if let Some(w) = b.get(i..i + 8).filter(|_| i + 8 <= end) {
-            if !word_has_separator(w) {
-                i += 8;
-                continue;
-            }
+    let body = b.get(..end)?;
+    let mut words = body.chunks_exact(8);
+    let mut at = 0;
+    for w in &mut words {
+        let mut m = separator_bytes(word(w));
+        while m != 0 {
+            // Loaded big-endian: the leftmost set byte comes first.
+            let i = (m.leading_zeros() / 8) as usize;
+            visit(at + i, *w.get(i)?)?;
+            m &= !(0x80 << (56 - 8 * i));
         }
-        match b[i] {
-            // A second one in a piece: the value would hold it.
-            NAME_VALUE_SEPARATOR if sep.is_some() => return None,
-            NAME_VALUE_SEPARATOR => sep = Some(i),
-            PROPERTY_SEPARATOR => {
-                emit(start, sep, i)?;
-                (start, sep) = (i + 1, None);
-            }
-            _ => {}
-        }
-        i += 1;
+        at += 8;
     }
-    emit(start, sep, end)
+    for (i, &c) in words.remainder().iter().enumerate() {
+        if c == NAME_VALUE_SEPARATOR || c == PROPERTY_SEPARATOR {
+            visit(at + i, c)?;
+        }
+    }
+    // The last piece ends at `end`, as if a separator stood there.
+    visit(end, PROPERTY_SEPARATOR)
 }
 
 /// `Ok` exactly when every item of [`pairs`] is, else the first item's
