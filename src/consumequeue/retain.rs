@@ -47,7 +47,12 @@ impl ConsumeQueue {
         for f in files.iter().rev().skip(1) {
             // The file's last unit: every unit of a non-last file is stored.
             let last = (f.first + ups - 1).min(max.saturating_sub(1));
-            let live = self.unit_locked(&files, last, max).is_some_and(|u| u.physical_offset.0 >= log_min);
+            let is_live = |at| self.unit_locked(&files, at, max).is_some_and(|u| u.physical_offset.0 >= log_min);
+            // Units carry no checksum: a damaged last unit could make a file
+            // that still leads to stored records look dead. Before a file
+            // goes, every unit of it must be dead (this reads only the file
+            // that would go first, once).
+            let live = is_live(last) || (f.first..last).rev().any(is_live);
             if !live {
                 break;
             }
@@ -88,5 +93,32 @@ impl ConsumeQueue {
         self.min.store(offset, Ordering::Release);
         self.max.store(offset, Ordering::Release);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::consumequeue::queue::queue_dir;
+    use crate::consumequeue::queue::tests::{fill, open};
+
+    /// Units are `1000 + 100 i`, four per file. A file goes only when every
+    /// unit of it leads below the floor, even if its last unit was damaged
+    /// to say so.
+    #[test]
+    fn a_damaged_last_unit_does_not_condemn_its_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let q = open(tmp.path(), 4);
+        fill(&q, 12);
+        // Below 1550 the records of units 0..=5 are gone.
+        assert_eq!(q.head_after_removal(1550), 4);
+        assert_eq!(q.head_after_removal(1800), 8);
+        // Unit 7 (the second file's last, 1700) now says 1000.
+        let path = queue_dir(tmp.path(), "TopicTest", 3).join(format!("{:020}", 4));
+        let mut b = std::fs::read(&path).unwrap();
+        b[3 * 20..3 * 20 + 8].copy_from_slice(&1000u64.to_be_bytes());
+        std::fs::write(&path, &b).unwrap();
+        assert_eq!(q.get(crate::offset::QueueOffset(7)).map(|u| u.physical_offset.0), Some(1000));
+        assert_eq!(q.head_after_removal(1550), 4, "unit 6 (1600) still leads to a stored record");
+        assert_eq!(q.head_after_removal(1800), 8);
     }
 }
