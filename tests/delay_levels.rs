@@ -9,7 +9,7 @@ use mqstore::message::Message;
 use mqstore::retry::{DelayLevels, SCHEDULE_TOPIC};
 use mqstore::store::{Store, StoreOptions, TagFilter};
 use mqstore::topic::TopicConfig;
-use mqstore::{Error, ManualClock};
+use mqstore::{Clock, Error, ManualClock};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -347,26 +347,31 @@ fn a_damaged_schedule_unit_never_delivers_early() {
     }
 }
 
+/// Sends "m0" and, `gap_ms` later, "m1" to topic "t" at delay level 3,
+/// then an indexed message to "other", and closes the store. Returns the
+/// file of level 3's schedule queue (queue 2; 20-byte units: physical
+/// offset at 0..8, size, tag hash (the due time) at 12..20).
+fn two_level_3_messages(dir: &Path, clock: &Arc<ManualClock>, gap_ms: u64) -> std::path::PathBuf {
+    let store = open(dir, clock);
+    store.create_topic(TopicConfig::new("t", 1)).unwrap();
+    store.send(Message::new("t", "m0").with_delay_level(3)).unwrap();
+    clock.set_ms(clock.now_ms() + gap_ms);
+    store.send(Message::new("t", "m1").with_delay_level(3)).unwrap();
+    // Recovery re-dispatches from the newest indexed record (schedule
+    // entries are not indexed), which would rewrite the units: end the log
+    // with an indexed message so damage done to them survives the open.
+    store.create_topic(TopicConfig::new("other", 1)).unwrap();
+    store.send(Message::new("other", "indexed")).unwrap();
+    store.close().unwrap();
+    dir.join("consumequeue").join(SCHEDULE_TOPIC).join("2").join(format!("{:020}", 0))
+}
+
 /// Two level-3 messages due at `T0 + 10 s` and `T0 + 13 s`, the units
 /// `damaged` of their schedule queue set to "due at `T0`".
 fn damaged_units_deliver_on_time(damaged: &[usize]) {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    {
-        let store = open(dir.path(), &clock);
-        store.create_topic(TopicConfig::new("t", 1)).unwrap();
-        store.send(Message::new("t", "m0").with_delay_level(3)).unwrap();
-        clock.set_ms(T0 + 3_000);
-        store.send(Message::new("t", "m1").with_delay_level(3)).unwrap();
-        // Recovery re-dispatches from the newest indexed record (schedule
-        // entries are not indexed), which would rewrite the units: end the
-        // log with an indexed message so the damage below survives the open.
-        store.create_topic(TopicConfig::new("other", 1)).unwrap();
-        store.send(Message::new("other", "indexed")).unwrap();
-        store.close().unwrap();
-    }
-    // Level 3 waits in queue 2; a unit is 20 bytes, its tag hash at 12..20.
-    let path = dir.path().join("consumequeue").join(SCHEDULE_TOPIC).join("2").join(format!("{:020}", 0));
+    let path = two_level_3_messages(dir.path(), &clock, 3_000);
     let mut b = std::fs::read(&path).unwrap();
     for &unit in damaged {
         let at = unit * 20 + 12;
@@ -396,17 +401,8 @@ fn damaged_units_deliver_on_time(damaged: &[usize]) {
 fn a_schedule_unit_pointing_into_a_header_is_rebuilt_not_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    {
-        let store = open(dir.path(), &clock);
-        store.create_topic(TopicConfig::new("t", 1)).unwrap();
-        // Two entries: recovery checks a queue's last unit at open.
-        store.send(Message::new("t", "m0").with_delay_level(3)).unwrap();
-        store.send(Message::new("t", "m1").with_delay_level(3)).unwrap();
-        store.create_topic(TopicConfig::new("other", 1)).unwrap();
-        store.send(Message::new("other", "indexed")).unwrap();
-        store.close().unwrap();
-    }
-    let path = dir.path().join("consumequeue").join(SCHEDULE_TOPIC).join("2").join(format!("{:020}", 0));
+    // Two entries: recovery checks a queue's last unit at open.
+    let path = two_level_3_messages(dir.path(), &clock, 0);
     let mut b = std::fs::read(&path).unwrap();
     b[..8].copy_from_slice(&1u64.to_be_bytes());
     std::fs::write(&path, &b).unwrap();
