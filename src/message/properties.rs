@@ -179,45 +179,17 @@ pub(crate) fn for_each_text_pair<'a>(text: &'a str, mut f: impl FnMut(&'a str, &
     if b.is_empty() {
         return Some(());
     }
-    let end = b.len() - usize::from(b.last() == Some(&PROPERTY_SEPARATOR));
-    // Where the current piece starts, and its name/value separator.
-    let (mut start, mut sep) = (0, None);
-    // Separator `c` at `pos`: a piece needs exactly one name/value
-    // separator, after a non-empty name.
-    let mut visit = |pos: usize, c: u8| -> Option<()> {
-        if c == NAME_VALUE_SEPARATOR {
-            // A second one in a piece: the value would hold it.
-            if sep.is_some() {
-                return None;
-            }
-            sep = Some(pos);
-        } else {
-            let s = sep.filter(|&s| s > start)?;
-            f(text.get(start..s)?, text.get(s + 1..pos)?);
-            (start, sep) = (pos + 1, None);
+    let body = b.strip_suffix(&[PROPERTY_SEPARATOR]).unwrap_or(b);
+    let mut framing = Framing::default();
+    let mut piece = |pos: usize, c: u8| -> Option<()> {
+        if let Some((start, sep)) = framing.at(pos, c).ok()? {
+            f(text.get(start..sep)?, text.get(sep + 1..pos)?);
         }
         Some(())
     };
-    let body = b.get(..end)?;
-    let mut words = body.chunks_exact(8);
-    let mut at = 0;
-    for w in &mut words {
-        let mut m = separator_bytes(word(w));
-        while m != 0 {
-            // Loaded big-endian: the leftmost set byte comes first.
-            let i = (m.leading_zeros() / 8) as usize;
-            visit(at + i, *w.get(i)?)?;
-            m &= !(0x80 << (56 - 8 * i));
-        }
-        at += 8;
-    }
-    for (i, &c) in words.remainder().iter().enumerate() {
-        if c == NAME_VALUE_SEPARATOR || c == PROPERTY_SEPARATOR {
-            visit(at + i, c)?;
-        }
-    }
-    // The last piece ends at `end`, as if a separator stood there.
-    visit(end, PROPERTY_SEPARATOR)
+    let (framed, _) = for_each_separator(body, |pos, c| piece(pos, c).ok_or(()));
+    // The last piece ends at the body's end, as if a separator stood there.
+    framed.ok().and_then(|()| piece(body.len(), PROPERTY_SEPARATOR))
 }
 
 /// `Ok` exactly when every item of [`pairs`] is, else the first item's
@@ -246,11 +218,22 @@ pub(crate) fn check(bytes: &[u8]) -> Result<(), CorruptionKind> {
 /// verdict is `Ok`).
 fn frame(bytes: &[u8]) -> (Result<(), CorruptionKind>, u64) {
     let body = bytes.strip_suffix(&[PROPERTY_SEPARATOR]).unwrap_or(bytes);
-    let mut f = Framing::default();
+    let mut framing = Framing::default();
+    let (framed, high) = for_each_separator(body, |pos, b| framing.at(pos, b).map(drop));
+    // The last piece ends with the blob (and a stripped separator's top
+    // bit is clear).
+    (framed.and_then(|()| framing.at(body.len(), PROPERTY_SEPARATOR).map(drop)), high)
+}
+
+/// Calls `f` with the position and value of each separator byte of
+/// `body`, in order, until it fails; returns how that ended and the OR of
+/// the bytes read (as big-endian words: their top bits tell whether the
+/// bytes read were ASCII). Eight bytes at a time, visiting only the
+/// separators: the grammar is about where they are, every other byte just
+/// belongs to a name or a value.
+#[inline]
+fn for_each_separator<E>(body: &[u8], mut f: impl FnMut(usize, u8) -> Result<(), E>) -> (Result<(), E>, u64) {
     let mut high = 0;
-    // Eight bytes at a time, visiting only the separators: the grammar is
-    // about where they are, every other byte just belongs to a name or a
-    // value.
     let mut words = body.chunks_exact(8);
     let mut at = 0;
     for w in &mut words {
@@ -260,7 +243,7 @@ fn frame(bytes: &[u8]) -> (Result<(), CorruptionKind>, u64) {
         while m != 0 {
             // Loaded big-endian: the leftmost set byte comes first.
             let i = (m.leading_zeros() / 8) as usize;
-            if let Err(e) = f.at(at + i, w[i]) {
+            if let Err(e) = f(at + i, w[i]) {
                 return (Err(e), high);
             }
             m &= !(0x80 << (56 - 8 * i));
@@ -270,14 +253,12 @@ fn frame(bytes: &[u8]) -> (Result<(), CorruptionKind>, u64) {
     for (i, &b) in words.remainder().iter().enumerate() {
         high |= u64::from(b);
         if b == NAME_VALUE_SEPARATOR || b == PROPERTY_SEPARATOR {
-            if let Err(e) = f.at(at + i, b) {
+            if let Err(e) = f(at + i, b) {
                 return (Err(e), high);
             }
         }
     }
-    // The last piece ends with the blob (and a stripped separator's top
-    // bit is clear).
-    (f.at(body.len(), PROPERTY_SEPARATOR), high)
+    (Ok(()), high)
 }
 
 /// `0x01` in every byte of a word.
@@ -311,34 +292,42 @@ fn zero_bytes(x: u64) -> u64 {
     !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7)
 }
 
-/// Where [`check`] is in the `name 0x01 value 0x02` grammar: each piece
-/// between property separators has exactly one name/value separator, after
-/// a non-empty name.
+/// Where [`check`] and [`for_each_text_pair`] are in the `name 0x01 value
+/// 0x02` grammar: each piece between property separators has exactly one
+/// name/value separator, after a non-empty name.
 #[derive(Default)]
 struct Framing {
     /// Where the current piece starts.
     start: usize,
-    /// The current piece's name/value separator was seen.
-    in_value: bool,
+    /// The current piece's name/value separator, once seen.
+    sep: Option<usize>,
 }
 
 impl Framing {
     /// Separator `b` at position `pos`; the bytes since the previous one
-    /// are neither.
+    /// are neither. A property separator ends a piece: returns its start
+    /// and its name/value separator (name `start..sep`, value
+    /// `sep + 1..pos`).
     #[inline]
-    fn at(&mut self, pos: usize, b: u8) -> Result<(), CorruptionKind> {
+    fn at(&mut self, pos: usize, b: u8) -> Result<Option<(usize, usize)>, CorruptionKind> {
         let bad = CorruptionKind::InvalidField { field: "properties" };
-        match b {
+        if b == NAME_VALUE_SEPARATOR {
             // A second one, or an empty name.
-            NAME_VALUE_SEPARATOR if self.in_value || pos == self.start => return Err(bad),
-            NAME_VALUE_SEPARATOR => self.in_value = true,
-            PROPERTY_SEPARATOR if !self.in_value => return Err(bad),
-            PROPERTY_SEPARATOR => *self = Self { start: pos + 1, in_value: false },
+            if self.sep.is_some() || pos == self.start {
+                return Err(bad);
+            }
+            self.sep = Some(pos);
+            Ok(None)
+        } else if b == PROPERTY_SEPARATOR {
+            let sep = self.sep.ok_or(bad)?;
+            let piece = (self.start, sep);
+            *self = Self { start: pos + 1, sep: None };
+            Ok(Some(piece))
+        } else {
             // Not a separator: callers pass none, and it would be part of
             // a name or value anyway.
-            _ => {}
+            Ok(None)
         }
-        Ok(())
     }
 }
 
