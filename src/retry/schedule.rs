@@ -402,9 +402,14 @@ fn deliver_level(inner: &Inner, r: &mut Run, l: usize, now: u64) -> Result<usize
             Err(Error::Corruption { .. } | Error::InvalidArgument(_)) => break,
             Err(e) => return Err(e),
         };
-        if rec.topic() != SCHEDULE_TOPIC || rec.queue_id() + 1 != l as u32 || rec.queue_offset() != at.0 {
-            // The unit does not lead to its entry: rebuild the queue from
-            // the log and look again next round.
+        let w = Waiting::scan(rec.properties_slice());
+        // The unit does not lead to its entry, or misstates its due time
+        // (the tag hash the head was planned from; units carry no checksum,
+        // and a damaged one would deliver early or late): rebuild the queue
+        // from the log, which recomputes every unit from its record, and
+        // look again next round.
+        let misplaced = rec.topic() != SCHEDULE_TOPIC || rec.queue_id() + 1 != l as u32 || rec.queue_offset() != at.0;
+        if misplaced || w.as_ref().is_some_and(|w| due_tag(w.due) != unit.tag_hash) {
             if taken == 0 {
                 crate::store::dispatch::rebuild_queue(inner, SCHEDULE_TOPIC, (l - 1) as u32)?;
                 return Ok(0);
@@ -412,22 +417,11 @@ fn deliver_level(inner: &Inner, r: &mut Run, l: usize, now: u64) -> Result<usize
             break;
         }
         // Properties that do not decode cannot be rewritten for delivery.
-        let Some(w) = Waiting::scan(rec.properties_slice()) else {
+        let Some(w) = w else {
             taken += 1;
             dropped += 1;
             continue;
         };
-        // The unit's tag hash is the due time the head was planned from.
-        // Units carry no checksum: one that disagrees with its record was
-        // damaged and would deliver early (or late). Rebuilding recomputes
-        // every unit from its record.
-        if due_tag(w.due) != unit.tag_hash {
-            if taken == 0 {
-                crate::store::dispatch::rebuild_queue(inner, SCHEDULE_TOPIC, (l - 1) as u32)?;
-                return Ok(0);
-            }
-            break;
-        }
         taken += 1;
         match copy_of(inner, &rec, &w, l, at.0, now) {
             Some(c) => copies.push(c),

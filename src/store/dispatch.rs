@@ -360,7 +360,7 @@ fn recover_queues(inner: &Inner) -> Result<()> {
     // record: a unit a crash left garbled can point into the first
     // segment's header, and was then kept as if retention had removed its
     // record, leaving an empty queue numbered past its lost message.
-    let removed_below = removed_below(inner);
+    let removed_below = inner.log.removed_below().get();
     for topic in inner.queues.topics() {
         for (queue_id, q) in inner.queues.queues_of(&topic) {
             if let Some((at, unit)) = q.last() {
@@ -440,14 +440,8 @@ fn start_after_retention(inner: &Inner, rec: &Entry<'_>) -> bool {
 fn began_before_log_start(inner: &Inner, topic: &str) -> bool {
     // A topic created on a new log has `since` inside the first segment's
     // header, below its first record, though nothing of it was removed.
-    let removed_below = removed_below(inner);
+    let removed_below = inner.log.removed_below().get();
     inner.topics.since(topic).is_some_and(|since| since < removed_below)
-}
-
-/// Retention removes whole segments: records can have been removed only
-/// below the first stored segment's base (0 on a log that never lost one).
-fn removed_below(inner: &Inner) -> u64 {
-    inner.log.removed_below().get()
 }
 
 /// Like [`dispatch_available`], but reports the first gap instead of

@@ -245,6 +245,12 @@ impl Store {
             ReadChecksums::Verify => Checksums::Verify,
             ReadChecksums::Skip => Checksums::Skip,
         };
+        // The error for a unit at `at` that does not lead to its record.
+        let damaged_unit = |at: QueueOffset, kind| Error::Corruption {
+            path: self.inner.root.join("consumequeue").join(topic).join(queue_id.to_string()),
+            offset: at.0,
+            kind,
+        };
         let mut next = offset;
         let mut count = 0;
         for (at, unit) in units {
@@ -257,7 +263,6 @@ impl Store {
                 next = at.0 + 1;
                 continue;
             }
-
             if let Some(h) = &hashes {
                 if !h.contains(&unit.tag_hash) {
                     next = at.0 + 1;
@@ -276,11 +281,10 @@ impl Store {
                     || !crate::codec::short_eq(m.topic_bytes(), topic.as_bytes())
                 {
                     misplaced = true;
-                    return Err(Error::Corruption {
-                        path: self.inner.root.join("consumequeue").join(topic).join(queue_id.to_string()),
-                        offset: at.0,
-                        kind: CorruptionKind::Misplaced { claimed: m.queue_offset().0, actual: at.0 },
-                    });
+                    return Err(damaged_unit(
+                        at,
+                        CorruptionKind::Misplaced { claimed: m.queue_offset().0, actual: at.0 },
+                    ));
                 }
                 // The tag is looked up only when a filter needs it.
                 if matches!(filter, TagFilter::All) || filter.matches_tag(m.tags()) {
@@ -305,11 +309,7 @@ impl Store {
                     // segment header, or at a segment's blank end) is as
                     // damaged as one that leads to another record.
                     if let Error::InvalidArgument(_) = e {
-                        return Err(Error::Corruption {
-                            path: self.inner.root.join("consumequeue").join(topic).join(queue_id.to_string()),
-                            offset: at.0,
-                            kind: CorruptionKind::InvalidField { field: "unit's physical offset" },
-                        });
+                        return Err(damaged_unit(at, CorruptionKind::InvalidField { field: "unit's physical offset" }));
                     }
                     return Err(e);
                 }
