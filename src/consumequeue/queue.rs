@@ -309,6 +309,11 @@ pub struct ConsumeQueue {
     pub(crate) min: AtomicU64,
     /// Next queue offset to be written; published with `Release`.
     pub(crate) max: AtomicU64,
+    /// Every unit below this offset was seen leading below the commit
+    /// log's retention floor, where [`ConsumeQueue::live_head`] resumes its
+    /// scan. Retention removes the log from its head, so this only grows;
+    /// truncation lowers it with the units it discards.
+    pub(crate) dead_below: AtomicU64,
     pub(crate) writer: Mutex<WriterState>,
     pub(crate) recovered: CqRecovery,
     /// Set by the owning [`ConsumeQueueSet`](super::ConsumeQueueSet) for all
@@ -674,6 +679,7 @@ impl ConsumeQueue {
         let point = offset.max(self.min.load(Ordering::Acquire));
         let mut files = self.files.write();
         self.max.store(point, Ordering::Release);
+        self.dead_below.fetch_min(point, Ordering::AcqRel);
         w.flushed = w.flushed.min(point);
         // `point < max`, so file `k` (the one holding `point`) exists; it is
         // kept even when `point` is its first unit.

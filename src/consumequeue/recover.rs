@@ -223,6 +223,7 @@ impl ConsumeQueue {
             files: RwLock::new(files),
             min: AtomicU64::new(min),
             max: AtomicU64::new(max),
+            dead_below: AtomicU64::new(min),
             // What was found may sit only in the page cache (the previous process
             // crashed before flushing), so the first flush covers all of it.
             writer: Mutex::new(WriterState::new(min, dir_ready)),

@@ -5,8 +5,9 @@
 //! A queue's stored range `[min_offset, max_offset)` may begin with units
 //! whose records retention removed from the commit log (files go only when
 //! every unit in them is dead, and never the last file). Its *live head*
-//! is the first unit whose record is still stored; units have strictly
-//! increasing physical offsets, so it is found by binary search.
+//! is the first unit whose record is still stored. Units have strictly
+//! increasing physical offsets, but carry no checksum, so it is found by
+//! walking forward, never by a search that would trust a unit it skips.
 
 use super::queue::ConsumeQueue;
 use crate::error::Result;
@@ -15,24 +16,30 @@ use std::sync::atomic::Ordering;
 
 impl ConsumeQueue {
     /// The first queue offset whose record starts at or after `log_min`
-    /// (the commit log's first stored offset); `max_offset` when none does.
+    /// (the commit log's retention floor); `max_offset` when none does.
+    /// `log_min` must not fall from one call to the next (retention only
+    /// raises the floor): units found dead are not read again.
+    ///
+    /// Walks forward from where the last call stopped and stops at the
+    /// first unit that looks live. Units carry no checksum, and a unit
+    /// damaged to look dead may sit anywhere in the live range: a binary
+    /// search could land on it and step over every live unit before it,
+    /// whereas stopping at the first live-looking unit never passes the
+    /// true head (a unit wrongly looking live only stops the walk early,
+    /// and reading its record reports the damage). Each dead unit is read
+    /// about once per process; after retention the dead run is at most
+    /// about one file, since files wholly dead are removed.
     #[must_use]
     pub fn live_head(&self, log_min: u64) -> QueueOffset {
-        let (mut lo, mut hi) = (self.min_offset().0, self.max_offset().0);
-        // Fast path: nothing of this queue was removed.
-        if self.get(QueueOffset(lo)).is_none_or(|u| u.physical_offset.0 >= log_min) {
-            return QueueOffset(lo);
+        let files = self.files.read();
+        let max = self.max.load(Ordering::Acquire);
+        let mut at = self.min.load(Ordering::Acquire).max(self.dead_below.load(Ordering::Acquire));
+        // `None`: truncated concurrently (recovery only): stop at what we know.
+        while at < max && self.unit_locked(&files, at, max).is_some_and(|u| u.physical_offset.0 < log_min) {
+            at += 1;
         }
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match self.get(QueueOffset(mid)) {
-                Some(u) if u.physical_offset.0 < log_min => lo = mid + 1,
-                Some(_) => hi = mid,
-                // Concurrently truncated (recovery only): stop at what we know.
-                None => break,
-            }
-        }
-        QueueOffset(lo)
+        self.dead_below.fetch_max(at, Ordering::AcqRel);
+        QueueOffset(at)
     }
 
     /// The first offset the queue would keep if its files wholly below
@@ -100,6 +107,40 @@ impl ConsumeQueue {
 mod tests {
     use crate::consumequeue::queue::queue_dir;
     use crate::consumequeue::queue::tests::{fill, open};
+    use crate::offset::QueueOffset;
+    use std::path::Path;
+
+    /// Writes physical offset `physical` over unit `at` of a queue with
+    /// four units per file, behind the queue's back (a damaged unit).
+    fn damage(root: &Path, at: u64, physical: u64) {
+        let path = queue_dir(root, "TopicTest", 3).join(format!("{:020}", at / 4 * 4));
+        let mut b = std::fs::read(&path).unwrap();
+        let i = usize::try_from(at % 4 * 20).unwrap();
+        b[i..i + 8].copy_from_slice(&physical.to_be_bytes());
+        std::fs::write(&path, &b).unwrap();
+    }
+
+    /// Units are `1000 + 100 i`. A unit in the live range damaged to look
+    /// dead does not move the live head past the live units before it (a
+    /// binary search probes it first and answers 7), and a later call
+    /// resumes where the last one stopped.
+    #[test]
+    fn a_damaged_unit_in_the_live_range_hides_nothing_before_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let q = open(tmp.path(), 4);
+        fill(&q, 12);
+        damage(tmp.path(), 6, 1000);
+        assert_eq!(q.get(QueueOffset(6)).map(|u| u.physical_offset.0), Some(1000));
+        assert_eq!(q.live_head(1250), QueueOffset(3), "units 3, 4 and 5 lead to stored records");
+        assert_eq!(q.live_head(1450), QueueOffset(5));
+        assert_eq!(q.dead_below.load(std::sync::atomic::Ordering::Acquire), 5);
+        // Truncation takes the remembered position down with the units.
+        q.truncate_from(QueueOffset(4)).unwrap();
+        assert_eq!(q.live_head(1450), QueueOffset(4));
+        fill(&q, 12);
+        assert_eq!(q.live_head(1250), QueueOffset(4));
+        assert_eq!(q.live_head(0), QueueOffset(4), "every unit below 4 was seen dead");
+    }
 
     /// Units are `1000 + 100 i`, four per file. A file goes only when every
     /// unit of it leads below the floor, even if its last unit was damaged
@@ -113,11 +154,8 @@ mod tests {
         assert_eq!(q.head_after_removal(1550), 4);
         assert_eq!(q.head_after_removal(1800), 8);
         // Unit 7 (the second file's last, 1700) now says 1000.
-        let path = queue_dir(tmp.path(), "TopicTest", 3).join(format!("{:020}", 4));
-        let mut b = std::fs::read(&path).unwrap();
-        b[3 * 20..3 * 20 + 8].copy_from_slice(&1000u64.to_be_bytes());
-        std::fs::write(&path, &b).unwrap();
-        assert_eq!(q.get(crate::offset::QueueOffset(7)).map(|u| u.physical_offset.0), Some(1000));
+        damage(tmp.path(), 7, 1000);
+        assert_eq!(q.get(QueueOffset(7)).map(|u| u.physical_offset.0), Some(1000));
         assert_eq!(q.head_after_removal(1550), 4, "unit 6 (1600) still leads to a stored record");
         assert_eq!(q.head_after_removal(1800), 8);
     }

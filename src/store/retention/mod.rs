@@ -268,7 +268,9 @@ pub(crate) fn run(inner: &Inner, mode: Retention) -> Result<RetentionReport> {
 /// queue's end, undelivered delay levels, a connected replica.
 fn holders(inner: &Inner) -> Result<Vec<Holder>> {
     let mut out = Vec::new();
-    let log_min = inner.log.min_offset().get();
+    // The same floor as reads: a unit pointing into a segment header is
+    // damaged, not removed, and must not be remembered as dead.
+    let log_min = inner.log.removed_below().get();
     let at = |topic: &str, queue_id: u32, offset: u64| {
         let q = inner.queues.queue(topic, queue_id)?;
         if offset >= q.max_offset().0 {
