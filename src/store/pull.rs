@@ -251,17 +251,24 @@ impl Store {
             offset: at.0,
             kind,
         };
+        // ... and for one that leads nowhere a record could be.
+        let bad_pointer = |at| damaged_unit(at, CorruptionKind::InvalidField { field: "unit's physical offset" });
         let mut next = offset;
         let mut count = 0;
         for (at, unit) in units {
             if count >= max {
                 break;
             }
-            // The record is gone from the commit log (its segment was
-            // removed): nothing to deliver; move on rather than stall.
+            // A unit whose record retention removed would have answered
+            // `OffsetIllegal` above, had it come first; physical offsets
+            // increase along a queue, so one after a stored record's unit
+            // is damaged, not removed (stepping over it would hide its
+            // message).
             if unit.physical_offset < removed_below {
-                next = at.0 + 1;
-                continue;
+                if count > 0 {
+                    break;
+                }
+                return Err(bad_pointer(at));
             }
             if let Some(h) = &hashes {
                 if !h.contains(&unit.tag_hash) {
@@ -309,7 +316,7 @@ impl Store {
                     // segment header, or at a segment's blank end) is as
                     // damaged as one that leads to another record.
                     if let Error::InvalidArgument(_) = e {
-                        return Err(damaged_unit(at, CorruptionKind::InvalidField { field: "unit's physical offset" }));
+                        return Err(bad_pointer(at));
                     }
                     return Err(e);
                 }
