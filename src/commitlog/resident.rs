@@ -8,8 +8,11 @@
 //! [`RELEASE_INTERVAL`], the page-table entries of every page below the
 //! flushed offset except the last [`KEEP_BEHIND_BYTES`] (see
 //! [`MappedRegion::release`](crate::storage::MappedRegion::release)): the
-//! pages stay in the page cache, and a later read faults them in again for
-//! about 45 ns per 4 KiB page (fault-around maps 16 at a time). So the
+//! pages stay in the page cache, and a later read faults them in again
+//! (fault-around maps 16 at a time) for 180-320 ns per 4 KiB page on the
+//! development VM; `MADV_POPULATE_READ` ahead of a reader costs about the
+//! same per page, so readers do not prefault. A reader more than the kept
+//! window behind the writer pays this once per page it reads. So the
 //! store's commit-log resident set is bounded by the kept window, the
 //! prefault window ahead of the writer, the bytes written between two
 //! flushes, and what readers touched since the last release.
