@@ -511,3 +511,47 @@ fn a_live_unit_damaged_to_look_removed_is_repaired_not_stepped_over() {
     assert_eq!(readable(&store), left);
     store.close().unwrap();
 }
+
+/// The same for a delay level's queue: entries whose records retention
+/// removed are dropped, but a live entry's unit damaged to point below
+/// the floor is rebuilt from the log and the message still delivered.
+#[test]
+fn a_live_schedule_unit_damaged_to_look_removed_is_still_delivered() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fx = Fixture::new();
+    let store = fx.open(dir.path());
+    store.create_topic(TopicConfig::new(TOPIC, QUEUES)).unwrap();
+    // Level 18 waits two hours. Four entries before retention (their
+    // records go: forced), four after it.
+    let delayed = |from: u64| {
+        for i in from..from + 4 {
+            store.send(Message::new(TOPIC, body(i)).with_delay_level(18)).unwrap();
+        }
+    };
+    delayed(1000);
+    send(&store, 0, 140);
+    fx.disk.set(87);
+    let r = store.run_retention(Retention::Forced).unwrap();
+    assert!(r.overridden.iter().any(|h| matches!(h, Holder::Delayed { level: 18, .. })), "{r:?}");
+    fx.disk.set(10);
+    delayed(2000);
+    store.commit_log().flush().unwrap();
+    // Entry 5 (the second after retention) now points at offset 0.
+    let file = dir.path().join("consumequeue").join("SCHEDULE_TOPIC_XXXX").join("17").join(format!("{:020}", 0));
+    let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    f.write_all_at(&0u64.to_be_bytes(), 5 * 20).unwrap();
+    drop(f);
+    fx.clock.advance_ms(2 * HOUR_MS + 1000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let want: Vec<u64> = (2000..2004).collect();
+    loop {
+        let got: Vec<u64> = readable(&store).into_iter().filter(|n| *n >= 1000).collect();
+        if got == want {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "delivered {got:?}, want {want:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    store.close().unwrap();
+}

@@ -372,13 +372,19 @@ fn deliver_level(inner: &Inner, r: &mut Run, l: usize, now: u64) -> Result<usize
         if at.0 != from + i as u64 || (i > 0 && unit.tag_hash > now) {
             break;
         }
-        // Retention removed the record.
-        if unit.physical_offset < removed_below {
+        // Below the level's live head, retention removed the record. Past
+        // it (physical offsets increase along a queue) a unit pointing
+        // there is damaged, and is handled as one leading to no record.
+        let read = if unit.physical_offset >= removed_below {
+            inner.log.read(unit.physical_offset)
+        } else if at.0 < q.live_head(removed_below.get()).0 {
             taken += 1;
             dropped += 1;
             continue;
-        }
-        let rec = match inner.log.read(unit.physical_offset) {
+        } else {
+            Err(Error::InvalidArgument(format!("schedule unit {} points below the retention floor", at.0)))
+        };
+        let rec = match read {
             Ok(rec) => rec,
             // Either the unit is damaged (derived data: it leads to no
             // record, and rebuilding the queue from the log recomputes it)
