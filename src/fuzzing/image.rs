@@ -2,27 +2,34 @@
 //! changed by a fuzz-chosen list of file mutations, then read offline,
 //! opened and read in full.
 //!
-//! The base image is built once per process, in memory, with a manual
+//! Each base image is built once per process, in memory, with a manual
 //! clock: two generations of the same store (closed after 24 messages,
 //! then reopened, given 24 more and closed), so "an older copy put back"
-//! is one of the mutations. Its layout is fixed by the code below (the
-//! same files at the same offsets every run; only the random part of the
-//! message ids differs), so a corpus input means the same damage on every
-//! replay.
+//! is one of the mutations. [`BaseImage::Retained`] reopens that store
+//! once more with the clock 2 s on, runs a forced retention round that
+//! removes the older segments (the consume queues then begin with units
+//! whose records are gone, and a group's committed offset lies below
+//! them), sends 12 more messages and closes; its older copies are the
+//! files from before retention. The layout is fixed by the code below
+//! (the same files at the same offsets every run; only the random part of
+//! the message ids differs), so a corpus input means the same damage on
+//! every replay.
 
 use super::{put_file, root};
 use crate::commitlog::{CommitLogOptions, COMMITLOG_DIR};
 use crate::error::{Error, Result};
 use crate::index::IndexFileSize;
 use crate::message::Message;
+use crate::offset::QueueOffset;
 use crate::storage::{read_full_at, OpenMode, SimStorage, Storage};
-use crate::store::{Store, StoreOptions, StoreView, TagFilter};
+use crate::store::{Retention, RetentionOptions, Store, StoreOptions, StoreView, TagFilter};
 use crate::topic::TopicConfig;
 use crate::ManualClock;
 use arbitrary::{Arbitrary, Unstructured};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 /// Most mutations applied from one input.
 const MAX_MUTATIONS: usize = 16;
@@ -34,6 +41,24 @@ const TOPICS: [(&str, u32); 2] = [("orders", 2), ("events", 1)];
 const PER_GENERATION: usize = 24;
 /// Consumer group with committed offsets in the base store.
 const GROUP: &str = "fuzz-group";
+/// Messages sent after retention in [`BaseImage::Retained`].
+const AFTER_RETENTION: usize = 12;
+/// The manual clock of the two generations.
+const T0: u64 = 1_700_000_000_000;
+/// The clock of the retained image: past the retention's reserved time
+/// (1 s), short of every delayed message's due time (level 3, 10 s), so
+/// nothing is delivered during a run.
+const T_RETAINED: u64 = T0 + 2_000;
+
+/// Which base image a plan damages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaseImage {
+    /// Two generations of a store; the older copies are the first's.
+    TwoGenerations,
+    /// The two generations after a forced retention round and 12 more
+    /// messages; the older copies are the files from before retention.
+    Retained,
+}
 
 /// One change to the base image. File numbers index the sorted list of
 /// the image's files, modulo its length; positions are taken modulo the
@@ -132,6 +157,13 @@ pub struct ImageReport {
     /// Messages of the base image missing although only derived files were
     /// damaged (counted only then): they must be rebuilt with zero loss.
     pub lost: u64,
+    /// Base messages not read although only derived files were damaged,
+    /// whose own unit reads as removed by retention with every unit before
+    /// it in its queue: a damaged unit at the head of a trimmed queue
+    /// looks exactly like retention (units carry no checksum), so this is
+    /// the format's limit, not a loss. Anywhere else such a unit is
+    /// detected (units' physical offsets increase) and repaired.
+    pub hidden: u64,
     /// Served data that contradicts the request or the base image (a
     /// message at the wrong queue position, a body that was never sent).
     /// Must be empty.
@@ -143,29 +175,45 @@ type Files = BTreeMap<PathBuf, Vec<u8>>;
 
 #[derive(Debug)]
 struct Base {
+    /// The older copies ([`Plan::first_generation`] starts from them).
     first: Files,
     second: Files,
-    /// Per (topic, queue id, queue offset): the body sent there. Also the
-    /// oracle for first-generation images: the clock never moves, so no
-    /// delayed message is due and nothing else may take these positions
-    /// (a damaged schedule unit that delivered early would).
+    /// Per (topic, queue id, queue offset): the body sent there and still
+    /// stored. Also the oracle for the older copies: the clock never
+    /// moves, so no delayed message is due and nothing else may take these
+    /// positions (a damaged schedule unit that delivered early would).
     sent: BTreeMap<(String, u32, u64), Vec<u8>>,
     /// Keys sent (one per message) and the unique ids of a few messages.
     keys: Vec<(String, String)>,
     ids: Vec<String>,
 }
 
-/// Paths and lengths of the files of the base image's second generation
-/// (the file numbers of [`Mutation`] index this list).
+/// Paths and lengths of the files of the two-generation base image (the
+/// file numbers of [`Mutation`] index this list).
 pub fn base_files() -> Result<Vec<(PathBuf, usize)>> {
-    Ok(base()?.second.iter().map(|(p, b)| (p.clone(), b.len())).collect())
+    base_files_of(BaseImage::TwoGenerations)
+}
+
+/// Paths and lengths of the files of a base image.
+pub fn base_files_of(kind: BaseImage) -> Result<Vec<(PathBuf, usize)>> {
+    Ok(base(kind)?.second.iter().map(|(p, b)| (p.clone(), b.len())).collect())
 }
 
 /// Decodes a [`Plan`] from `data` and runs [`run_plan`].
 pub fn store_image(data: &[u8]) -> Result<ImageReport> {
+    store_image_of(BaseImage::TwoGenerations, data)
+}
+
+/// Decodes a [`Plan`] from `data` and runs it on base image `kind`.
+pub fn store_image_of(kind: BaseImage, data: &[u8]) -> Result<ImageReport> {
     let plan = Plan::arbitrary_take_rest(Unstructured::new(data))
         .map_err(|e| Error::InvalidArgument(format!("not a plan: {e}")))?;
-    run_plan(&plan)
+    run_plan_on(kind, &plan)
+}
+
+/// [`run_plan_on`] the two-generation base image.
+pub fn run_plan(plan: &Plan) -> Result<ImageReport> {
+    run_plan_on(BaseImage::TwoGenerations, plan)
 }
 
 /// Builds the damaged image `plan` describes, reads it with [`StoreView`]
@@ -174,84 +222,139 @@ pub fn store_image(data: &[u8]) -> Result<ImageReport> {
 /// successful open every queue is pulled from its minimum to its maximum,
 /// the commit log is iterated, keys and ids are queried and a message is
 /// sent, and the report says what was found.
-pub fn run_plan(plan: &Plan) -> Result<ImageReport> {
-    let base = base()?;
+pub fn run_plan_on(kind: BaseImage, plan: &Plan) -> Result<ImageReport> {
+    let base = base(kind)?;
     let (files, primary_touched) = apply(base, plan);
     let sim = Arc::new(SimStorage::new());
     for (path, bytes) in &files {
         put_file(sim.as_ref(), path, bytes)?;
     }
     read_offline(&sim, base);
-    let store = Store::open(root(), options(sim))?;
+    let store = Store::open(root(), options(sim, kind))?;
     let mut report = ImageReport::default();
     read_all(&store, base, &mut report);
     if !primary_touched {
-        report.lost = count_lost(&store, base);
+        (report.lost, report.hidden) = count_lost(&store, base);
     }
     let _ = store.send(Message::new("orders", "after").with_keys(["after"]));
     let _ = store.close();
     Ok(report)
 }
 
-fn options(sim: Arc<SimStorage>) -> StoreOptions {
+fn options(sim: Arc<SimStorage>, kind: BaseImage) -> StoreOptions {
+    let now = match kind {
+        BaseImage::TwoGenerations => T0,
+        BaseImage::Retained => T_RETAINED,
+    };
     let log = CommitLogOptions::default()
         .segment_size(8 << 10)
         .max_record_size(2 << 10)
         .storage(sim)
-        .clock(Arc::new(ManualClock::new(1_700_000_000_000)));
-    StoreOptions::default()
+        .clock(Arc::new(ManualClock::new(now)));
+    let opts = StoreOptions::default()
         .commit_log_options(log)
         .max_body_size(1 << 10)
         .max_properties_size(512)
         .consume_queue_units_per_file(4)
-        .index_file_size(IndexFileSize { slots: 16, max_entries: 16 })
+        .index_file_size(IndexFileSize { slots: 16, max_entries: 16 });
+    match kind {
+        BaseImage::TwoGenerations => opts,
+        // Retention runs only when the build asks for it: a periodic round
+        // during a run would remove more and make the oracle racy.
+        BaseImage::Retained => opts.retention(
+            RetentionOptions::default().reserved_time(Duration::from_secs(1)).interval(Duration::from_secs(3600)),
+        ),
+    }
 }
 
-/// The base image, built on first use.
-fn base() -> Result<&'static Base> {
-    static BASE: OnceLock<std::result::Result<Base, String>> = OnceLock::new();
-    BASE.get_or_init(|| build_base().map_err(|e| e.to_string()))
+/// A base image, built on first use.
+fn base(kind: BaseImage) -> Result<&'static Base> {
+    type Built = OnceLock<std::result::Result<Base, String>>;
+    static TWO: Built = OnceLock::new();
+    static RETAINED: Built = OnceLock::new();
+    let cell = match kind {
+        BaseImage::TwoGenerations => &TWO,
+        BaseImage::Retained => &RETAINED,
+    };
+    cell.get_or_init(|| build_base(kind).map_err(|e| e.to_string()))
         .as_ref()
         .map_err(|e| Error::InvalidArgument(format!("building the base image failed: {e}")))
 }
 
-fn build_base() -> Result<Base> {
-    let sim = Arc::new(SimStorage::new());
-    let mut sent = BTreeMap::new();
-    let mut keys = Vec::new();
-    let mut ids = Vec::new();
-    let mut first = Files::new();
-    for generation in 0..2 {
-        let store = Store::open(root(), options(sim.clone()))?;
-        for (name, queues) in TOPICS {
-            store.create_topic(TopicConfig::new(name, queues))?;
-        }
-        for i in 0..PER_GENERATION {
-            let n = generation * PER_GENERATION + i;
+/// What the build sent: the base's oracle, with where each record went.
+#[derive(Default)]
+struct Sent {
+    sent: BTreeMap<(String, u32, u64), Vec<u8>>,
+    /// The commit-log offset of each entry of `sent`.
+    physical: BTreeMap<(String, u32, u64), u64>,
+    keys: Vec<(String, String)>,
+    ids: Vec<String>,
+}
+
+impl Sent {
+    /// Sends messages `from..to` (message `n` has key `key-n` and a body
+    /// of its own; one in 11 is delayed and not expected in its topic).
+    fn send(&mut self, store: &Store, from: usize, to: usize) -> Result<()> {
+        for n in from..to {
             let (topic, queues) = TOPICS[n % TOPICS.len()];
             let key = format!("key-{n}");
             let body = format!("body {n} {}", "x".repeat(n * 7 % 300));
             let msg = Message::new(topic, body.clone().into_bytes()).with_tags(["TagA", "TagB"][n % 2]);
             let msg = msg.with_keys([key.clone()]);
-            let msg = if n % 11 == 5 { msg.with_delay_level(3) } else { msg };
+            let delayed = n % 11 == 5;
+            let msg = if delayed { msg.with_delay_level(3) } else { msg };
             let r = store.send(msg)?;
-            if n % 11 != 5 {
+            if !delayed {
                 debug_assert!(r.queue_id < queues);
-                sent.insert((topic.to_string(), r.queue_id, r.queue_offset), body.into_bytes());
-                keys.push((topic.to_string(), key));
+                let at = (topic.to_string(), r.queue_id, r.queue_offset);
+                self.physical.insert(at.clone(), r.physical_offset.get());
+                self.sent.insert(at, body.into_bytes());
+                self.keys.push((topic.to_string(), key));
             }
             if n.is_multiple_of(8) {
-                ids.push(r.msg_id.into());
-                ids.push(r.offset_msg_id.into());
+                self.ids.push(r.msg_id.into());
+                self.ids.push(r.offset_msg_id.into());
             }
         }
+        Ok(())
+    }
+}
+
+fn build_base(kind: BaseImage) -> Result<Base> {
+    let sim = Arc::new(SimStorage::new());
+    let mut sent = Sent::default();
+    let mut first = Files::new();
+    for generation in 0..2 {
+        let store = Store::open(root(), options(sim.clone(), BaseImage::TwoGenerations))?;
+        for (name, queues) in TOPICS {
+            store.create_topic(TopicConfig::new(name, queues))?;
+        }
+        sent.send(&store, generation * PER_GENERATION, (generation + 1) * PER_GENERATION)?;
         store.commit_offset(GROUP, "orders", 0, 2 + generation as u64)?;
         store.persist_offsets()?;
         store.close()?;
-        if generation == 0 {
+        if generation == 0 || kind == BaseImage::Retained {
             first = snapshot(sim.as_ref())?;
         }
     }
+    if kind == BaseImage::Retained {
+        let store = Store::open(root(), options(sim.clone(), kind))?;
+        // Forced: the group's offset and the delayed messages hold the
+        // older segments.
+        let report = store.run_retention(Retention::Forced)?;
+        let Some(floor) = report.removed.iter().map(|s| s.end).max() else {
+            return Err(Error::InvalidArgument("retention removed nothing from the base image".into()));
+        };
+        // What retention removed is no longer expected anywhere.
+        let gone: Vec<_> = sent.physical.iter().filter(|(_, &p)| p < floor).map(|(at, _)| at.clone()).collect();
+        for at in gone {
+            sent.sent.remove(&at);
+        }
+        let from = 2 * PER_GENERATION;
+        sent.send(&store, from, from + AFTER_RETENTION)?;
+        store.close()?;
+    }
+    let Sent { sent, keys, ids, .. } = sent;
     Ok(Base { first, second: snapshot(sim.as_ref())?, sent, keys, ids })
 }
 
@@ -289,7 +392,7 @@ fn apply(base: &Base, plan: &Plan) -> (Files, bool) {
             touched.push(path);
         }
     }
-    // The first generation lacks the second's messages: count no losses.
+    // The older copies lack the newer messages: count no losses.
     let primary_touched = plan.first_generation || touched.iter().any(|p| is_primary(p));
     (files, primary_touched)
 }
@@ -460,16 +563,58 @@ fn read_all(store: &Store, base: &Base, report: &mut ImageReport) {
     let _ = store.committed_offset(GROUP, "orders", 0);
 }
 
-/// Base messages no longer readable at their position.
-fn count_lost(store: &Store, base: &Base) -> u64 {
-    let mut lost = 0;
+/// Base messages no longer readable at their position, or missed by a
+/// consumer that starts at offset 0 and follows each pull's next offset
+/// (moving past units whose records retention removed): `(lost, hidden)`,
+/// see [`ImageReport::hidden`].
+fn count_lost(store: &Store, base: &Base) -> (u64, u64) {
+    let mut queues: BTreeMap<(&str, u32), BTreeMap<u64, Vec<u8>>> = BTreeMap::new();
+    for (topic, queue_id) in base.sent.keys().map(|(t, q, _)| (t.as_str(), *q)) {
+        queues.entry((topic, queue_id)).or_insert_with(|| consume_all(store, topic, queue_id));
+    }
+    let (mut lost, mut hidden) = (0, 0);
     for ((topic, queue_id, off), body) in &base.sent {
         let got = store.pull(topic, *queue_id, *off, 1, &TagFilter::All);
         let ok = got
             .is_ok_and(|r| r.messages.first().is_some_and(|m| m.queue_offset().0 == *off && m.body()[..] == body[..]));
-        if !ok {
+        let consumed = queues.get(&(topic.as_str(), *queue_id)).and_then(|q| q.get(off));
+        if ok && consumed == Some(body) {
+            continue;
+        }
+        if in_removed_head(store, topic, *queue_id, *off) {
+            hidden += 1;
+        } else {
             lost += 1;
         }
     }
-    lost
+    (lost, hidden)
+}
+
+/// Whether the unit at `off`, and every unit before it in the queue, read
+/// as leading to records retention removed.
+fn in_removed_head(store: &Store, topic: &str, queue_id: u32, off: u64) -> bool {
+    let floor = store.inner.log.removed_below();
+    store.inner.queues.queue(topic, queue_id).is_some_and(|q| {
+        (q.min_offset().0..=off).all(|i| q.get(QueueOffset(i)).is_some_and(|u| u.physical_offset < floor))
+    })
+}
+
+/// Every message a consumer of one queue gets, by queue offset, starting
+/// at 0 and following each pull's next offset to the queue's end.
+fn consume_all(store: &Store, topic: &str, queue_id: u32) -> BTreeMap<u64, Vec<u8>> {
+    let mut got = BTreeMap::new();
+    let mut at = 0;
+    // Each pull moves forward or ends the walk (at the end a pull answers
+    // `NoNewMessage` at the same offset), so this is bounded by the
+    // queue's length.
+    while let Ok(r) = store.pull(topic, queue_id, at, 32, &TagFilter::All) {
+        for m in &r.messages {
+            got.insert(m.queue_offset().0, m.body().to_vec());
+        }
+        if r.next_offset <= at {
+            break;
+        }
+        at = r.next_offset;
+    }
+    got
 }

@@ -29,7 +29,10 @@ mod image;
 mod metadata;
 
 pub use codecs::{checkpoint, consume_queue, index_file, record};
-pub use image::{base_files, run_plan, store_image, ImageReport, Mutation, Plan};
+pub use image::{
+    base_files, base_files_of, run_plan, run_plan_on, store_image, store_image_of, BaseImage, ImageReport, Mutation,
+    Plan,
+};
 pub use metadata::{metadata, METADATA_KINDS};
 
 use crate::error::{Error, Result};
