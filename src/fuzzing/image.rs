@@ -594,8 +594,10 @@ fn count_lost(store: &Store, base: &Base) -> (u64, u64) {
 /// as leading to records retention removed.
 fn in_removed_head(store: &Store, topic: &str, queue_id: u32, off: u64) -> bool {
     let floor = store.inner.log.removed_below();
+    // A queue starting past `off` has lost it, whatever its units say.
     store.inner.queues.queue(topic, queue_id).is_some_and(|q| {
-        (q.min_offset().0..=off).all(|i| q.get(QueueOffset(i)).is_some_and(|u| u.physical_offset < floor))
+        q.min_offset().0 <= off
+            && (q.min_offset().0..=off).all(|i| q.get(QueueOffset(i)).is_some_and(|u| u.physical_offset < floor))
     })
 }
 
