@@ -484,6 +484,14 @@ fn the_real_file_system_reports_usage_as_df_does() {
     assert!(u.used_percent().abs_diff(df) <= 1, "ours {} %, df {df} %", u.used_percent());
 }
 
+/// Points unit `i` of consume-queue file `file` at offset 0, behind the
+/// open store's back (the mapping sees it).
+fn zero_unit(file: &Path, i: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    f.write_all_at(&0u64.to_be_bytes(), i * 20).unwrap();
+}
+
 /// After retention, a live unit damaged (while the store is open) to point
 /// below the floor is not taken for a removed record: units' physical
 /// offsets increase, so the pull reports it, the queue is rebuilt from the
@@ -491,7 +499,6 @@ fn the_real_file_system_reports_usage_as_df_does() {
 /// reading the queue through.
 #[test]
 fn a_live_unit_damaged_to_look_removed_is_repaired_not_stepped_over() {
-    use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();
     let fx = Fixture::new();
     let left = retained_store(dir.path(), &fx);
@@ -502,9 +509,7 @@ fn a_live_unit_damaged_to_look_removed_is_repaired_not_stepped_over() {
     let expected = store.pull(TOPIC, 0, at, 1, &TagFilter::All).unwrap().messages[0].body().to_vec();
     // Units per file 16: the file named by the first offset of its group.
     let file = dir.path().join("consumequeue").join(TOPIC).join("0").join(format!("{:020}", at / 16 * 16));
-    let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
-    f.write_all_at(&0u64.to_be_bytes(), at % 16 * 20).unwrap();
-    drop(f);
+    zero_unit(&file, at % 16);
     let r = store.pull(TOPIC, 0, at, 1, &TagFilter::All).unwrap();
     assert_eq!(r.status, PullStatus::Found);
     assert!(r.messages.first().is_some_and(|m| m.queue_offset().0 == at && m.body() == &expected[..]));
@@ -517,7 +522,6 @@ fn a_live_unit_damaged_to_look_removed_is_repaired_not_stepped_over() {
 /// the floor is rebuilt from the log and the message still delivered.
 #[test]
 fn a_live_schedule_unit_damaged_to_look_removed_is_still_delivered() {
-    use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();
     let fx = Fixture::new();
     let store = fx.open(dir.path());
@@ -539,9 +543,7 @@ fn a_live_schedule_unit_damaged_to_look_removed_is_still_delivered() {
     store.commit_log().flush().unwrap();
     // Entry 5 (the second after retention) now points at offset 0.
     let file = dir.path().join("consumequeue").join("SCHEDULE_TOPIC_XXXX").join("17").join(format!("{:020}", 0));
-    let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
-    f.write_all_at(&0u64.to_be_bytes(), 5 * 20).unwrap();
-    drop(f);
+    zero_unit(&file, 5);
     fx.clock.advance_ms(2 * HOUR_MS + 1000);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let want: Vec<u64> = (2000..2004).collect();
