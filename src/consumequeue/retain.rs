@@ -10,13 +10,16 @@
 //! walking forward, never by a search that would trust a unit it skips.
 
 use super::queue::ConsumeQueue;
+use super::CqUnit;
+use crate::commitlog::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::error::Result;
 use crate::offset::QueueOffset;
 use std::sync::atomic::Ordering;
 
 impl ConsumeQueue {
-    /// The first queue offset whose record starts at or after `log_min`
-    /// (the commit log's retention floor); `max_offset` when none does.
+    /// The first queue offset whose unit could not lead to a record below
+    /// `log_min` (the commit log's retention floor, see
+    /// [`could_be_removed`]); `max_offset` when there is none.
     /// `log_min` must not fall from one call to the next (retention only
     /// raises the floor): units found dead are not read again.
     ///
@@ -35,13 +38,29 @@ impl ConsumeQueue {
         let max = self.max.load(Ordering::Acquire);
         let mut at = self.min.load(Ordering::Acquire).max(self.dead_below.load(Ordering::Acquire));
         // `None`: truncated concurrently (recovery only): stop at what we know.
-        while at < max && self.unit_locked(&files, at, max).is_some_and(|u| u.physical_offset.0 < log_min) {
+        while at < max && self.unit_locked(&files, at, max).is_some_and(|u| could_be_removed(&u, log_min)) {
             at += 1;
         }
         self.dead_below.fetch_max(at, Ordering::AcqRel);
         QueueOffset(at)
     }
+}
 
+/// Whether `u` can be the unit of a record that retention removed below
+/// `floor`, a segment base: the record lies wholly below it (records never
+/// cross segments), starts past the first segment's header (no record
+/// starts below it) and is at least a record header long. A unit failing
+/// this is damaged (a zeroed unit, say): a walk stops at it, and reading
+/// it reports the damage, so the queue is rebuilt instead of the unit
+/// being taken for a removed record.
+pub(crate) fn could_be_removed(u: &CqUnit, floor: u64) -> bool {
+    let (p, size) = (u.physical_offset.get(), u64::from(u.size));
+    p >= SEGMENT_HEADER_LEN as u64
+        && size >= RECORD_HEADER_LEN as u64
+        && p.checked_add(size).is_some_and(|end| end <= floor)
+}
+
+impl ConsumeQueue {
     /// The first offset the queue would keep if its files wholly below
     /// `log_min` were removed: the first unit of the first file that holds
     /// a live unit, or of the last file (never removed).
@@ -131,15 +150,31 @@ mod tests {
         fill(&q, 12);
         damage(tmp.path(), 6, 1000);
         assert_eq!(q.get(QueueOffset(6)).map(|u| u.physical_offset.0), Some(1000));
-        assert_eq!(q.live_head(1250), QueueOffset(3), "units 3, 4 and 5 lead to stored records");
-        assert_eq!(q.live_head(1450), QueueOffset(5));
+        assert_eq!(q.live_head(1300), QueueOffset(3), "units 3, 4 and 5 lead to stored records");
+        assert_eq!(q.live_head(1500), QueueOffset(5));
         assert_eq!(q.dead_below.load(std::sync::atomic::Ordering::Acquire), 5);
         // Truncation takes the remembered position down with the units.
         q.truncate_from(QueueOffset(4)).unwrap();
-        assert_eq!(q.live_head(1450), QueueOffset(4));
+        assert_eq!(q.live_head(1500), QueueOffset(4));
         fill(&q, 12);
-        assert_eq!(q.live_head(1250), QueueOffset(4));
+        assert_eq!(q.live_head(1300), QueueOffset(4));
         assert_eq!(q.live_head(0), QueueOffset(4), "every unit below 4 was seen dead");
+    }
+
+    /// A dead-looking unit that no removed record could have (zeroed, or
+    /// crossing the floor, a segment base) stops the walk: reading it
+    /// reports the damage instead of the walk stepping over it.
+    #[test]
+    fn the_walk_stops_at_a_unit_no_removed_record_could_have() {
+        let tmp = tempfile::tempdir().unwrap();
+        let q = open(tmp.path(), 4);
+        fill(&q, 12);
+        damage(tmp.path(), 1, 0);
+        assert_eq!(q.live_head(1300), QueueOffset(1), "offset 0 is inside the first segment's header");
+        let tmp = tempfile::tempdir().unwrap();
+        let q = open(tmp.path(), 4);
+        fill(&q, 12);
+        assert_eq!(q.live_head(1250), QueueOffset(2), "unit 2 (1200 + 100) would cross the floor");
     }
 
     /// Units are `1000 + 100 i`, four per file. A file goes only when every
