@@ -18,8 +18,11 @@ use std::sync::atomic::Ordering;
 
 impl ConsumeQueue {
     /// The first queue offset whose unit could not lead to a record below
-    /// `log_min` (the commit log's retention floor, see
-    /// [`could_be_removed`]); `max_offset` when there is none.
+    /// `log_min` (the commit log's retention floor): one pointing at or
+    /// past it, or one no removed record could have (starting inside the
+    /// log's first segment header, shorter than a record header, or
+    /// crossing the floor), which is damaged; `max_offset` when there is
+    /// none.
     /// `log_min` must not fall from one call to the next (retention only
     /// raises the floor): units found dead are not read again.
     ///
