@@ -484,12 +484,12 @@ fn the_real_file_system_reports_usage_as_df_does() {
     assert!(u.used_percent().abs_diff(df) <= 1, "ours {} %, df {df} %", u.used_percent());
 }
 
-/// Points unit `i` of consume-queue file `file` at offset 0, behind the
-/// open store's back (the mapping sees it).
-fn zero_unit(file: &Path, i: u64) {
+/// Points unit `i` of consume-queue file `file` at commit-log offset
+/// `physical`, behind the open store's back (the mapping sees it).
+fn point_unit(file: &Path, i: u64, physical: u64) {
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
-    f.write_all_at(&0u64.to_be_bytes(), i * 20).unwrap();
+    f.write_all_at(&physical.to_be_bytes(), i * 20).unwrap();
 }
 
 /// After retention, a live unit damaged (while the store is open) to point
@@ -509,7 +509,7 @@ fn a_live_unit_damaged_to_look_removed_is_repaired_not_stepped_over() {
     let expected = store.pull(TOPIC, 0, at, 1, &TagFilter::All).unwrap().messages[0].body().to_vec();
     // Units per file 16: the file named by the first offset of its group.
     let file = dir.path().join("consumequeue").join(TOPIC).join("0").join(format!("{:020}", at / 16 * 16));
-    zero_unit(&file, at % 16);
+    point_unit(&file, at % 16, 0);
     let r = store.pull(TOPIC, 0, at, 1, &TagFilter::All).unwrap();
     assert_eq!(r.status, PullStatus::Found);
     assert!(r.messages.first().is_some_and(|m| m.queue_offset().0 == at && m.body() == &expected[..]));
@@ -543,7 +543,7 @@ fn a_live_schedule_unit_damaged_to_look_removed_is_still_delivered() {
     store.commit_log().flush().unwrap();
     // Entry 5 (the second after retention) now points at offset 0.
     let file = dir.path().join("consumequeue").join("SCHEDULE_TOPIC_XXXX").join("17").join(format!("{:020}", 0));
-    zero_unit(&file, 5);
+    point_unit(&file, 5, 0);
     fx.clock.advance_ms(2 * HOUR_MS + 1000);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let want: Vec<u64> = (2000..2004).collect();
@@ -556,4 +556,41 @@ fn a_live_schedule_unit_damaged_to_look_removed_is_still_delivered() {
         std::thread::sleep(Duration::from_millis(5));
     }
     store.close().unwrap();
+}
+
+/// `offset_for_timestamp` checks each record it reads against its unit: a
+/// unit pointing into a segment header or at another message's record is
+/// repaired (the queue rebuilt from the log), never an error for the
+/// caller or a time taken from the wrong message.
+#[test]
+fn offset_for_timestamp_repairs_a_damaged_unit_and_never_reads_another_message() {
+    for damage in ["into the header", "at the next record"] {
+        let dir = tempfile::tempdir().unwrap();
+        let fx = Fixture::new();
+        let store = fx.open(dir.path());
+        store.create_topic(TopicConfig::new("ts", 1)).unwrap();
+        for i in 0..40 {
+            fx.clock.advance_ms(1);
+            store.send(Message::new("ts", body(i))).unwrap();
+        }
+        store.commit_log().flush().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.max_offset("ts", 0).unwrap() < 40 {
+            assert!(std::time::Instant::now() < deadline, "not dispatched");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let all = store.pull("ts", 0, 0, 40, &TagFilter::All).unwrap().messages;
+        let stamps: Vec<u64> = all.iter().map(|m| m.store_timestamp()).collect();
+        // Unit 20 is every search's first probe (40 units).
+        let pointer = match damage {
+            "into the header" => 10,
+            _ => all[21].physical_offset().get(),
+        };
+        let file = dir.path().join("consumequeue").join("ts").join("0").join(format!("{:020}", 16));
+        point_unit(&file, 4, pointer);
+        for (i, ts) in stamps.iter().enumerate() {
+            assert_eq!(store.offset_for_timestamp("ts", 0, *ts).unwrap(), i as u64, "{damage}: message {i}");
+        }
+        store.close().unwrap();
+    }
 }

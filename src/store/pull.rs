@@ -246,11 +246,7 @@ impl Store {
             ReadChecksums::Skip => Checksums::Skip,
         };
         // The error for a unit at `at` that does not lead to its record.
-        let damaged_unit = |at: QueueOffset, kind| Error::Corruption {
-            path: self.inner.root.join("consumequeue").join(topic).join(queue_id.to_string()),
-            offset: at.0,
-            kind,
-        };
+        let damaged_unit = |at: QueueOffset, kind| self.damaged_unit(topic, queue_id, at.0, kind);
         // ... and for one that leads nowhere a record could be.
         let bad_pointer = |at| damaged_unit(at, CorruptionKind::InvalidField { field: "unit's physical offset" });
         let mut next = offset;
@@ -397,6 +393,23 @@ impl Store {
     /// (0).
     pub fn offset_for_timestamp(&self, topic: &str, queue_id: u32, timestamp_ms: u64) -> Result<u64> {
         self.ensure_open()?;
+        match self.offset_for_timestamp_once(topic, queue_id, timestamp_ms) {
+            // A unit that does not lead to its record: rebuild the queue
+            // from the commit log and search again, as `pull_with` does. A
+            // damaged record (primary data) fails the same way again.
+            Err(Error::Corruption { .. }) => {
+                super::dispatch::rebuild_queue(&self.inner, topic, queue_id)?;
+                self.offset_for_timestamp_once(topic, queue_id, timestamp_ms)
+            }
+            other => other,
+        }
+    }
+
+    /// One search of [`Store::offset_for_timestamp`]. Every record it reads
+    /// is checked against its unit (units carry no checksum): one that is
+    /// not this queue's record at that position, or none at all, is
+    /// `Corruption`, never a time taken from another message.
+    fn offset_for_timestamp_once(&self, topic: &str, queue_id: u32, timestamp_ms: u64) -> Result<u64> {
         let Some(q) = self.inner.queues.queue(topic, queue_id) else {
             return Ok(0);
         };
@@ -406,14 +419,40 @@ impl Store {
             let Some(unit) = q.get(QueueOffset(mid)) else {
                 break;
             };
-            let ts = self.inner.log.read(unit.physical_offset)?.store_timestamp();
-            if ts < timestamp_ms {
+            let rec = self.inner.log.read(unit.physical_offset).map_err(|e| match e {
+                Error::InvalidArgument(_) => self.damaged_unit(
+                    topic,
+                    queue_id,
+                    mid,
+                    CorruptionKind::InvalidField { field: "unit's physical offset" },
+                ),
+                e => e,
+            })?;
+            if rec.queue_id() != queue_id || rec.queue_offset() != mid || rec.topic() != topic {
+                let claimed = rec.queue_offset();
+                return Err(self.damaged_unit(
+                    topic,
+                    queue_id,
+                    mid,
+                    CorruptionKind::Misplaced { claimed, actual: mid },
+                ));
+            }
+            if rec.store_timestamp() < timestamp_ms {
                 lo = mid + 1;
             } else {
                 hi = mid;
             }
         }
         Ok(lo)
+    }
+
+    /// The error for unit `at` of a queue that does not lead to its record.
+    fn damaged_unit(&self, topic: &str, queue_id: u32, at: u64, kind: CorruptionKind) -> Error {
+        Error::Corruption {
+            path: self.inner.root.join("consumequeue").join(topic).join(queue_id.to_string()),
+            offset: at,
+            kind,
+        }
     }
 
     /// Records that `group` consumed queue `queue_id` of `topic` up to
