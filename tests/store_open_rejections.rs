@@ -98,6 +98,21 @@ fn child_holds_the_store_open() {
     std::thread::sleep(Duration::from_secs(60));
 }
 
+/// A lock released a moment after an open starts (as when a forked child
+/// that shared it execs) is taken, not reported as `Locked`.
+#[test]
+fn an_open_waits_briefly_for_a_lock_being_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Store::open(dir.path(), opts()).unwrap();
+    let closer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        first.close().unwrap();
+    });
+    let second = Store::open(dir.path(), opts());
+    closer.join().unwrap();
+    second.unwrap().close().unwrap();
+}
+
 #[test]
 fn a_second_process_is_refused_with_locked_at_once() {
     let dir = tempfile::tempdir().unwrap();

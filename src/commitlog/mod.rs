@@ -259,8 +259,10 @@ impl CommitLog {
     /// Opens (creating if needed) the commit log of the store directory
     /// `dir`, taking its lock first and recovering after a crash.
     ///
-    /// Fails with [`Error::Locked`] at once if another handle, in this or
-    /// another process, has the directory open.
+    /// Fails with [`Error::Locked`] if another handle, in this or another
+    /// process, has the directory open (after retrying for 200 ms: a child
+    /// process forked while the lock file was open shares the lock until it
+    /// execs, so a lock just released can look held for a moment).
     pub fn open(dir: impl AsRef<Path>, opts: CommitLogOptions) -> Result<Self> {
         Self::open_with_report(dir, opts).map(|(log, _)| log)
     }

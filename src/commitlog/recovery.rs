@@ -14,11 +14,12 @@ use super::segment::{Segment, SEGMENT_HEADER_LEN};
 use super::{CommitLogOptions, Core, Fence, RecoveryMode, Writer, LOCK_FILE};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::offset::PhysicalOffset;
-use crate::storage::{read_exact_at, read_full_at, OpenMode};
+use crate::storage::{read_exact_at, read_full_at, LockGuard, OpenMode, Storage};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// How recovery used the checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,15 +74,34 @@ pub struct RecoveryReport {
     pub temporaries_removed: usize,
 }
 
+/// How long an open keeps trying a lock that is held before it reports
+/// [`Error::Locked`]. A process forked while this one had the lock file
+/// open shares its `flock` until the child execs (the descriptor is
+/// close-on-exec) or exits, so a store closed and opened again while
+/// another thread spawns a process can find its own released lock held
+/// for that moment (seen in the test suite: a test running `df` beside
+/// one that reopens a store).
+pub(crate) const LOCK_WAIT: Duration = Duration::from_millis(200);
+
+/// Takes the directory lock, retrying for up to [`LOCK_WAIT`].
+fn take_lock(st: &dyn Storage, path: &Path) -> Result<Box<dyn LockGuard>> {
+    let started = Instant::now();
+    loop {
+        if let Some(lock) = st.try_lock(path).map_err(|e| Error::io("lock", path, e))? {
+            return Ok(lock);
+        }
+        if started.elapsed() >= LOCK_WAIT {
+            return Err(Error::Locked { path: path.to_path_buf() });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 pub(crate) fn open(root: &Path, opts: CommitLogOptions) -> Result<(Core, RecoveryReport)> {
     let storage = opts.storage.clone();
     let st = storage.as_ref();
     st.create_dir_all(root).map_err(|e| Error::io("create directory", root, e))?;
-    let lock_path = root.join(LOCK_FILE);
-    let lock = st
-        .try_lock(&lock_path)
-        .map_err(|e| Error::io("lock", &lock_path, e))?
-        .ok_or_else(|| Error::Locked { path: lock_path.clone() })?;
+    let lock = take_lock(st, &root.join(LOCK_FILE))?;
 
     let dir = root.join(COMMITLOG_DIR);
     st.create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;

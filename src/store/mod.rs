@@ -130,8 +130,9 @@ pub(crate) struct Inner {
 
 impl Store {
     /// Opens (creating if needed) the store in `dir`, taking its lock
-    /// first ([`Error::Locked`] at once if another handle has it) and
-    /// recovering after a crash.
+    /// first ([`Error::Locked`] if another handle has it, after retrying
+    /// for 200 ms, see [`CommitLog::open`](crate::commitlog::CommitLog::open))
+    /// and recovering after a crash.
     pub fn open(dir: impl AsRef<Path>, opts: StoreOptions) -> Result<Self> {
         opts.validate()?;
         let root = dir.as_ref().to_path_buf();
