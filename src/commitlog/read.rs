@@ -125,6 +125,13 @@ impl Record {
     pub fn reconsume_times(&self) -> u32 {
         self.view().reconsume_times()
     }
+    /// Whether this is the record a consume-queue unit at `queue_offset`
+    /// of `topic`/`queue_id` must lead to (units carry no checksum, so
+    /// readers check every record against its unit).
+    #[must_use]
+    pub(crate) fn is_at(&self, topic: &str, queue_id: u32, queue_offset: u64) -> bool {
+        self.queue_id() == queue_id && self.queue_offset() == queue_offset && self.topic() == topic
+    }
     /// Topic name.
     #[must_use]
     pub fn topic(&self) -> &str {

@@ -382,7 +382,7 @@ fn deliver_level(inner: &Inner, r: &mut Run, l: usize, now: u64) -> Result<usize
             dropped += 1;
             continue;
         } else {
-            Err(Error::InvalidArgument(format!("schedule unit {} points below the retention floor", at.0)))
+            Err(crate::store::dispatch::unit_leads_nowhere(inner, SCHEDULE_TOPIC, (l - 1) as u32, at.0))
         };
         let rec = match read {
             Ok(rec) => rec,
@@ -414,7 +414,7 @@ fn deliver_level(inner: &Inner, r: &mut Run, l: usize, now: u64) -> Result<usize
         // and a damaged one would deliver early or late): rebuild the queue
         // from the log, which recomputes every unit from its record, and
         // look again next round.
-        let misplaced = rec.topic() != SCHEDULE_TOPIC || rec.queue_id() + 1 != l as u32 || rec.queue_offset() != at.0;
+        let misplaced = !rec.is_at(SCHEDULE_TOPIC, (l - 1) as u32, at.0);
         if misplaced || w.as_ref().is_some_and(|w| due_tag(w.due) != unit.tag_hash) {
             if taken == 0 {
                 crate::store::dispatch::rebuild_queue(inner, SCHEDULE_TOPIC, (l - 1) as u32)?;

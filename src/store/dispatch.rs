@@ -365,12 +365,10 @@ fn recover_queues(inner: &Inner) -> Result<()> {
         for (queue_id, q) in inner.queues.queues_of(&topic) {
             if let Some((at, unit)) = q.last() {
                 let ok = unit.physical_offset.get() < removed_below
-                    || inner.log.read(unit.physical_offset).is_ok_and(|r| {
-                        r.topic() == topic
-                            && r.queue_id() == queue_id
-                            && r.queue_offset() == at.0
-                            && r.size() == unit.size
-                    });
+                    || inner
+                        .log
+                        .read(unit.physical_offset)
+                        .is_ok_and(|r| r.is_at(&topic, queue_id, at.0) && r.size() == unit.size);
                 if !ok {
                     inner.queues.remove_queue(&topic, queue_id)?;
                     from = inner.log.min_offset().get();
@@ -462,6 +460,20 @@ fn dispatch_recovering(inner: &Inner) -> Result<Option<(String, u32)>> {
     }
     inner.dispatch.dispatched.fetch_max(it.position().get(), Ordering::AcqRel);
     Ok(None)
+}
+
+/// The error for the unit at `at` of queue `topic`/`queue_id` that does not
+/// lead to its record (`kind` says how): readers that get it rebuild the
+/// queue with [`rebuild_queue`].
+pub(crate) fn damaged_unit(inner: &Inner, topic: &str, queue_id: u32, at: u64, kind: CorruptionKind) -> Error {
+    Error::Corruption { path: inner.root.join("consumequeue").join(topic).join(queue_id.to_string()), offset: at, kind }
+}
+
+/// [`damaged_unit`] for a unit that leads where no record can be (into a
+/// segment header, at a segment's blank end, below the retention floor
+/// past the queue's live head).
+pub(crate) fn unit_leads_nowhere(inner: &Inner, topic: &str, queue_id: u32, at: u64) -> Error {
+    damaged_unit(inner, topic, queue_id, at, CorruptionKind::InvalidField { field: "unit's physical offset" })
 }
 
 /// Rebuilds one queue from the commit log: its files are deleted and every

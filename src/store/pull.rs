@@ -172,15 +172,31 @@ impl Store {
             delivered.set(delivered.get() + 1);
             each(m)
         };
-        let first = self.pull_once(topic, queue_id, offset, max, filter, &mut counted);
-        match first {
-            // A unit that does not lead to its record: rebuild the queue
-            // from the commit log and try once more from where the failed
-            // attempt stopped. If the record itself is damaged (primary
-            // data), the second attempt fails the same way and reports it.
-            Err(Error::Corruption { .. }) if delivered.get() == 0 => {
+        // Once a message was handed out, the error is reported instead: the
+        // next pull starts at the bad unit and repairs it there.
+        self.repairing(
+            topic,
+            queue_id,
+            || delivered.get() == 0,
+            || self.pull_once(topic, queue_id, offset, max, filter, &mut counted),
+        )
+    }
+
+    /// Runs `attempt`. If it finds a unit that does not lead to its record
+    /// (`Corruption`) and `may_retry` allows, rebuilds the queue from the
+    /// commit log and runs it once more. If the record itself is damaged
+    /// (primary data), the second attempt fails the same way and reports it.
+    fn repairing<T>(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        may_retry: impl FnOnce() -> bool,
+        mut attempt: impl FnMut() -> Result<T>,
+    ) -> Result<T> {
+        match attempt() {
+            Err(Error::Corruption { .. }) if may_retry() => {
                 super::dispatch::rebuild_queue(&self.inner, topic, queue_id)?;
-                self.pull_once(topic, queue_id, offset, max, filter, &mut counted)
+                attempt()
             }
             other => other,
         }
@@ -245,10 +261,7 @@ impl Store {
             ReadChecksums::Verify => Checksums::Verify,
             ReadChecksums::Skip => Checksums::Skip,
         };
-        // The error for a unit at `at` that does not lead to its record.
-        let damaged_unit = |at: QueueOffset, kind| self.damaged_unit(topic, queue_id, at.0, kind);
-        // ... and for one that leads nowhere a record could be.
-        let bad_pointer = |at| damaged_unit(at, CorruptionKind::InvalidField { field: "unit's physical offset" });
+        let bad_pointer = |at: QueueOffset| super::dispatch::unit_leads_nowhere(&self.inner, topic, queue_id, at.0);
         let mut next = offset;
         let mut count = 0;
         for (at, unit) in units {
@@ -284,10 +297,8 @@ impl Store {
                     || !crate::codec::short_eq(m.topic_bytes(), topic.as_bytes())
                 {
                     misplaced = true;
-                    return Err(damaged_unit(
-                        at,
-                        CorruptionKind::Misplaced { claimed: m.queue_offset().0, actual: at.0 },
-                    ));
+                    let kind = CorruptionKind::Misplaced { claimed: m.queue_offset().0, actual: at.0 };
+                    return Err(super::dispatch::damaged_unit(&self.inner, topic, queue_id, at.0, kind));
                 }
                 // The tag is looked up only when a filter needs it.
                 if matches!(filter, TagFilter::All) || filter.matches_tag(m.tags()) {
@@ -393,16 +404,7 @@ impl Store {
     /// (0).
     pub fn offset_for_timestamp(&self, topic: &str, queue_id: u32, timestamp_ms: u64) -> Result<u64> {
         self.ensure_open()?;
-        match self.offset_for_timestamp_once(topic, queue_id, timestamp_ms) {
-            // A unit that does not lead to its record: rebuild the queue
-            // from the commit log and search again, as `pull_with` does. A
-            // damaged record (primary data) fails the same way again.
-            Err(Error::Corruption { .. }) => {
-                super::dispatch::rebuild_queue(&self.inner, topic, queue_id)?;
-                self.offset_for_timestamp_once(topic, queue_id, timestamp_ms)
-            }
-            other => other,
-        }
+        self.repairing(topic, queue_id, || true, || self.offset_for_timestamp_once(topic, queue_id, timestamp_ms))
     }
 
     /// One search of [`Store::offset_for_timestamp`]. Every record it reads
@@ -420,22 +422,12 @@ impl Store {
                 break;
             };
             let rec = self.inner.log.read(unit.physical_offset).map_err(|e| match e {
-                Error::InvalidArgument(_) => self.damaged_unit(
-                    topic,
-                    queue_id,
-                    mid,
-                    CorruptionKind::InvalidField { field: "unit's physical offset" },
-                ),
+                Error::InvalidArgument(_) => super::dispatch::unit_leads_nowhere(&self.inner, topic, queue_id, mid),
                 e => e,
             })?;
-            if rec.queue_id() != queue_id || rec.queue_offset() != mid || rec.topic() != topic {
-                let claimed = rec.queue_offset();
-                return Err(self.damaged_unit(
-                    topic,
-                    queue_id,
-                    mid,
-                    CorruptionKind::Misplaced { claimed, actual: mid },
-                ));
+            if !rec.is_at(topic, queue_id, mid) {
+                let kind = CorruptionKind::Misplaced { claimed: rec.queue_offset(), actual: mid };
+                return Err(super::dispatch::damaged_unit(&self.inner, topic, queue_id, mid, kind));
             }
             if rec.store_timestamp() < timestamp_ms {
                 lo = mid + 1;
@@ -444,15 +436,6 @@ impl Store {
             }
         }
         Ok(lo)
-    }
-
-    /// The error for unit `at` of a queue that does not lead to its record.
-    fn damaged_unit(&self, topic: &str, queue_id: u32, at: u64, kind: CorruptionKind) -> Error {
-        Error::Corruption {
-            path: self.inner.root.join("consumequeue").join(topic).join(queue_id.to_string()),
-            offset: at,
-            kind,
-        }
     }
 
     /// Records that `group` consumed queue `queue_id` of `topic` up to
