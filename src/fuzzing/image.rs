@@ -591,13 +591,16 @@ fn count_lost(store: &Store, base: &Base) -> (u64, u64) {
 }
 
 /// Whether the unit at `off`, and every unit before it in the queue, read
-/// as leading to records retention removed.
+/// as leading to records retention removed, by the store's own rule
+/// ([`could_be_removed`](crate::consumequeue::could_be_removed): a unit no
+/// removed record could have is damage the store must repair).
 fn in_removed_head(store: &Store, topic: &str, queue_id: u32, off: u64) -> bool {
-    let floor = store.inner.log.removed_below();
+    let floor = store.inner.log.removed_below().get();
     // A queue starting past `off` has lost it, whatever its units say.
     store.inner.queues.queue(topic, queue_id).is_some_and(|q| {
         q.min_offset().0 <= off
-            && (q.min_offset().0..=off).all(|i| q.get(QueueOffset(i)).is_some_and(|u| u.physical_offset < floor))
+            && (q.min_offset().0..=off)
+                .all(|i| q.get(QueueOffset(i)).is_some_and(|u| crate::consumequeue::could_be_removed(&u, floor)))
     })
 }
 
