@@ -23,6 +23,7 @@ mod unit;
 
 pub(crate) use queue::CreationSync;
 pub use queue::{ConsumeQueue, CqRecovery, DEFAULT_UNITS_PER_FILE, MAX_TOPIC_LEN, MAX_UNITS_PER_FILE};
+#[cfg(feature = "fuzzing")]
 pub(crate) use retain::could_be_removed;
 pub use set::ConsumeQueueSet;
 pub use unit::{tag_hash, CqUnit, CQ_UNIT_LEN};
