@@ -55,11 +55,20 @@ fn query_and_get_closed_and_beside_a_live_store() {
         std::thread::sleep(Duration::from_millis(2));
     }
 
-    // Beside the live store.
-    let lines = ok("query", dir, &["--topic", "orders", "--key", "o-3", "--json"]);
-    let rows: Vec<Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let ids: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, [&sent[18].msg_id, &sent[13].msg_id, &sent[8].msg_id, &sent[3].msg_id]);
+    // Beside the live store. Its dispatch thread writes index keys into
+    // the files within its idle wait (100 ms) of dispatch; until then
+    // another process does not find them.
+    let want = [&sent[18].msg_id, &sent[13].msg_id, &sent[8].msg_id, &sent[3].msg_id];
+    let ids = loop {
+        let lines = ok("query", dir, &["--topic", "orders", "--key", "o-3", "--json"]);
+        let rows: Vec<Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let ids: Vec<String> = rows.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+        if ids.len() == want.len() || Instant::now() > deadline {
+            break ids;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(ids.iter().map(String::as_str).collect::<Vec<_>>(), want);
     let got: Value = serde_json::from_str(&ok("get", dir, &["--id", &sent[7].msg_id, "--json"])).unwrap();
     assert_eq!((&got["body"], &got["body_encoding"], &got["tags"]), (&"order 7".into(), &"utf8".into(), &"new".into()));
     assert_eq!(got["properties"]["region"], "eu");

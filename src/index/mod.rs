@@ -7,6 +7,7 @@
 //! (rolling files, feeding from dispatch, queries) builds on these.
 
 pub(crate) mod check;
+pub(crate) mod deferred;
 pub(crate) mod file;
 pub(crate) mod set;
 

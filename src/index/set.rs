@@ -8,6 +8,7 @@
 //! (the index resumes at that record after a crash: its keys may be
 //! indexed twice, which lookups fold).
 
+use super::deferred::{Deferred, WAKE_AT};
 use super::file::{IndexFile, IndexFileSize};
 use crate::error::{Error, Result};
 use crate::storage::Storage;
@@ -62,10 +63,23 @@ pub struct Index {
     size: IndexFileSize,
     /// Ascending by first offset.
     files: RwLock<Vec<Arc<IndexFile>>>,
-    /// Serialises writers (dispatch, recovery, flush). Holds the buffer
-    /// [`Index::put_in_topic`] builds keys in, so dispatch allocates none
-    /// per message.
-    writer: Mutex<String>,
+    /// Serialises writers (the drain, `put`, flush, removal) and holds
+    /// the batch being written.
+    writer: Mutex<Writer>,
+    /// Keys dispatch deferred, waiting for [`Index::drain`] (see
+    /// [`super::deferred`]). Locked briefly, never while writing files, so
+    /// dispatch does not wait for a drain in progress.
+    deferred: Mutex<Deferred>,
+}
+
+/// What the writer lock guards: the batch of deferred keys taken for
+/// writing, and how many of them are written. A failed write (a full disk
+/// when rolling to a new file) leaves the rest here, ahead of anything
+/// deferred since, for the next drain.
+#[derive(Debug, Default)]
+struct Writer {
+    batch: Deferred,
+    written: usize,
 }
 
 fn file_name(first_phy: u64) -> String {
@@ -85,15 +99,6 @@ fn parse_name(name: &str) -> Option<u64> {
 /// offset order. `None` when there is no file (index from the start).
 fn indexed_below(newest: Option<&IndexFile>) -> Option<u64> {
     newest.map(IndexFile::last_phy)
-}
-
-/// The index's key for `key` of a record in `topic`: `<topic>#<key>`, as
-/// RocketMQ builds it, in `buf`.
-fn full_key(buf: &mut String, topic: &str, key: &str) {
-    buf.clear();
-    buf.push_str(topic);
-    buf.push('#');
-    buf.push_str(key);
 }
 
 impl Index {
@@ -158,7 +163,14 @@ impl Index {
             }
         }
         report.files = files.len();
-        let index = Self { storage, dir, size, files: RwLock::new(files), writer: Mutex::new(String::new()) };
+        let index = Self {
+            storage,
+            dir,
+            size,
+            files: RwLock::new(files),
+            writer: Mutex::default(),
+            deferred: Mutex::default(),
+        };
         Ok((index, report))
     }
 
@@ -176,7 +188,9 @@ impl Index {
     /// commit-log order; records below the newest entry's are already
     /// indexed and skipped.
     pub fn put<'a>(&self, keys: impl IntoIterator<Item = &'a str>, phy: u64, ts: u64, created_ms: u64) -> Result<()> {
-        let _w = self.writer.lock();
+        let mut w = self.writer.lock();
+        // Deferred keys are of earlier records: they go first.
+        self.drain_locked(&mut w)?;
         let mut active = self.files.read().last().cloned();
         if indexed_below(active.as_deref()).is_some_and(|last| phy < last) {
             return Ok(());
@@ -187,42 +201,68 @@ impl Index {
         Ok(())
     }
 
-    /// [`Index::put`] of `<topic>#<key>` for each key, building the index
-    /// keys in one buffer (the dispatch path calls this once per message).
-    pub(crate) fn put_in_topic<'a>(
+    /// Defers indexing `<topic>#<key>` for each of `keys` of the record at
+    /// `phy` stored at `ts`: the keys wait, in the order deferred, until
+    /// [`Index::drain`] writes them (see [`super::deferred`]). Records must
+    /// come in commit-log order. When the backlog is at its bound (see
+    /// `MAX_WAITING`), this writes it first. Returns whether the backlog
+    /// just reached the size at which the caller should have it drained
+    /// elsewhere.
+    pub(crate) fn defer_in_topic<'a>(
         &self,
         topic: &str,
         keys: impl IntoIterator<Item = &'a str>,
         phy: u64,
         ts: u64,
-        created_ms: u64,
-    ) -> Result<()> {
-        let mut buf = self.writer.lock();
-        // The common case under one read lock and without cloning the
-        // newest file's `Arc` (each is an atomic read-modify-write, several
-        // of them per record on the dispatch path).
-        let files = self.files.read();
-        let newest = files.last().map(|f| &**f);
-        if indexed_below(newest).is_some_and(|last| phy < last) {
-            return Ok(());
+    ) -> Result<bool> {
+        let mut d = self.deferred.lock();
+        if d.is_full() {
+            drop(d);
+            self.drain()?;
+            d = self.deferred.lock();
         }
-        let mut keys = keys.into_iter().peekable();
-        while let (Some(f), Some(key)) = (newest.filter(|f| !f.is_full()), keys.peek()) {
-            full_key(&mut buf, topic, key);
-            if !f.put(&buf, phy, ts)? {
-                break;
-            }
-            keys.next();
-        }
-        drop(files);
-        if keys.peek().is_none() {
-            return Ok(());
-        }
-        // The newest file is full (or there is none): roll on.
-        let mut active = self.files.read().last().cloned();
+        let before = d.len();
         for key in keys {
-            full_key(&mut buf, topic, key);
-            active = Some(self.put_one(active, &buf, phy, ts, created_ms)?);
+            d.push(topic, key, phy, ts);
+        }
+        Ok(before < WAKE_AT && d.len() >= WAKE_AT)
+    }
+
+    /// Writes every deferred key into the index files, in the order
+    /// deferred. On failure (a full disk when rolling to a new file) the
+    /// keys not yet written keep waiting, ahead of any deferred later.
+    pub(crate) fn drain(&self) -> Result<()> {
+        let mut w = self.writer.lock();
+        self.drain_locked(&mut w)
+    }
+
+    /// [`Index::drain`] under the writer lock. Holding it while taking the
+    /// waiting keys keeps batches in order: a later drain cannot take and
+    /// write newer keys before this one wrote the older.
+    fn drain_locked(&self, w: &mut Writer) -> Result<()> {
+        // What a failed drain left first, then everything waiting now.
+        for round in 0..2 {
+            if round == 1 {
+                let mut d = self.deferred.lock();
+                if d.is_empty() {
+                    break;
+                }
+                std::mem::swap(&mut *d, &mut w.batch);
+            }
+            let mut active = self.files.read().last().cloned();
+            while let Some((key, k)) = w.batch.get(w.written) {
+                // Records below the newest entry's are indexed already
+                // (re-dispatched after a crash): skipped.
+                if indexed_below(active.as_deref()).is_none_or(|last| k.phy >= last) {
+                    // A new file records the record's store time as its
+                    // creation time (only informational), which saves a
+                    // clock read per message.
+                    active = Some(self.put_one(active, key, k.phy, k.ts, k.ts)?);
+                }
+                w.written += 1;
+            }
+            w.batch.clear();
+            w.written = 0;
         }
         Ok(())
     }
@@ -262,7 +302,8 @@ impl Index {
 
     /// Writes the newest file's new entries to disk.
     pub fn flush(&self) -> Result<()> {
-        let _w = self.writer.lock();
+        let mut w = self.writer.lock();
+        self.drain_locked(&mut w)?;
         let active = self.files.read().last().cloned();
         match active {
             Some(f) => f.flush(),
@@ -314,6 +355,9 @@ impl Index {
         max: usize,
         mut accept: impl FnMut(u64) -> bool,
     ) {
+        // Every dispatched record is found. A failed drain leaves its keys
+        // waiting; the dispatch thread reports that failure.
+        let _ = self.drain();
         let files: Vec<Arc<IndexFile>> = self.files.read().clone();
         let mut seen: Vec<u64> = Vec::new();
         let mut accepted = 0;
@@ -369,6 +413,8 @@ impl Index {
 
     /// Index files and their entries.
     pub fn stats(&self) -> (usize, u64) {
+        // As lookups: counts every dispatched record's keys.
+        let _ = self.drain();
         let files = self.files.read();
         (files.len(), files.iter().map(|f| u64::from(f.count())).sum())
     }
@@ -377,6 +423,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::deferred::{MAX_WAITING, MAX_WAITING_BYTES};
     use crate::index::file::INDEX_HEADER_LEN;
     use crate::storage::StdStorage;
 
@@ -460,7 +507,7 @@ mod tests {
         assert_eq!(ix.resume_at(), Some(70));
         // Re-dispatch from the resume point: 70 is skipped, 80 indexed.
         ix.put(["k"], 70, 7, 1).unwrap();
-        ix.put_in_topic("t", ["k"], 70, 7, 1).unwrap();
+        ix.defer_in_topic("t", ["k"], 70, 7).unwrap();
         ix.put(["k"], 80, 8, 1).unwrap();
         assert_eq!(ix.lookup("k", 0, u64::MAX, 3), [80, 70, 60]);
         assert_eq!(ix.stats(), (2, 9));
@@ -491,5 +538,108 @@ mod tests {
         let (ix, r) = open(dir.path(), u64::MAX);
         assert_eq!((r.files, r.files_removed), (1, 1));
         assert_eq!(ix.resume_at(), Some(70));
+    }
+
+    /// Deferred keys are written in the order deferred, across rolls, and
+    /// every read or persist sees them: lookups, `stats`, `put` of a later
+    /// record, and `flush` (then a reopen).
+    #[test]
+    fn deferred_keys_are_seen_by_every_reader_and_kept_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ix, _) = open(dir.path(), u64::MAX);
+        for i in 0..20u64 {
+            let nudge = ix.defer_in_topic("t", [format!("k{}", i % 4).as_str(), "all"], i * 10, 100 + i).unwrap();
+            assert!(!nudge, "40 keys stay far below the wake-up mark");
+        }
+        // Nothing is in the files yet; a lookup writes the waiting keys first.
+        assert_eq!(ix.files.read().len(), 0);
+        assert_eq!(ix.lookup("t#k1", 0, u64::MAX, 100), [170, 130, 90, 50, 10]);
+        assert_eq!(ix.stats(), (5, 40));
+        for i in 20..24u64 {
+            ix.defer_in_topic("t", ["all"], i * 10, 100 + i).unwrap();
+        }
+        assert_eq!(ix.stats(), (6, 44));
+        // `put` of a later record writes the earlier deferred ones first
+        // (files take records in commit-log order only).
+        ix.defer_in_topic("t", ["k9"], 240, 124).unwrap();
+        ix.put(["t#k9"], 250, 125, 1).unwrap();
+        assert_eq!(ix.lookup("t#k9", 0, u64::MAX, 10), [250, 240]);
+        ix.defer_in_topic("t", ["last"], 260, 126).unwrap();
+        ix.flush().unwrap();
+        drop(ix);
+        let (ix, r) = open(dir.path(), u64::MAX);
+        assert_eq!((r.entries, r.files_removed), (47, 0));
+        assert_eq!(ix.lookup("t#last", 0, u64::MAX, 10), [260]);
+        assert_eq!(ix.lookup("t#all", 0, u64::MAX, 3), [230, 220, 210]);
+    }
+
+    /// The dispatcher is told once when the backlog reaches the wake-up
+    /// mark, and past the bound the deferring thread writes the backlog
+    /// itself, so it never grows past [`MAX_WAITING`].
+    #[test]
+    fn the_backlog_wakes_the_drainer_once_and_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ix, _) = Index::open(
+            Arc::new(StdStorage),
+            dir.path(),
+            IndexFileSize { slots: 1024, max_entries: 1 << 20 },
+            u64::MAX,
+        )
+        .unwrap();
+        let mut nudges = Vec::new();
+        for i in 0..(MAX_WAITING as u64 + 10) {
+            if ix.defer_in_topic("t", ["k"], i, 1).unwrap() {
+                nudges.push(i);
+            }
+            assert!(ix.deferred.lock().len() <= MAX_WAITING);
+        }
+        assert_eq!(
+            nudges,
+            [WAKE_AT as u64 - 1, MAX_WAITING as u64 + WAKE_AT as u64 - 1]
+                .into_iter()
+                .filter(|&n| n < MAX_WAITING as u64 + 10)
+                .collect::<Vec<_>>()
+        );
+        // The bound wrote the first MAX_WAITING keys; 10 still wait.
+        assert_eq!(ix.files.read().iter().map(|f| u64::from(f.count())).sum::<u64>(), MAX_WAITING as u64);
+        assert_eq!(ix.deferred.lock().len(), 10);
+        assert_eq!(ix.stats().1, MAX_WAITING as u64 + 10);
+        // Long keys: the bound on their bytes applies first.
+        let long = "x".repeat(64 << 10);
+        for i in 0..200u64 {
+            ix.defer_in_topic("t", [long.as_str()], (1 << 20) + i, 1).unwrap();
+            let d = ix.deferred.lock();
+            assert!(d.len() <= MAX_WAITING_BYTES / long.len() + 1, "{} keys wait", d.len());
+        }
+    }
+
+    /// A drain that fails (no room for the next file) loses nothing and
+    /// reorders nothing: the keys it did not write go first next time,
+    /// ahead of keys deferred meanwhile.
+    #[test]
+    fn a_failed_drain_keeps_its_unwritten_keys_first() {
+        use crate::storage::{FaultKind, FaultPlan, FaultyStorage};
+        let dir = tempfile::tempdir().unwrap();
+        let plan = FaultPlan::new();
+        let storage = Arc::new(FaultyStorage::new(Arc::new(StdStorage), plan.clone()));
+        let (ix, _) = Index::open(storage, dir.path(), SIZE, u64::MAX).unwrap();
+        for i in 0..4u64 {
+            ix.defer_in_topic("t", ["k"], i * 10, 100 + i).unwrap();
+        }
+        ix.drain().unwrap();
+        for i in 4..12u64 {
+            ix.defer_in_topic("t", ["k"], i * 10, 100 + i).unwrap();
+        }
+        // Keys 4-7 fill the first file; the roll for key 8 fails.
+        plan.fail_op("allocate", FaultKind::NoSpace);
+        let err = ix.drain().unwrap_err();
+        assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
+        assert_eq!(ix.files.read().iter().map(|f| f.count()).collect::<Vec<_>>(), [8]);
+        ix.defer_in_topic("t", ["k"], 120, 112).unwrap();
+        plan.heal();
+        ix.drain().unwrap();
+        let want: Vec<u64> = (0..13u64).rev().map(|i| i * 10).collect();
+        assert_eq!(ix.lookup("t#k", 0, u64::MAX, 100), want);
+        assert_eq!(ix.stats(), (2, 13));
     }
 }

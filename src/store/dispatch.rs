@@ -61,7 +61,10 @@ pub(crate) struct Dispatch {
 
 #[derive(Debug, Default)]
 struct State {
+    /// New records are readable: run a dispatch round.
     pending: bool,
+    /// Deferred index keys are waiting: write them.
+    index: bool,
     stop: bool,
 }
 
@@ -71,6 +74,16 @@ impl Dispatch {
         let mut st = self.state.lock();
         if !st.pending {
             st.pending = true;
+            self.cv.notify_one();
+        }
+    }
+
+    /// Tells the dispatch thread that deferred index keys are waiting
+    /// (see [`crate::index::deferred`]).
+    pub(crate) fn nudge_index(&self) {
+        let mut st = self.state.lock();
+        if !st.index {
+            st.index = true;
             self.cv.notify_one();
         }
     }
@@ -296,10 +309,12 @@ fn index_record(inner: &Inner, rec: &Entry<'_>, topic: &str, found: &Found<'_>) 
     if topic == SCHEDULE_TOPIC || !found.has_index_keys() {
         return Ok(());
     }
-    // A new file records the record's store time as its creation time
-    // (only informational), which saves a clock read per message.
-    let ts = rec.store_timestamp;
-    inner.index.put_in_topic(topic, found.index_keys(topic), rec.offset, ts, ts)
+    // The keys wait for the dispatch thread, which writes them on the
+    // other core (see `index::deferred`); it is woken once per batch.
+    if inner.index.defer_in_topic(topic, found.index_keys(topic), rec.offset, rec.store_timestamp)? {
+        inner.dispatch.nudge_index();
+    }
+    Ok(())
 }
 
 fn corrupt_record(inner: &Inner, offset: u64, field: &'static str) -> Error {
@@ -726,9 +741,9 @@ fn run(inner: &Inner) {
     let mut last_persist = Instant::now();
     let mut last_retention = Instant::now();
     loop {
-        {
+        let only_index = {
             let mut st = inner.dispatch.state.lock();
-            if !st.pending && !st.stop {
+            if !st.pending && !st.index && !st.stop {
                 let wait = IDLE_WAIT
                     .min(interval.saturating_sub(last_persist.elapsed()))
                     .min(retention_every.saturating_sub(last_retention.elapsed()));
@@ -737,12 +752,23 @@ fn run(inner: &Inner) {
             if st.stop {
                 return;
             }
+            // Woken only for index keys: a dispatch round now would contend
+            // for the round lock with the sender that deferred them.
+            let only_index = st.index && !st.pending;
             st.pending = false;
-        }
+            st.index = false;
+            only_index
+        };
         if inner.dispatch.failed.lock().is_some() {
             continue;
         }
-        if let Err(e) = dispatch_available(inner) {
+        if !only_index {
+            if let Err(e) = dispatch_available(inner) {
+                dispatch_failed(inner, &e);
+                continue;
+            }
+        }
+        if let Err(e) = inner.index.drain() {
             dispatch_failed(inner, &e);
             continue;
         }
