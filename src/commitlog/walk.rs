@@ -28,6 +28,12 @@ const ZERO_CHECK: usize = 1 << 20;
 /// How often the walk re-reads a tail that grew while it was being
 /// checked (a live writer appending) before it gives up chasing it.
 const MAX_CHASES: u32 = 16;
+/// How long the walk waits for a record past the flushed offset that
+/// failed its checks to be finished by a live writer, in steps of
+/// [`CHASE_PAUSE`], before it reports it.
+const DAMAGE_CHASE_TRIES: u32 = 4;
+/// See [`DAMAGE_CHASE_TRIES`].
+const CHASE_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Damage in the commit log found by [`walk`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -367,6 +373,25 @@ impl Walker<'_> {
                     return Ok(Next::Segment(from + idx + 1));
                 }
                 Step::Damage { offset, path, pos, kind } => {
+                    // Past the flushed offset of a running store this may
+                    // be a record a live writer is still copying in (the
+                    // walk reads with `pread`, in address order, so it can
+                    // see a record's length before its checksum): read it
+                    // again, briefly, before calling it damage. Without
+                    // this, a valid record the writer finished meanwhile in
+                    // a later segment made it look like mid-log damage.
+                    if self.tail_from.is_some_and(|f| offset >= f) && self.chases < MAX_CHASES {
+                        self.chases += 1;
+                        for attempt in 0..DAMAGE_CHASE_TRIES {
+                            if attempt > 0 {
+                                std::thread::sleep(CHASE_PAUSE);
+                            }
+                            let mut again = Scanner::new(&sub[idx..], offset, u32::MAX);
+                            if matches!(again.step()?, Step::Record { .. } | Step::Blank { .. }) {
+                                return Ok(Next::At(from + idx, offset));
+                            }
+                        }
+                    }
                     self.damage(path, pos, kind, offset);
                     each(Walked::Skipped { from: offset, to: seg.end() })?;
                     return Ok(Next::Segment(from + idx + 1));

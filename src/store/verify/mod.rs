@@ -10,7 +10,9 @@
 //!   flushed offset of a store that did not shut down cleanly, with no
 //!   valid record after it, is a torn tail ([`Severity::TornTail`]);
 //!   anything else is corruption. Past damage, checking resumes at the
-//!   next segment.
+//!   next segment. A bad record past the flushed offset is read again for
+//!   up to about 3 ms first: beside a live store it may be a record the
+//!   writer is still copying in.
 //! * **consume queues**: file names, lengths and contiguity; units
 //!   contiguous (no empty unit before a non-empty one) with increasing
 //!   physical offsets; every unit points at a record that exists, of its
