@@ -40,9 +40,36 @@ fn opts() -> StoreOptions {
 // ------------------------------------------------------------ read-only guard
 
 /// A storage that can only read: any call that could change the file
-/// system fails, so a verify that tried would fail.
-#[derive(Debug)]
-struct ReadOnly;
+/// system fails, so a verify that tried would fail. With `in_flight`, one
+/// record reads as being written (see [`InFlight`]).
+#[derive(Debug, Default)]
+struct ReadOnly {
+    in_flight: Option<InFlight>,
+}
+
+/// One record's CRC field reads as zeros for the first `hidden` reads of
+/// it: a record a live writer is still copying in (`pread` sees its
+/// length before its checksum), finished meanwhile.
+#[derive(Debug, Clone)]
+struct InFlight {
+    file: PathBuf,
+    crc_at: u64,
+    hidden: Arc<AtomicU32>,
+}
+
+impl InFlight {
+    /// Hides the CRC field in `buf`, just read from `offset`, if it is
+    /// there and still hidden.
+    fn hide(&self, buf: &mut [u8], offset: u64) {
+        let (lo, hi, end) = (self.crc_at, self.crc_at + 4, offset + buf.len() as u64);
+        let covers = offset < hi && lo < end;
+        if covers && self.hidden.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |h| h.checked_sub(1)).is_ok() {
+            for at in lo.max(offset)..hi.min(end) {
+                buf[(at - offset) as usize] = 0;
+            }
+        }
+    }
+}
 
 fn refused<T>(what: &str) -> io::Result<T> {
     Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("verify tried to {what}")))
@@ -62,7 +89,8 @@ impl Storage for ReadOnly {
         if mode != OpenMode::Read {
             return refused("open a file for writing");
         }
-        Ok(Arc::new(ReadOnlyFile(StdStorage.open(path, mode)?)))
+        let in_flight = self.in_flight.clone().filter(|f| f.file == path);
+        Ok(Arc::new(ReadOnlyFile { inner: StdStorage.open(path, mode)?, in_flight }))
     }
     fn rename(&self, _: &Path, _: &Path) -> io::Result<()> {
         refused("rename")
@@ -82,14 +110,21 @@ impl Storage for ReadOnly {
 }
 
 #[derive(Debug)]
-struct ReadOnlyFile(Arc<dyn StorageFile>);
+struct ReadOnlyFile {
+    inner: Arc<dyn StorageFile>,
+    in_flight: Option<InFlight>,
+}
 
 impl StorageFile for ReadOnlyFile {
     fn len(&self) -> io::Result<u64> {
-        self.0.len()
+        self.inner.len()
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.0.read_at(buf, offset)
+        let n = self.inner.read_at(buf, offset)?;
+        if let Some(f) = &self.in_flight {
+            f.hide(&mut buf[..n], offset);
+        }
+        Ok(n)
     }
     fn write_at(&self, _: &[u8], _: u64) -> io::Result<usize> {
         refused("write")
@@ -260,7 +295,7 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 /// and no file changed.
 fn verify(dir: &Path) -> VerifyReport {
     let before = snapshot(dir);
-    let report = verify_with(dir, Arc::new(ReadOnly)).unwrap_or_else(|e| panic!("verify failed: {e}"));
+    let report = verify_with(dir, Arc::new(ReadOnly::default())).unwrap_or_else(|e| panic!("verify failed: {e}"));
     assert!(snapshot(dir) == before, "verify changed the store");
     report
 }
@@ -457,92 +492,6 @@ fn a_torn_tail_is_not_corruption() {
     assert!(r.is_healthy(), "{}", listing(&r));
 }
 
-/// A storage whose reads of one record's CRC field see zeros for the first
-/// `hidden` reads: a record a live writer is still copying in (`pread`
-/// sees its length before its checksum), finished meanwhile.
-#[derive(Debug)]
-struct InFlight {
-    file: PathBuf,
-    crc_at: u64,
-    hidden: Arc<AtomicU32>,
-}
-
-impl Storage for InFlight {
-    fn create_dir_all(&self, _: &Path) -> io::Result<()> {
-        refused("create a directory")
-    }
-    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
-        StdStorage.list_dir(path)
-    }
-    fn exists(&self, path: &Path) -> io::Result<bool> {
-        StdStorage.exists(path)
-    }
-    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
-        let inner = ReadOnly.open(path, mode)?;
-        if path != self.file {
-            return Ok(inner);
-        }
-        Ok(Arc::new(InFlightFile { inner, crc_at: self.crc_at, hidden: self.hidden.clone() }))
-    }
-    fn rename(&self, _: &Path, _: &Path) -> io::Result<()> {
-        refused("rename")
-    }
-    fn rename_no_replace(&self, _: &Path, _: &Path) -> io::Result<()> {
-        refused("rename")
-    }
-    fn remove_file(&self, _: &Path) -> io::Result<()> {
-        refused("remove a file")
-    }
-    fn sync_dir(&self, _: &Path) -> io::Result<()> {
-        refused("sync a directory")
-    }
-    fn try_lock(&self, _: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
-        refused("take the lock")
-    }
-}
-
-#[derive(Debug)]
-struct InFlightFile {
-    inner: Arc<dyn StorageFile>,
-    crc_at: u64,
-    hidden: Arc<AtomicU32>,
-}
-
-impl StorageFile for InFlightFile {
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let n = self.inner.read_at(buf, offset)?;
-        let (lo, hi) = (self.crc_at, self.crc_at + 4);
-        let covers = offset < hi && lo < offset + n as u64;
-        if covers && self.hidden.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |h| h.checked_sub(1)).is_ok() {
-            for at in lo.max(offset)..hi.min(offset + n as u64) {
-                buf[(at - offset) as usize] = 0;
-            }
-        }
-        Ok(n)
-    }
-    fn write_at(&self, _: &[u8], _: u64) -> io::Result<usize> {
-        refused("write")
-    }
-    fn allocate(&self, _: u64) -> io::Result<()> {
-        refused("allocate")
-    }
-    fn zero_range(&self, _: u64, _: u64) -> io::Result<()> {
-        refused("zero a range")
-    }
-    fn set_len(&self, _: u64) -> io::Result<()> {
-        refused("truncate")
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        refused("sync")
-    }
-    fn map(&self, _: usize) -> io::Result<Arc<dyn MappedRegion>> {
-        refused("map")
-    }
-}
-
 /// Beside a live store, a record past the flushed offset whose checksum is
 /// not in yet while verify reads it, and which a valid record in a later
 /// segment follows, is read again: the writer finishing it is no damage.
@@ -573,10 +522,12 @@ fn a_record_being_written_beside_verify_is_read_again_not_reported() {
         b[60..64].copy_from_slice(&crc.to_be_bytes());
     });
     let base = at / SEGMENT * SEGMENT;
-    let storage = |hidden: u32| InFlight {
-        file: segment(&dir, base),
-        crc_at: at - base + 8,
-        hidden: Arc::new(AtomicU32::new(hidden)),
+    let storage = |hidden: u32| ReadOnly {
+        in_flight: Some(InFlight {
+            file: segment(&dir, base),
+            crc_at: at - base + 8,
+            hidden: Arc::new(AtomicU32::new(hidden)),
+        }),
     };
     let r = verify_with(&dir, Arc::new(storage(1))).unwrap();
     assert!(r.problems.is_empty(), "{}", listing(&r));
@@ -859,7 +810,7 @@ fn verify_runs_beside_a_live_writer_without_false_alarms() {
     };
     let mut runs = 0;
     let failure = loop {
-        let r = verify_with(&dir, Arc::new(ReadOnly)).unwrap();
+        let r = verify_with(&dir, Arc::new(ReadOnly::default())).unwrap();
         runs += 1;
         if !(r.is_healthy() && r.counts.stale == 0) {
             break Some(format!("run {runs}:\n{}", listing(&r)));
@@ -922,7 +873,7 @@ fn retention_is_told_from_lost_segments() {
 fn a_directory_without_a_commit_log_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("nope");
-    assert!(matches!(verify_with(&missing, Arc::new(ReadOnly)), Err(mqstore::Error::InvalidArgument(_))));
+    assert!(matches!(verify_with(&missing, Arc::new(ReadOnly::default())), Err(mqstore::Error::InvalidArgument(_))));
     assert!(!missing.exists());
 }
 
