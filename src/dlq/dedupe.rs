@@ -38,8 +38,10 @@ impl PendingDeadLetters {
         self.entries.retain(|(g, _, _)| g != group);
     }
 
-    /// Forgets the dead letters below `dispatched`: dispatch indexed each
-    /// record before moving its position past it.
+    /// Forgets the dead letters below `dispatched`: dispatch queued each
+    /// record's index keys before moving its position past it, and a
+    /// lookup writes queued keys into the index first, so the lookup below
+    /// finds them.
     fn prune(&mut self, dispatched: u64) {
         self.entries.retain(|&(_, _, offset)| offset >= dispatched);
     }

@@ -25,6 +25,11 @@ pub(crate) const MAX_WAITING: usize = 1 << 16;
 /// See [`MAX_WAITING`]: the bound on the text of the waiting keys, for
 /// records with long keys.
 pub(crate) const MAX_WAITING_BYTES: usize = 8 << 20;
+/// Buffers kept after a drain, at most: a backlog that grew past them
+/// (the dispatch thread fell behind) does not stay allocated.
+const KEEP_BYTES: usize = 1 << 20;
+/// See [`KEEP_BYTES`].
+const KEEP_KEYS: usize = 1 << 14;
 /// A dispatcher that brings the backlog to this many keys asks the
 /// dispatch thread to write them (one wake-up per this many keys).
 pub(crate) const WAKE_AT: usize = 2048;
@@ -81,10 +86,13 @@ impl Deferred {
         Some((self.text.get(start..k.end)?, k))
     }
 
-    /// Empties it, keeping its buffers.
+    /// Empties it, keeping its buffers up to [`KEEP_BYTES`] and
+    /// [`KEEP_KEYS`] (so the usual backlog reuses them).
     pub(crate) fn clear(&mut self) {
         self.text.clear();
         self.keys.clear();
+        self.text.shrink_to(KEEP_BYTES);
+        self.keys.shrink_to(KEEP_KEYS);
     }
 }
 
@@ -112,5 +120,13 @@ mod tests {
         assert!(d.get(3).is_none());
         d.clear();
         assert!(d.is_empty() && d.get(0).is_none());
+        // A large backlog does not keep its memory once cleared.
+        let long = "k".repeat(1000);
+        for i in 0..(2 * KEEP_KEYS as u64) {
+            d.push("t", &long, i, i);
+        }
+        assert!(d.text.capacity() > KEEP_BYTES && d.keys.capacity() > KEEP_KEYS);
+        d.clear();
+        assert!(d.text.capacity() <= KEEP_BYTES && d.keys.capacity() <= KEEP_KEYS);
     }
 }
