@@ -138,6 +138,10 @@ fn a_slow_sync_gives_flush_disk_timeout_and_a_failed_sync_fences() {
     plan.heal();
     // Still committed once the device catches up.
     wait_dispatched(&store, "t", 0, 1);
+    // Its index keys are written behind dispatch; write them now, while
+    // syncs work (creating the first index file syncs it, and a failure
+    // there stops dispatch, which this test is not about).
+    assert!(store.message_by_id(&r.msg_id).unwrap().is_some());
 
     plan.fail_syncs(true);
     let e = store.send(Message::new("t", "lost")).unwrap_err();

@@ -20,7 +20,8 @@
 /// Keys waiting beyond this many, or beyond [`MAX_WAITING_BYTES`] of key
 /// text, are written by the thread that defers the next one, so the
 /// backlog stays bounded when the dispatch thread falls behind (about
-/// 6 MiB with 40-byte keys).
+/// 5 MiB with 40-byte keys, and as much again for the batch being
+/// written).
 pub(crate) const MAX_WAITING: usize = 1 << 16;
 /// See [`MAX_WAITING`]: the bound on the text of the waiting keys, for
 /// records with long keys.
