@@ -320,8 +320,7 @@ impl Walker<'_> {
                     if let Some(&(_, _, at, _, i)) = self.pending_end.as_ref() {
                         if self.chases < MAX_CHASES {
                             self.chases += 1;
-                            let mut again = Scanner::new(&run[i..], at, u32::MAX);
-                            if matches!(again.step()?, Step::Record { .. } | Step::Blank { .. }) {
+                            if reads_valid_now(&run[i..], at)? {
                                 self.pending_end = None;
                                 return Ok(Next::At(i, at));
                             }
@@ -362,8 +361,7 @@ impl Walker<'_> {
                     // A live writer may have appended since: read again.
                     if self.chases < MAX_CHASES {
                         self.chases += 1;
-                        let mut again = Scanner::new(&sub[idx..], offset, u32::MAX);
-                        if matches!(again.step()?, Step::Record { .. } | Step::Blank { .. }) {
+                        if reads_valid_now(&sub[idx..], offset)? {
                             return Ok(Next::At(from + idx, offset));
                         }
                     }
@@ -386,8 +384,7 @@ impl Walker<'_> {
                             if attempt > 0 {
                                 std::thread::sleep(CHASE_PAUSE);
                             }
-                            let mut again = Scanner::new(&sub[idx..], offset, u32::MAX);
-                            if matches!(again.step()?, Step::Record { .. } | Step::Blank { .. }) {
+                            if reads_valid_now(&sub[idx..], offset)? {
                                 return Ok(Next::At(from + idx, offset));
                             }
                         }
@@ -399,6 +396,14 @@ impl Walker<'_> {
             }
         }
     }
+}
+
+/// Whether reading `segs` again at physical `offset` now finds a valid
+/// record or a segment's blank end there: a live writer finished what an
+/// earlier read saw as zeros or damage.
+fn reads_valid_now(segs: &[SegmentFile], offset: u64) -> Result<bool> {
+    let mut again = Scanner::new(segs, offset, u32::MAX);
+    Ok(matches!(again.step()?, Step::Record { .. } | Step::Blank { .. }))
 }
 
 /// The physical offset of the first non-zero byte of `seg` in the
