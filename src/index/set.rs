@@ -241,29 +241,36 @@ impl Index {
     /// write newer keys before this one wrote the older.
     fn drain_locked(&self, w: &mut Writer) -> Result<()> {
         // What a failed drain left first, then everything waiting now.
-        for round in 0..2 {
-            if round == 1 {
-                let mut d = self.deferred.lock();
-                if d.is_empty() {
-                    break;
-                }
-                std::mem::swap(&mut *d, &mut w.batch);
+        self.write_batch(w)?;
+        {
+            let mut d = self.deferred.lock();
+            if d.is_empty() {
+                return Ok(());
             }
-            let mut active = self.files.read().last().cloned();
-            while let Some((key, k)) = w.batch.get(w.written) {
-                // Records below the newest entry's are indexed already
-                // (re-dispatched after a crash): skipped.
-                if indexed_below(active.as_deref()).is_none_or(|last| k.phy >= last) {
-                    // A new file records the record's store time as its
-                    // creation time (only informational), which saves a
-                    // clock read per message.
-                    active = Some(self.put_one(active, key, k.phy, k.ts, k.ts)?);
-                }
-                w.written += 1;
-            }
-            w.batch.clear();
-            w.written = 0;
+            std::mem::swap(&mut *d, &mut w.batch);
         }
+        self.write_batch(w)
+    }
+
+    /// Writes the keys of `w.batch` not written yet, then empties it.
+    fn write_batch(&self, w: &mut Writer) -> Result<()> {
+        if w.batch.is_empty() {
+            return Ok(());
+        }
+        let mut active = self.files.read().last().cloned();
+        while let Some((key, k)) = w.batch.get(w.written) {
+            // Records below the newest entry's are indexed already
+            // (re-dispatched after a crash): skipped.
+            if indexed_below(active.as_deref()).is_none_or(|last| k.phy >= last) {
+                // A new file records the record's store time as its
+                // creation time (only informational), which saves a clock
+                // read per message.
+                active = Some(self.put_one(active, key, k.phy, k.ts, k.ts)?);
+            }
+            w.written += 1;
+        }
+        w.batch.clear();
+        w.written = 0;
         Ok(())
     }
 
