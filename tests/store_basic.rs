@@ -3,7 +3,7 @@
 //! the consume queues.
 
 use mqstore::commitlog::{CommitLogOptions, FlushMode};
-use mqstore::message::Message;
+use mqstore::message::{Message, TopicName};
 use mqstore::store::{HashByKeySelector, PullStatus, Store, StoreOptions, TagFilter};
 use mqstore::topic::{Permission, TopicConfig};
 use mqstore::Error;
@@ -75,6 +75,32 @@ fn send_then_pull_in_queue_order_across_reopen() {
     // Numbering continues after reopen.
     let r = store.send_to_queue(Message::new("orders", "more"), 1).unwrap();
     assert_eq!(r.queue_offset, sent.iter().filter(|(_, r)| r.queue_id == 1).count() as u64);
+    store.close().unwrap();
+}
+
+/// A batch may name its topic by a shared `TopicName` (compared by
+/// pointer), by a separate `TopicName` of the same text, or by text: all
+/// three are one topic, and the batch lands in one queue in order.
+#[test]
+fn a_batch_mixes_shared_and_copied_topic_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    store.create_topic(TopicConfig::new("B", 2)).unwrap();
+    let shared = TopicName::new("B");
+    let batch = vec![
+        Message::new(&shared, body(0)),
+        Message::new("B", body(1)),
+        Message::new(TopicName::from(String::from("B")), body(2)),
+        Message::new(shared.clone(), body(3)),
+    ];
+    let sent = store.send_batch(batch).unwrap();
+    assert!(sent.iter().all(|r| r.queue_id == sent[0].queue_id));
+    let q = sent[0].queue_id;
+    wait_dispatched(&store, "B", q, 4);
+    let got = store.pull("B", q, 0, 8, &TagFilter::All).unwrap();
+    let bodies: Vec<Vec<u8>> = got.messages.iter().map(|m| m.body().to_vec()).collect();
+    assert_eq!(bodies, (0..4).map(body).collect::<Vec<_>>());
+    assert!(got.messages.iter().all(|m| m.topic() == "B"));
     store.close().unwrap();
 }
 

@@ -4,7 +4,7 @@
 //! committed offsets, and nothing new after a reopen.
 
 use mqstore::commitlog::CommitLogOptions;
-use mqstore::message::Message;
+use mqstore::message::{Message, TopicName};
 use mqstore::store::{MessageQueue, MessageQueueSelector, Store, StoreOptions, TagFilter};
 use mqstore::topic::{Permission, TopicConfig};
 use mqstore::Error;
@@ -144,6 +144,11 @@ fn every_rejection_is_typed_and_changes_nothing() {
     invalid(
         store.send_batch(vec![Message::new("t", "a"), Message::new("u", "b")]).map(|_| ()),
         "batch over two topics",
+    );
+    let (t, u) = (TopicName::new("t"), TopicName::new("u"));
+    invalid(
+        store.send_batch(vec![Message::new(&t, "a"), Message::new(&t, "b"), Message::new(&u, "c")]).map(|_| ()),
+        "batch over two shared topic names",
     );
     invalid(
         store.send_batch(vec![Message::new("t", "a"), Message::new("t", "")]).map(|_| ()),

@@ -6,7 +6,7 @@ use super::properties::{
     is_reserved, pair_len, push_hex_pair, push_pair, validate_pair, DELAY, KEYS, KEY_SEPARATOR, TAGS, TIMER_DELIVER_MS,
     UNIQ_KEY,
 };
-use super::MessageId;
+use super::{MessageId, TopicName};
 use crate::commitlog::{MAX_PROPERTIES_LEN, MAX_TOPIC_LEN};
 use crate::error::{Error, Result};
 use bytes::Bytes;
@@ -64,7 +64,7 @@ impl Default for MessageLimits {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    topic: String,
+    topic: TopicName,
     body: Bytes,
     tags: Option<String>,
     keys: Vec<String>,
@@ -76,8 +76,12 @@ pub struct Message {
 
 impl Message {
     /// A message with a topic and a body and nothing else.
+    ///
+    /// `topic` is a `&str` or `String` (copied), or a [`TopicName`] or
+    /// `&TopicName` (shared, no allocation: the way to build many messages
+    /// for one topic).
     #[must_use]
-    pub fn new(topic: impl Into<String>, body: impl Into<Bytes>) -> Self {
+    pub fn new(topic: impl Into<TopicName>, body: impl Into<Bytes>) -> Self {
         Self {
             topic: topic.into(),
             body: body.into(),
@@ -151,6 +155,12 @@ impl Message {
     pub fn topic(&self) -> &str {
         &self.topic
     }
+    /// Topic name as a shared [`TopicName`] (clone it to build more
+    /// messages for the same topic without copying the name).
+    #[must_use]
+    pub fn topic_name(&self) -> &TopicName {
+        &self.topic
+    }
     /// Message body.
     #[must_use]
     pub fn body(&self) -> &Bytes {
@@ -174,7 +184,7 @@ impl Message {
     /// One user property.
     #[must_use]
     pub fn property(&self, name: &str) -> Option<&str> {
-        self.properties.get(name).map(String::as_str)
+        self.properties().get(name).map(String::as_str)
     }
     /// Requested delay level, if any.
     #[must_use]
@@ -222,7 +232,7 @@ impl Message {
                 return bad("a message takes a delay level or a delivery time, not both".to_string());
             }
         }
-        for name in self.properties.keys() {
+        for name in self.properties().keys() {
             if is_reserved(name) {
                 return bad(format!("property name {name:?} is reserved for the store"));
             }
@@ -262,7 +272,7 @@ impl Message {
     /// except its unique id: user properties, then TAGS, KEYS, DELAY and
     /// TIMER_DELIVER_MS (when set).
     fn for_each_pair(&self, mut f: impl FnMut(&str, &str) -> Result<()>) -> Result<()> {
-        for (name, value) in &self.properties {
+        for (name, value) in self.properties() {
             f(name, value)?;
         }
         if let Some(tags) = &self.tags {
@@ -301,7 +311,7 @@ impl Message {
         uniq_key: Option<&MessageId>,
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        if let Some(name) = self.properties.keys().find(|n| is_reserved(n)) {
+        if let Some(name) = self.properties().keys().find(|n| is_reserved(n)) {
             return Err(Error::InvalidArgument(format!("property name {name:?} is reserved for the store")));
         }
         let start = out.len();

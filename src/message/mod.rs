@@ -13,6 +13,7 @@ mod message;
 mod message_id;
 mod msgref;
 pub mod properties;
+mod topic_name;
 
 pub use ext::{MessageExt, DEFAULT_STORE_HOST, DEFAULT_STORE_PORT};
 pub use id::{
@@ -23,3 +24,4 @@ pub use message::{Message, MessageLimits, DEFAULT_MAX_BODY, DEFAULT_MAX_DELAY_LE
 pub use message_id::MessageId;
 pub use msgref::MessageRef;
 pub use properties::{decode_properties, encode_properties};
+pub use topic_name::TopicName;

@@ -184,8 +184,9 @@ impl Store {
         let Some(first) = msgs.first() else {
             return Err(Error::InvalidArgument("empty batch".into()));
         };
-        let topic = first.topic().to_string();
-        if let Some(m) = msgs.iter().find(|m| m.topic() != topic) {
+        let topic = first.topic_name();
+        // Messages built from one shared name compare by pointer.
+        if let Some(m) = msgs.iter().find(|m| !m.topic_name().same_allocation(topic) && m.topic() != first.topic()) {
             return Err(Error::InvalidArgument(format!(
                 "a batch goes to one topic: found {} and {}",
                 topic,
@@ -195,7 +196,7 @@ impl Store {
         if msgs.iter().any(|m| m.delay_level().is_some() || m.deliver_at().is_some()) {
             return Err(Error::InvalidArgument("batch messages cannot carry a delay level or delivery time".into()));
         }
-        let queue_id = self.write_queues(&topic)?.rotate_id();
+        let queue_id = self.write_queues(topic)?.rotate_id();
         self.send_to_queues(&msgs, &vec![queue_id; msgs.len()], Durability::Wait)
     }
 

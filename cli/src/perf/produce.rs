@@ -7,7 +7,7 @@ use super::{duration, emit, join_workers, mb_per_s, spawn_workers, topic_names, 
 use crate::produce::Flush;
 use crate::report::{fail, store_error, Status};
 use bytes::Bytes;
-use mqstore::message::{Message, MessageLimits, DEFAULT_MAX_BODY};
+use mqstore::message::{Message, MessageLimits, TopicName, DEFAULT_MAX_BODY};
 use mqstore::store::{SendResult, SendStatus, Store, StoreOptions};
 use mqstore::topic::{TopicConfig, MAX_QUEUES};
 use std::path::PathBuf;
@@ -121,7 +121,8 @@ fn validate(a: &PerfProduceArgs) -> Result<(), String> {
 struct Plan<'a> {
     store: &'a Store,
     args: &'a PerfProduceArgs,
-    topics: Vec<String>,
+    /// Shared names: building a message copies no topic.
+    topics: Vec<TopicName>,
     /// Set by the first worker hitting a fatal error: the others stop.
     abort: AtomicBool,
     deadline: Option<Instant>,
@@ -158,7 +159,7 @@ pub fn run(args: &PerfProduceArgs) -> Status {
     let plan = Plan {
         store: &store,
         args,
-        topics,
+        topics: topics.iter().map(TopicName::from).collect(),
         abort: AtomicBool::new(false),
         deadline: args.duration.map(|d| started + d),
         counters: (0..args.threads).map(|_| Counter::default()).collect(),
@@ -229,15 +230,14 @@ fn worker(plan: &Plan<'_>, t: usize) -> Result<Outcome, String> {
         // Thread t starts at topic t, so threads spread over the topics.
         let topic = &plan.topics[(t + k) % plan.topics.len()];
         let result = if args.batch == 1 {
-            let msg = Message::new(topic.clone(), pool[k % pool.len()].clone());
+            let msg = Message::new(topic, pool[k % pool.len()].clone());
             let t0 = Instant::now();
             let r = plan.store.send(msg);
             let t1 = Instant::now();
             r.map(|r| (t1, t1 - t0, tally(std::slice::from_ref(&r))))
         } else {
             // send_batch takes the Vec by value: one allocation per batch.
-            let msgs: Vec<Message> =
-                (0..n).map(|j| Message::new(topic.clone(), pool[(k + j) % pool.len()].clone())).collect();
+            let msgs: Vec<Message> = (0..n).map(|j| Message::new(topic, pool[(k + j) % pool.len()].clone())).collect();
             let t0 = Instant::now();
             let r = plan.store.send_batch(msgs);
             let t1 = Instant::now();

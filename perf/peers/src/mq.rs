@@ -12,7 +12,7 @@ use crate::env::{allocated_bytes, scratch_dir};
 use crate::inputs::Bodies;
 use crate::workload::{Sample, Variant, Workload};
 use mqstore::commitlog::FlushMode;
-use mqstore::message::Message;
+use mqstore::message::{Message, TopicName};
 use mqstore::store::{PullStatus, Store, StoreOptions, TagFilter};
 use mqstore::topic::TopicConfig;
 use std::time::{Duration, Instant};
@@ -23,8 +23,10 @@ pub const SEND_BATCH: usize = 256;
 /// Messages per pull in the read-back (RocketMQ's default `pullBatchSize`).
 const PULL_BATCH: usize = 32;
 
-fn messages(bodies: &Bodies, from: usize, n: usize) -> Vec<Message> {
-    (from..from + n).map(|k| Message::new(TOPIC, bodies.get(k).to_vec())).collect()
+/// Messages share one [`TopicName`], as a producer sending to one topic
+/// would; each body is its own `Vec`, as raft-engine's entries are.
+fn messages(topic: &TopicName, bodies: &Bodies, from: usize, n: usize) -> Vec<Message> {
+    (from..from + n).map(|k| Message::new(topic, bodies.get(k).to_vec())).collect()
 }
 
 /// Runs one of the mqstore variants.
@@ -34,24 +36,25 @@ pub fn run(v: Variant, w: &Workload, bodies: &Bodies) -> Sample {
     let store = Store::open(dir.path(), StoreOptions::default().flush_mode(mode)).expect("open store");
     store.create_topic(TopicConfig::new(TOPIC, 1)).expect("create topic");
 
+    let topic = TopicName::new(TOPIC);
     let start = Instant::now();
     let mut done = 0;
     while done < w.messages {
         match v {
             Variant::MqstoreSend => {
-                store.send(Message::new(TOPIC, bodies.get(done).to_vec())).expect("send");
+                store.send(Message::new(&topic, bodies.get(done).to_vec())).expect("send");
                 done += 1;
             }
             Variant::MqstoreSyncBatch => {
                 // One batch per sync interval: it returns durable.
                 let n = w.until_sync_point(done);
-                store.send_batch(messages(bodies, done, n)).expect("send_batch");
+                store.send_batch(messages(&topic, bodies, done, n)).expect("send_batch");
                 done += n;
                 continue;
             }
             _ => {
                 let n = w.until_sync_point(done).min(SEND_BATCH);
-                store.send_batch(messages(bodies, done, n)).expect("send_batch");
+                store.send_batch(messages(&topic, bodies, done, n)).expect("send_batch");
                 done += n;
             }
         }
