@@ -68,7 +68,9 @@ pub struct Message {
     body: Bytes,
     tags: Option<String>,
     keys: Vec<String>,
-    properties: BTreeMap<String, String>,
+    /// `None` until the first property: dropping even an empty `BTreeMap`
+    /// walks an iterator (about 46 instructions per message, callgrind).
+    properties: Option<BTreeMap<String, String>>,
     delay_level: Option<u8>,
     deliver_at: Option<u64>,
     flag: u32,
@@ -87,7 +89,7 @@ impl Message {
             body: body.into(),
             tags: None,
             keys: Vec::new(),
-            properties: BTreeMap::new(),
+            properties: None,
             delay_level: None,
             deliver_at: None,
             flag: 0,
@@ -122,7 +124,7 @@ impl Message {
     /// Sets a user property, replacing an earlier value of the same name.
     #[must_use]
     pub fn with_property(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.properties.insert(name.into(), value.into());
+        self.properties.get_or_insert_with(BTreeMap::new).insert(name.into(), value.into());
         self
     }
 
@@ -179,7 +181,8 @@ impl Message {
     /// User properties (without the ones the store adds).
     #[must_use]
     pub fn properties(&self) -> &BTreeMap<String, String> {
-        &self.properties
+        static NONE: BTreeMap<String, String> = BTreeMap::new();
+        self.properties.as_ref().unwrap_or(&NONE)
     }
     /// One user property.
     #[must_use]
@@ -370,6 +373,16 @@ mod tests {
         assert_eq!(m.properties().len(), 1);
         assert_eq!((m.delay_level(), m.flag()), (Some(2), 7));
         assert!(m.check(&limits()).is_ok());
+        // No properties until the first; a later one of the same name
+        // replaces the value.
+        let bare = Message::new("T", "b");
+        assert!(bare.properties().is_empty() && bare.property("p").is_none());
+        let twice = bare.clone().with_property("p", "1").with_property("p", "2").with_property("q", "3");
+        assert_eq!(
+            twice.properties().iter().collect::<Vec<_>>(),
+            [(&"p".to_string(), &"2".to_string()), (&"q".to_string(), &"3".to_string())]
+        );
+        assert_ne!(bare, twice);
     }
 
     #[test]
