@@ -68,17 +68,18 @@ impl<'a> Found<'a> {
     }
 
     /// The keys the index holds for the record (each as `<topic>#<key>`):
-    /// its unique id, then each of its keys; none in the schedule topic,
-    /// whose records are indexed once delivered.
-    pub(crate) fn index_keys(&self, topic: &str) -> impl Iterator<Item = &'a str> + use<'a> {
+    /// its unique id, then each of its non-empty keys; none in the schedule
+    /// topic, whose records are indexed once delivered.
+    pub(crate) fn index_keys(&self, topic: &str) -> IndexKeys<'a> {
+        if topic == SCHEDULE_TOPIC {
+            return IndexKeys::default();
+        }
         let (joined, each) = match self.keys {
-            Keys::None => (None, &[][..]),
-            Keys::Joined(k) => (Some(k), &[][..]),
-            Keys::Each(k) => (None, k),
+            Keys::None => ("", &[][..]),
+            Keys::Joined(k) => (k, &[][..]),
+            Keys::Each(k) => ("", k),
         };
-        let keys = joined.into_iter().flat_map(|k| k.split(KEY_SEPARATOR)).chain(each.iter().map(String::as_str));
-        let all = self.uniq.into_iter().chain(keys.filter(|k| !k.is_empty()));
-        all.take(if topic == SCHEDULE_TOPIC { 0 } else { usize::MAX })
+        IndexKeys { uniq: self.uniq, joined, each }
     }
 
     /// The tag hash of the record's unit: the hash of its tag, except in
@@ -90,6 +91,42 @@ impl<'a> Found<'a> {
         } else {
             self.tags.map_or(0, tag_hash)
         }
+    }
+}
+
+/// [`Found::index_keys`]: three slices, small enough to move in registers
+/// (the `Chain`/`Split`/`Filter` iterator it replaces was moved with a
+/// `memcpy` call, about 90 instructions per dispatched message).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct IndexKeys<'a> {
+    uniq: Option<&'a str>,
+    /// Keys as stored, separated by [`KEY_SEPARATOR`], not yet returned.
+    joined: &'a str,
+    /// Keys as the sender gave them, not yet returned.
+    each: &'a [String],
+}
+
+impl<'a> Iterator for IndexKeys<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        if let Some(uniq) = self.uniq.take() {
+            return Some(uniq);
+        }
+        while !self.joined.is_empty() {
+            let (key, rest) = self.joined.split_once(KEY_SEPARATOR).unwrap_or((self.joined, ""));
+            self.joined = rest;
+            if !key.is_empty() {
+                return Some(key);
+            }
+        }
+        while let Some((key, rest)) = self.each.split_first() {
+            self.each = rest;
+            if !key.is_empty() {
+                return Some(key);
+            }
+        }
+        None
     }
 }
 
@@ -127,6 +164,17 @@ mod tests {
             assert_eq!(sent.has_index_keys(), scanned.has_index_keys());
             assert_eq!((sent.due, sent.delay_source), (scanned.due, scanned.delay_source));
         }
+        // Empty keys (separators side by side, at either end, or empty
+        // strings from the sender) are not indexed; order is kept.
+        fn keys<'a>(f: Found<'a>, topic: &str) -> Vec<&'a str> {
+            f.index_keys(topic).collect()
+        }
+        let stored = scan_properties(b"UNIQ_KEY\x01u\x02KEYS\x01 a  b \x02").unwrap();
+        assert_eq!(keys(stored, "t"), ["u", "a", "b"]);
+        let given = ["".to_string(), "a".to_string(), "".to_string(), "b c".to_string()];
+        assert_eq!(keys(Found::of_sent(None, &given, "u"), "t"), ["u", "a", "b c"]);
+        assert_eq!(keys(Found::of_sent(None, &[], "u"), "t"), ["u"]);
+        assert!(keys(stored, SCHEDULE_TOPIC).is_empty());
         // A stored blob without any of them.
         let none = scan_properties(b"").unwrap();
         assert!(!none.has_index_keys() && none.index_keys("t").next().is_none() && none.unit_tag("t") == 0);
