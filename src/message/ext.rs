@@ -1,7 +1,7 @@
 //! [`MessageExt`]: a stored message decoded from its commit-log record.
 
 use super::id::encode_offset_msg_id;
-use super::properties::{decode_properties, is_reserved, lookup, DELAY, KEYS, KEY_SEPARATOR, TAGS, UNIQ_KEY};
+use super::properties::{decode_properties, is_reserved, lookup, SplitKeys, DELAY, KEYS, TAGS, UNIQ_KEY};
 use super::MessageId;
 use crate::commitlog::{Record, COMMITLOG_DIR};
 use crate::error::{CorruptionKind, Error, Result};
@@ -268,7 +268,7 @@ impl MessageExt {
     }
     /// Keys (the `KEYS` property split on spaces).
     pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
-        self.property(KEYS).into_iter().flat_map(|k| k.split(KEY_SEPARATOR)).filter(|k| !k.is_empty())
+        SplitKeys::new(self.property(KEYS).unwrap_or(""))
     }
     /// Delay level requested by the producer; `None` when absent or not a number.
     #[must_use]

@@ -3,7 +3,7 @@
 //! reference counting per message).
 
 use super::ext::MessageExt;
-use super::properties::{lookup, KEYS, KEY_SEPARATOR, TAGS, UNIQ_KEY};
+use super::properties::{lookup, SplitKeys, KEYS, TAGS, UNIQ_KEY};
 use crate::commitlog::{Parts, RecordView};
 use crate::error::Result;
 use crate::offset::{PhysicalOffset, QueueOffset};
@@ -90,7 +90,7 @@ impl<'a> MessageRef<'a> {
     }
     /// Keys (the `KEYS` property split on spaces).
     pub fn keys(&self) -> impl Iterator<Item = &'a str> + 'a {
-        self.property(KEYS).into_iter().flat_map(|k| k.split(KEY_SEPARATOR)).filter(|k| !k.is_empty())
+        SplitKeys::new(self.property(KEYS).unwrap_or(""))
     }
     /// The unique message id (`UNIQ_KEY`).
     #[must_use]

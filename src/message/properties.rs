@@ -30,6 +30,35 @@ pub const PROPERTY_SEPARATOR: u8 = 0x02;
 /// `MessageConst.KEY_SEPARATOR`).
 pub const KEY_SEPARATOR: &str = " ";
 
+/// The keys of a [`KEYS`] value: split on [`KEY_SEPARATOR`], empty ones
+/// (separators side by side or at either end) skipped, as RocketMQ reads
+/// them. Two slices of state, so it moves in registers: dispatch builds
+/// one per message.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct SplitKeys<'a>(&'a str);
+
+impl<'a> SplitKeys<'a> {
+    /// The keys of `joined` (a `KEYS` value; `""` has none).
+    pub(crate) fn new(joined: &'a str) -> Self {
+        Self(joined)
+    }
+}
+
+impl<'a> Iterator for SplitKeys<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        while !self.0.is_empty() {
+            let (key, rest) = self.0.split_once(KEY_SEPARATOR).unwrap_or((self.0, ""));
+            self.0 = rest;
+            if !key.is_empty() {
+                return Some(key);
+            }
+        }
+        None
+    }
+}
+
 /// The message's tag, used for consume-queue tag hashes and filtering.
 pub const TAGS: &str = "TAGS";
 /// The message's business keys, joined by [`KEY_SEPARATOR`]; each is indexed.
@@ -427,6 +456,21 @@ pub(crate) fn rewrite(bytes: &[u8], remove: &[&str], add: &[(&str, &str)]) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `SplitKeys` yields what splitting on the separator and dropping
+    /// empty pieces yields, on every short mix of keys and separators.
+    #[test]
+    fn split_keys_skips_empty_keys_and_keeps_order() {
+        assert_eq!(SplitKeys::new(" a  bc ").collect::<Vec<_>>(), ["a", "bc"]);
+        assert_eq!(SplitKeys::new("").count() + SplitKeys::new("   ").count(), 0);
+        for n in 0..=6u32 {
+            for mask in 0..(1u32 << n) {
+                let joined: String = (0..n).map(|i| if mask & (1 << i) != 0 { ' ' } else { 'k' }).collect();
+                let want: Vec<&str> = joined.split(KEY_SEPARATOR).filter(|k| !k.is_empty()).collect();
+                assert_eq!(SplitKeys::new(&joined).collect::<Vec<_>>(), want, "{joined:?}");
+            }
+        }
+    }
 
     #[test]
     fn rewrite_replaces_and_removes() {
